@@ -1,0 +1,27 @@
+# Two commands do all set-up (README): `make run` and `make test`. Both install into .venv
+# first; the install is skipped while pyproject.toml is unchanged.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.install-stamp
+
+.PHONY: install run test bench
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet -e .
+	touch $(STAMP)
+
+# The main job: the Optuna sweep (ARGS passes overrides, e.g. ARGS="data.root=../shared/mnist").
+run: install
+	$(PY) train.py $(ARGS)
+
+# The test suite, then the end-to-end smoke sweep.
+test: install
+	$(PY) -m pytest -q tests $(ARGS)
+
+bench: install
+	$(PY) benchmarks/bench_data.py
+	$(PY) benchmarks/bench_selection.py

@@ -1,0 +1,114 @@
+"""MNIST as normalised tensors in memory, a seeded validation split, and batches from memory.
+
+torchvision reads the IDX files; after that every sample lives in one float tensor, so a batch
+is a single index operation instead of 64 PIL conversions (benchmarks/bench_data.py).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torchvision.datasets import MNIST
+
+# Mean and std of the MNIST training pixels (the values torchvision's MNIST examples use).
+MNIST_MEAN = 0.1307
+MNIST_STD = 0.3081
+ROOT_ENV_VAR = "MNIST_ROOT"
+
+
+class DataUnavailableError(RuntimeError):
+    pass
+
+
+@dataclass
+class TensorSplit:
+    images: torch.Tensor  # (N, 1, 28, 28) float32, normalised
+    labels: torch.Tensor  # (N,) int64
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def batches(self, batch_size: int, generator: torch.Generator | None = None):
+        """Yield (images, labels) batches; shuffled when a generator is given."""
+        n = len(self)
+        order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
+        for start in range(0, n, batch_size):
+            idx = order[start : start + batch_size]
+            yield self.images[idx], self.labels[idx]
+
+    def subset(self, n: int) -> "TensorSplit":
+        return TensorSplit(self.images[:n], self.labels[:n])
+
+
+@dataclass
+class MnistSplits:
+    train: TensorSplit
+    val: TensorSplit
+    test: TensorSplit
+
+
+def _mnist(root: Path, train: bool, download: bool) -> MNIST:
+    try:
+        return MNIST(str(root), train=train, download=False)
+    except RuntimeError:
+        pass  # files missing: fall through to the download, if allowed
+    hint = (
+        f"MNIST files not found under {root}/MNIST/raw. Set data.root=<dir> "
+        f"(or the {ROOT_ENV_VAR} environment variable) to a folder holding MNIST/raw/*-ubyte"
+    )
+    if not download:
+        raise DataUnavailableError(hint + ", or allow data.download=true.")
+    try:
+        return MNIST(str(root), train=train, download=True)
+    except Exception as exc:  # urllib/HTTP errors come in many types; one message is enough
+        raise DataUnavailableError(f"{hint}; downloading failed ({type(exc).__name__}: {exc}).") from None
+
+
+def to_tensor_split(raw_images: torch.Tensor, raw_labels: torch.Tensor) -> TensorSplit:
+    """uint8 (N, 28, 28) -> normalised float (N, 1, 28, 28), as ToTensor+Normalize would give."""
+    images = (raw_images.float().div_(255.0).sub_(MNIST_MEAN).div_(MNIST_STD)).unsqueeze(1)
+    return TensorSplit(images.contiguous(), raw_labels.long())
+
+
+def split_train_val(split: TensorSplit, val_fraction: float, seed: int) -> tuple[TensorSplit, TensorSplit]:
+    """Seeded random split of the training set; the test set is never used for selection."""
+    n = len(split)
+    n_val = max(1, int(round(n * val_fraction)))
+    if n_val >= n:
+        raise ValueError(f"data.val_fraction={val_fraction} leaves no training samples out of {n}")
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    val_idx, train_idx = order[:n_val], order[n_val:]
+    return (
+        TensorSplit(split.images[train_idx], split.labels[train_idx]),
+        TensorSplit(split.images[val_idx], split.labels[val_idx]),
+    )
+
+
+def resolve_root(root: str | os.PathLike | None) -> Path:
+    if root in (None, ""):
+        root = os.environ.get(ROOT_ENV_VAR, "data")
+    return Path(root).expanduser().resolve()
+
+
+def load_mnist(
+    root=None,
+    val_fraction: float = 0.1,
+    split_seed: int = 0,
+    download: bool = True,
+    train_subset: int | None = None,
+    test_subset: int | None = None,
+) -> MnistSplits:
+    """Train/val/test tensors. ``train_subset``/``test_subset`` keep the first n (smoke runs)."""
+    root = resolve_root(root)
+    train_ds = _mnist(root, True, download)
+    test_ds = _mnist(root, False, download)
+    train = to_tensor_split(train_ds.data, train_ds.targets)
+    test = to_tensor_split(test_ds.data, test_ds.targets)
+    if train_subset:
+        train = train.subset(train_subset)
+    if test_subset:
+        test = test.subset(test_subset)
+    train, val = split_train_val(train, val_fraction, split_seed)
+    return MnistSplits(train, val, test)

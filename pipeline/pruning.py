@@ -1,0 +1,156 @@
+"""Step 2 of Sec. III-A: magnitude pruning, removal of structurally dead units, compression ratio.
+
+After thresholding, a channel or neuron whose incoming weights are all zero emits a constant,
+and one whose outputs no later layer reads is useless; deleting both shrinks the representation
+sent at that cut (paper Fig. 3: "eliminating entire neurons after pruning").
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .model import SplitCNN, count_nonzero, count_parameters
+
+
+def magnitude_masks(
+    model: SplitCNN, threshold: float, per_layer: dict[str, float] | None = None
+) -> dict[str, torch.Tensor]:
+    """Keep-masks: a parameter survives iff |theta| >= threshold (global), or the layer's own
+    threshold from ``per_layer`` (keys are layer names such as ``fc1``)."""
+    per_layer = dict(per_layer or {})
+    masks = {}
+    for name, p in model.named_parameters():
+        layer = name.split(".")[1]  # "layers.fc1.weight" -> "fc1"
+        masks[name] = (p.detach().abs() >= per_layer.get(layer, threshold)).to(p.dtype)
+    return masks
+
+
+def apply_masks(model: SplitCNN, masks: dict[str, torch.Tensor]) -> SplitCNN:
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.mul_(masks[name])
+    return model
+
+
+def _unit_slices(model: SplitCNN):
+    """For each weighted layer except the last: (layer, consumer, how the consumer reads unit u).
+
+    conv_l feeds conv_{l+1} through a pool (input channel u); conv4 feeds fc1 through pool4 and a
+    flatten, so its channel u is the fc1 input columns u*h*w .. (u+1)*h*w - 1.
+    """
+    names = [n for n, _ in model.weighted_layers()]
+    spatial = model.flat_shape[1] * model.flat_shape[2]
+    for layer, consumer in zip(names[:-1], names[1:]):
+        group = spatial if (layer.startswith("conv") and consumer.startswith("fc")) else 1
+        yield layer, consumer, group
+
+
+def _in_cols(consumer_w: torch.Tensor, unit: int, group: int) -> torch.Tensor:
+    return consumer_w[:, unit * group : (unit + 1) * group]
+
+
+def remove_dead_units(model: SplitCNN) -> SplitCNN:
+    """A new, smaller SplitCNN computing exactly the same logits as ``model`` (already masked).
+
+    Repeats until nothing changes, since deleting a unit can leave its producers unread:
+    - a unit whose outputs no later layer reads is deleted;
+    - a unit with all-zero incoming weights outputs ReLU(b) everywhere: if that is 0 it is
+      deleted; if not and the consumer is fully connected, the constant is folded into the
+      consumer's bias and the unit deleted. A constant conv channel feeding another conv is kept:
+      zero padding makes its contribution position-dependent, so folding would not be exact.
+    At least one unit per layer is kept so every layer still has a shape.
+    """
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    w = lambda n: state[f"layers.{n}.weight"]  # noqa: E731
+    b = lambda n: state[f"layers.{n}.bias"]  # noqa: E731
+    changed = True
+    while changed:
+        changed = False
+        for layer, consumer, group in _unit_slices(model):
+            W, B, Wn = w(layer), b(layer), w(consumer)
+            keep = torch.ones(W.shape[0], dtype=torch.bool)
+            for u in range(W.shape[0]):
+                cols = _in_cols(Wn, u, group)
+                if not bool(cols.any()):
+                    keep[u] = False
+                elif not bool(W[u].any()):
+                    constant = torch.relu(B[u])
+                    if constant == 0:
+                        keep[u] = False
+                    elif consumer.startswith("fc"):
+                        b(consumer).add_(cols.sum(dim=1) * constant)
+                        keep[u] = False
+            if bool(keep.all()):
+                continue
+            if not bool(keep.any()):
+                keep[0] = True
+            changed = True
+            state[f"layers.{layer}.weight"] = W[keep]
+            state[f"layers.{layer}.bias"] = B[keep]
+            col_keep = keep.repeat_interleave(group)
+            state[f"layers.{consumer}.weight"] = Wn[:, col_keep]
+    widths = {
+        "conv_channels": [state[f"layers.conv{i}.weight"].shape[0] for i in range(1, 5)],
+        "fc_units": [state[f"layers.fc{i}.weight"].shape[0] for i in range(1, 6)],
+    }
+    smaller = SplitCNN(**widths)
+    smaller.load_state_dict(state)
+    return smaller
+
+
+def nonzero_masks(model: SplitCNN) -> dict[str, torch.Tensor]:
+    """Masks that hold the current zeros at zero (masked fine-tuning of a cleaned model)."""
+    return {name: (p.detach() != 0).to(p.dtype) for name, p in model.named_parameters()}
+
+
+def compression_ratio(dense_nnz: int, pruned_nnz: int) -> float:
+    """C_r = non-zeros of the trained dense model / non-zeros of the compressed one (Sec. IV)."""
+    if pruned_nnz <= 0:
+        return float("inf")
+    return dense_nnz / pruned_nnz
+
+
+def prune(model: SplitCNN, threshold: float, per_layer: dict[str, float] | None = None) -> SplitCNN:
+    """Threshold (a copy of) ``model`` and remove its dead units."""
+    masked = SplitCNN(model.conv_channels, model.fc_units)
+    masked.load_state_dict(model.state_dict())
+    apply_masks(masked, magnitude_masks(masked, threshold, per_layer))
+    return remove_dead_units(masked)
+
+
+@dataclass
+class LayerRow:
+    layer: str
+    kind: str
+    params_dense: int
+    nnz_dense: int
+    params_pruned: int
+    nnz_pruned: int
+    out_elements_dense: int
+    out_elements_pruned: int
+
+
+def _layer_counts(model: SplitCNN, name: str) -> tuple[int, int]:
+    params = list(model.layers[name].parameters())
+    return sum(p.numel() for p in params), int(sum(int(torch.count_nonzero(p)) for p in params))
+
+
+def layer_table(dense: SplitCNN, pruned: SplitCNN) -> list[LayerRow]:
+    """Per-layer parameters, non-zeros and output elements before and after pruning."""
+    rows = []
+    for d_info, p_info in zip(dense.infos, pruned.infos):
+        pd, nd = _layer_counts(dense, d_info.name)
+        pp, npr = _layer_counts(pruned, p_info.name)
+        rows.append(LayerRow(d_info.name, d_info.kind, pd, nd, pp, npr, d_info.out_elements, p_info.out_elements))
+    return rows
+
+
+def summary(dense: SplitCNN, pruned: SplitCNN) -> dict[str, float]:
+    dense_nnz, pruned_nnz = count_nonzero(dense), count_nonzero(pruned)
+    return {
+        "params_dense": count_parameters(dense),
+        "nnz_dense": dense_nnz,
+        "nnz_params": pruned_nnz,
+        "compression_ratio": compression_ratio(dense_nnz, pruned_nnz),
+    }

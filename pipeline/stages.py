@@ -1,0 +1,103 @@
+"""The training stages, in order: data -> dense training (eq. 10) -> pruning -> fine-tuning -> metrics.
+
+``run_train`` is what ``train.py`` calls; the sweep reuses the same pieces per trial.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+from omegaconf import DictConfig, OmegaConf
+
+from . import tracking
+from .config import validate_training
+from .data import MnistSplits, load_mnist
+from .model import SplitCNN, build_model, save_checkpoint
+from .pruning import layer_table, nonzero_masks, prune, summary
+from .training import EpochRecord, evaluate, fit, seed_everything
+
+log = logging.getLogger(__name__)
+
+
+def load_data(cfg: DictConfig) -> MnistSplits:
+    d = cfg.data
+    return load_mnist(d.root, d.val_fraction, d.split_seed, d.download, d.train_subset, d.test_subset)
+
+
+def train_dense(cfg: DictConfig, data: MnistSplits, on_epoch: Callable[[EpochRecord], None] | None = None) -> SplitCNN:
+    """Train the dense CNN on eq. (10) from the seed in ``cfg``."""
+    seed_everything(cfg.seed, cfg.train.num_threads)
+    model = build_model(cfg.model.conv_channels, cfg.model.fc_units)
+    t = cfg.train
+    fit(model, data.train, data.val, epochs=t.epochs, mu=t.mu, lr=t.lr, batch_size=t.batch_size,
+        seed=cfg.seed, on_epoch=on_epoch)
+    return model
+
+
+def prune_model(
+    cfg: DictConfig, dense: SplitCNN, data: MnistSplits, on_epoch: Callable[[EpochRecord], None] | None = None
+) -> SplitCNN:
+    """Threshold pruning plus dead-unit removal, then optional masked fine-tuning (zeros stay zero)."""
+    p = cfg.prune
+    pruned = prune(dense, p.threshold, OmegaConf.to_container(p.per_layer) if p.per_layer else None)
+    if p.finetune_epochs:
+        seed_everything(cfg.seed + 1, cfg.train.num_threads)
+        fit(pruned, data.train, data.val, epochs=p.finetune_epochs, mu=cfg.train.mu, lr=p.finetune_lr,
+            batch_size=cfg.train.batch_size, seed=cfg.seed + 1, masks=nonzero_masks(pruned), desc="finetune",
+            on_epoch=on_epoch)
+    return pruned
+
+
+def measure(dense: SplitCNN, pruned: SplitCNN, data: MnistSplits) -> dict[str, float]:
+    """Final metrics: pruned model on val (selection) and test (reporting only), dense test accuracy."""
+    val, test, dense_test = evaluate(pruned, data.val), evaluate(pruned, data.test), evaluate(dense, data.test)
+    metrics = {
+        "val_loss": val.loss,
+        "val_accuracy": val.accuracy,
+        "test_loss": test.loss,
+        "test_accuracy": test.accuracy,
+        "dense_test_accuracy": dense_test.accuracy,
+        "dense_test_loss": dense_test.loss,
+    }
+    s = summary(dense, pruned)
+    metrics.update(compression_ratio=s["compression_ratio"], nnz_params=s["nnz_params"], nnz_dense=s["nnz_dense"])
+    return metrics
+
+
+def log_models(dense: SplitCNN, pruned: SplitCNN) -> None:
+    """Checkpoints and the per-layer table as artifacts of the active run."""
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, model in (("dense.pt", dense), ("pruned.pt", pruned)):
+            save_checkpoint(model, Path(tmp) / name)
+            tracking.log_file(Path(tmp) / name, "checkpoints")
+    tracking.log_table([dataclasses.asdict(r) for r in layer_table(dense, pruned)], "layers.csv")
+
+
+def run_train(cfg: DictConfig) -> dict[str, float]:
+    """``train.py``: one MLflow run holding params, per-epoch curves, final metrics and artifacts."""
+    validate_training(cfg)
+    data = load_data(cfg)  # fails before any run is opened when data are missing
+    experiment_id = tracking.configure(cfg.tracking.uri, cfg.tracking.experiment, cfg.tracking.artifact_location)
+    with tracking.run(experiment_id, cfg.tracking.run_name or "train", {"stage": "train"}) as active:
+        tracking.log_params(tracking.flatten(OmegaConf.to_container(cfg, resolve=True)))
+        tracking.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
+        tracking.log_metrics({"train_samples": len(data.train), "val_samples": len(data.val), "test_samples": len(data.test)})
+
+        # one step axis: training epochs, then fine-tuning epochs, then the final (pruned) values,
+        # so MLflow's "latest" value of val_accuracy is the pruned model's
+        def log_epoch(offset: int):
+            def log(rec: EpochRecord) -> None:
+                values = {"train_loss": rec.train_loss, "val_loss": rec.val_loss, "val_accuracy": rec.val_accuracy}
+                tracking.log_metrics(values, step=offset + rec.epoch)
+            return log
+
+        dense = train_dense(cfg, data, log_epoch(0))
+        pruned = prune_model(cfg, dense, data, log_epoch(cfg.train.epochs))
+        metrics = measure(dense, pruned, data)
+        tracking.log_metrics(metrics, step=cfg.train.epochs + cfg.prune.finetune_epochs + 1)
+        log_models(dense, pruned)
+        log.info("run %s: %s", active.info.run_id, ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
+        return {"run_id": active.info.run_id, **metrics}

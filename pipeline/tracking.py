@@ -1,0 +1,127 @@
+"""Every MLflow call of the project: store, experiment, runs, params, metrics, artifacts, secrets.
+
+Credentials in storage URLs or tracking URIs (``postgresql://user:pw@host/db``) are masked in
+everything recorded here: params, tags, the logged config and log lines.
+"""
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import logging
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import mlflow
+from mlflow.tracking import MlflowClient
+
+log = logging.getLogger(__name__)
+
+_URL_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.\-]*://[^:/@\s]*:)(?P<pw>[^@\s]+)(?P<tail>@)")
+MASK = "***"
+MAX_PARAM_CHARS = 6000  # MLflow 3 param value limit
+
+
+def mask_secrets(value: Any) -> Any:
+    """``scheme://user:password@host`` -> ``scheme://user:***@host`` inside any string."""
+    if isinstance(value, str):
+        return _URL_PASSWORD.sub(lambda m: m["head"] + MASK + m["tail"], value)
+    return value
+
+
+def flatten(tree: Mapping, prefix: str = "") -> dict[str, Any]:
+    """{"train": {"mu": 0.9}} -> {"train.mu": 0.9}; lists stay single values."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, name + "."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def configure(uri: str, experiment: str, artifact_location: str | None = None) -> str:
+    """Point MLflow at ``uri`` and return the id of ``experiment`` (created if missing).
+
+    Called once in the parent process before trials start, so parallel workers never race to
+    create the database schema or the experiment.
+    """
+    mlflow.set_tracking_uri(uri)
+    client = MlflowClient()
+    found = client.get_experiment_by_name(experiment)
+    if found is not None:
+        return found.experiment_id
+    try:
+        return client.create_experiment(experiment, artifact_location=artifact_location)
+    except mlflow.exceptions.MlflowException:
+        # another worker created it between our lookup and create
+        return client.get_experiment_by_name(experiment).experiment_id
+
+
+@contextlib.contextmanager
+def run(experiment_id: str, run_name: str, tags: Mapping[str, str] | None = None, parent_run_id: str | None = None):
+    """An MLflow run that ends FINISHED on success, KILLED on Ctrl-C and FAILED on an error."""
+    tags = {k: mask_secrets(str(v)) for k, v in (tags or {}).items()}
+    if parent_run_id:
+        tags["mlflow.parentRunId"] = parent_run_id
+    active = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags)
+    try:
+        yield active
+    except KeyboardInterrupt:
+        mlflow.end_run("KILLED")
+        raise
+    except BaseException:
+        mlflow.end_run("FAILED")
+        raise
+    else:
+        mlflow.end_run("FINISHED")
+
+
+def log_params(params: Mapping[str, Any]) -> None:
+    clean = {k: str(mask_secrets(v))[:MAX_PARAM_CHARS] for k, v in params.items()}
+    items = list(clean.items())
+    for i in range(0, len(items), 100):  # MLflow's batch limit
+        mlflow.log_params(dict(items[i : i + 100]))
+
+
+def log_metrics(metrics: Mapping[str, float], step: int | None = None) -> None:
+    mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
+
+
+def log_text(text: str, artifact_file: str) -> None:
+    mlflow.log_text(mask_secrets(text), artifact_file)
+
+
+def log_file(path: str | os.PathLike, artifact_path: str | None = None) -> None:
+    mlflow.log_artifact(str(path), artifact_path)
+
+
+def rows_to_csv(rows: Iterable[Mapping[str, Any]]) -> str:
+    rows = list(rows)
+    buf = io.StringIO()
+    if rows:
+        writer = csv.DictWriter(buf, fieldnames=list(rows[0].keys()), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    return buf.getvalue()
+
+
+def log_table(rows: Iterable[Mapping[str, Any]], artifact_file: str) -> None:
+    log_text(rows_to_csv(rows), artifact_file)
+
+
+def set_tags(tags: Mapping[str, Any]) -> None:
+    mlflow.set_tags({k: mask_secrets(str(v)) for k, v in tags.items()})
+
+
+def download(run_id: str, artifact_path: str, dst_dir: str | None = None) -> Path:
+    dst_dir = dst_dir or tempfile.mkdtemp(prefix="ecosplit-")
+    return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact_path, dst_path=dst_dir))
+
+
+def get_run(run_id: str):
+    return MlflowClient().get_run(run_id)

@@ -1,0 +1,36 @@
+import pytest
+import torch
+
+from pipeline.data import MNIST_MEAN, MNIST_STD, DataUnavailableError, load_mnist
+
+
+def test_loads_idx_files_into_normalised_tensors(fake_mnist):
+    splits = load_mnist(fake_mnist, val_fraction=0.25, split_seed=0, download=False)
+    assert len(splits.train) == 150 and len(splits.val) == 50 and len(splits.test) == 100
+    assert splits.train.images.shape == (150, 1, 28, 28) and splits.train.images.dtype == torch.float32
+    # a 250 pixel normalises to (250/255 - mean) / std
+    assert float(splits.test.images.max()) == pytest.approx((250 / 255 - MNIST_MEAN) / MNIST_STD, rel=1e-6)
+    batches = list(splits.train.batches(64))
+    assert [len(y) for _, y in batches] == [64, 64, 22]
+
+
+def test_validation_split_is_seeded_and_disjoint(fake_mnist):
+    a = load_mnist(fake_mnist, 0.2, 7, False)
+    b = load_mnist(fake_mnist, 0.2, 7, False)
+    c = load_mnist(fake_mnist, 0.2, 8, False)
+    assert torch.equal(a.val.images, b.val.images)
+    assert not torch.equal(a.val.images, c.val.images)
+    train_rows = {t.numpy().tobytes() for t in a.train.images}
+    assert not any(v.numpy().tobytes() in train_rows for v in a.val.images)
+
+
+def test_subsets_keep_the_first_samples(fake_mnist):
+    s = load_mnist(fake_mnist, 0.5, 0, False, train_subset=40, test_subset=10)
+    assert len(s.train) + len(s.val) == 40 and len(s.test) == 10
+
+
+def test_missing_files_give_one_clear_message(tmp_path, monkeypatch):
+    with pytest.raises(DataUnavailableError) as info:
+        load_mnist(tmp_path / "nowhere", download=False)
+    message = str(info.value)
+    assert str(tmp_path / "nowhere") in message and "data.root" in message and "MNIST_ROOT" in message

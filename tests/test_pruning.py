@@ -1,0 +1,71 @@
+import torch
+
+from pipeline.model import SplitCNN, count_nonzero
+from pipeline.pruning import (
+    apply_masks, compression_ratio, layer_table, magnitude_masks, prune, remove_dead_units,
+)
+
+
+def small_model(seed=0):
+    torch.manual_seed(seed)
+    return SplitCNN((4, 5, 6, 7), (12, 10, 9, 8, 10))
+
+
+def test_masks_keep_exactly_the_large_parameters():
+    model = small_model()
+    with torch.no_grad():
+        model.layers.fc5.weight.copy_(torch.tensor([[0.5, -0.01, 0.2, -0.3, 0.0, 0.05, 0.1, -0.09]] * 10))
+    masks = magnitude_masks(model, 0.1)
+    # |w| >= 0.1 keeps 0.5, 0.2, -0.3, 0.1 -> [1, 0, 1, 1, 0, 0, 1, 0]
+    assert masks["layers.fc5.weight"][0].tolist() == [1, 0, 1, 1, 0, 0, 1, 0]
+    per_layer = magnitude_masks(model, 0.1, {"fc5": 0.25})
+    assert per_layer["layers.fc5.weight"][0].tolist() == [1, 0, 0, 1, 0, 0, 0, 0]
+
+
+def test_compression_ratio_on_a_hand_built_tensor():
+    model = SplitCNN((1, 1, 1, 1), (1, 1, 1, 1, 1))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.fill_(1.0)
+    dense_nnz = count_nonzero(model)
+    # conv1 25+1, conv2..4 25+1 each, fc1 4+1, fc2..fc5 1+1 each
+    assert dense_nnz == 4 * 26 + 5 + 4 * 2
+    with torch.no_grad():
+        model.layers.fc1.weight.copy_(torch.tensor([[1.0, 0.0, 0.0, 2.0]]))
+        model.layers.conv1.weight.zero_()
+    pruned_nnz = count_nonzero(model)
+    assert pruned_nnz == dense_nnz - 2 - 25
+    assert compression_ratio(dense_nnz, pruned_nnz) == 117 / 90
+
+
+def test_dead_units_are_removed_and_logits_unchanged():
+    model = small_model(1)
+    with torch.no_grad():
+        model.layers.conv2.weight[1].zero_(); model.layers.conv2.bias[1] = -0.3   # dead in, ReLU(b)=0
+        model.layers.conv3.weight[:, 2].zero_()                                  # conv2 ch 2 unread
+        model.layers.conv4.weight[3].zero_(); model.layers.conv4.bias[3] = 0.7   # constant into fc1: fold
+        model.layers.conv3.weight[4].zero_(); model.layers.conv3.bias[4] = 0.4   # constant into a conv: keep
+        model.layers.fc2.weight[5].zero_(); model.layers.fc2.bias[5] = 0.2       # constant neuron: fold
+        model.layers.fc4.weight[:, 6].zero_()                                    # fc3 unit 6 unread
+    x = torch.randn(4, 1, 28, 28)
+    cleaned = remove_dead_units(model)
+    assert cleaned.conv_channels == (4, 3, 6, 6)
+    assert cleaned.fc_units == (12, 9, 8, 8, 10)
+    assert torch.allclose(cleaned(x), model(x), atol=1e-5)
+    # removing a unit shrinks what is sent at that cut
+    assert cleaned.client(x, "pool2").shape[1] == 3
+
+
+def test_prune_cascades_and_matches_masked_model():
+    model = small_model(2)
+    masked = small_model(2)
+    apply_masks(masked, magnitude_masks(masked, 0.08))
+    pruned = prune(model, 0.08)
+    x = torch.randn(3, 1, 28, 28)
+    assert torch.allclose(pruned(x), masked(x), atol=1e-5)
+    assert count_nonzero(pruned) <= count_nonzero(masked) + sum(pruned.fc_units)  # folded biases only
+    rows = layer_table(model, pruned)
+    assert [r.layer for r in rows] == model.cut_names[1:]
+    assert all(r.out_elements_pruned <= r.out_elements_dense for r in rows)
+    fc1 = next(r for r in rows if r.layer == "fc1")
+    assert fc1.params_dense == (7 * 4 + 1) * 12 and fc1.out_elements_dense == 12

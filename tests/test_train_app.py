@@ -1,0 +1,79 @@
+"""train.py end to end on toy data, and every bad input it must refuse."""
+import subprocess
+import sys
+
+import mlflow
+import pytest
+from omegaconf import OmegaConf
+from mlflow.tracking import MlflowClient
+
+from pipeline.config import ConfigError
+from pipeline.stages import run_train
+from tests.conftest import REPO
+
+FINAL_METRICS = {"test_accuracy", "test_loss", "val_accuracy", "val_loss", "compression_ratio", "nnz_params",
+                 "dense_test_accuracy"}
+
+
+def test_run_records_params_metrics_and_artifacts(small_train_cfg):
+    result = run_train(small_train_cfg)
+    client = MlflowClient(small_train_cfg.tracking.uri)
+    run = client.get_run(result["run_id"])
+    assert run.info.status == "FINISHED"
+    assert FINAL_METRICS <= set(run.data.metrics)
+    assert run.data.params["train.mu"] == str(small_train_cfg.train.mu)
+    assert run.data.params["prune.threshold"] == str(small_train_cfg.prune.threshold)
+    history = client.get_metric_history(run.info.run_id, "val_accuracy")
+    # epoch 1, then the pruned model's value one step later, so it is what MLflow shows as latest
+    assert [m.step for m in history] == [1, 2]
+    assert history[1].value == run.data.metrics["val_accuracy"] == result["val_accuracy"]
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"config.yaml", "layers.csv", "checkpoints"} <= artifacts
+    ckpts = {a.path for a in client.list_artifacts(run.info.run_id, "checkpoints")}
+    assert ckpts == {"checkpoints/dense.pt", "checkpoints/pruned.pt"}
+    assert run.data.metrics["compression_ratio"] >= 1.0
+
+
+def test_same_config_same_metrics(small_train_cfg):
+    a, b = run_train(small_train_cfg), run_train(small_train_cfg)
+    a.pop("run_id"), b.pop("run_id")
+    assert a == b
+
+
+BAD = [
+    ("train.mu=0", r"train.mu must be in \(0, 1\]"),
+    ("train.mu=1.2", r"train.mu must be in \(0, 1\]"),
+    ("prune.threshold=-0.1", r"prune.threshold must be in \[0, inf\)"),
+    ("train.epochs=0", r"train.epochs must be in \[1, inf\)"),
+    ("train.batch_size=-4", r"train.batch_size must be in \[1, inf\)"),
+    ("data.val_fraction=1.0", r"data.val_fraction must be in \(0, 1\)"),
+    ("data.val_fraction=0", r"data.val_fraction must be in \(0, 1\)"),
+    ("+prune.per_layer.fc9=0.1", r"prune.per_layer: unknown cut point 'fc9'"),
+]
+
+
+@pytest.mark.parametrize("override,message", BAD)
+def test_bad_input_is_refused_before_anything_is_recorded(small_train_cfg, override, message):
+    cfg = small_train_cfg.copy()
+    OmegaConf.set_struct(cfg, False)
+    cfg.merge_with_dotlist([override.lstrip("+")])
+    with pytest.raises(ConfigError, match=message):
+        run_train(cfg)
+    client = MlflowClient(small_train_cfg.tracking.uri)
+    assert client.search_experiments(filter_string="name = 'ecosplit'") == []
+
+
+def test_cli_exit_code_and_single_line_and_nothing_damaged(fake_mnist, tmp_path):
+    db = tmp_path / "mlflow.db"
+    args = [sys.executable, "train.py", f"data.root={fake_mnist}", "data.download=false", "train.epochs=1",
+            f"tracking.uri=sqlite:///{db}", f"tracking.artifact_location={tmp_path}/art", f"hydra.run.dir={tmp_path}/o"]
+    ok = subprocess.run(args, cwd=REPO, capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    before = db.read_bytes()
+    bad = subprocess.run(args + ["train.mu=2"], cwd=REPO, capture_output=True, text=True)
+    assert bad.returncode == 2
+    assert bad.stderr.strip().splitlines() == ["error: train.mu must be in (0, 1] (got 2)"]
+    assert db.read_bytes() == before
+    client = MlflowClient(f"sqlite:///{db}")
+    exp = client.get_experiment_by_name("ecosplit")
+    assert [r.info.status for r in client.search_runs([exp.experiment_id])] == ["FINISHED"]
