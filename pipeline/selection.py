@@ -1,0 +1,100 @@
+"""Cut selection (Sec. III-B), fixed-cut baselines (Sec. IV) and CO2 accounting, pure numpy.
+
+Shapes: C cut points, N inferences. processing_j is (C,), per-inference quantities are (N, C).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+J_PER_KWH = 3.6e6
+
+
+def total_energy_j(processing_j, transmission_j) -> np.ndarray:
+    """Eq. (6): E = E_p + E_tr for every inference and cut, (C,) + (N, C) -> (N, C)."""
+    processing_j = np.asarray(processing_j, dtype=float)
+    transmission_j = np.asarray(transmission_j, dtype=float)
+    if processing_j.ndim != 1 or transmission_j.ndim != 2 or transmission_j.shape[1] != processing_j.size:
+        raise ValueError(
+            f"need processing_j (C,) and transmission_j (N, C) (got {processing_j.shape} and {transmission_j.shape})"
+        )
+    return transmission_j + processing_j[None, :]
+
+
+def select_min_energy(total_j) -> np.ndarray:
+    """PS (Sec. III-B): the cut minimising E_i for each inference, (N, C) -> (N,) int.
+
+    Uses the true E_tr of every cut, i.e. perfect knowledge of h(t) over the upload (Remark 1).
+    Exact ties go to the earliest cut (fewest layers on the client); no tolerance is applied.
+    """
+    total_j = np.asarray(total_j, dtype=float)
+    if total_j.ndim != 2 or total_j.shape[1] == 0:
+        raise ValueError(f"total_j must have shape (N, C) with C >= 1 (got {total_j.shape})")
+    if np.any(np.isnan(total_j)):
+        raise ValueError("total_j contains NaN")
+    return np.argmin(total_j, axis=1)  # argmin returns the first minimum: earliest cut on ties
+
+
+def select_causal(processing_j, bits, start_rate_bps, power_w) -> np.ndarray:
+    """Remark 1 relaxed: choose with only the rate seen when the inference starts, (N,) int.
+
+    Estimates tau_hat = bits / R(t_i) and E_hat = E_p + P * tau_hat (eqs. 4-6 with R frozen at
+    t_i); the caller then charges the true cost of the chosen cut. Ties go to the earliest cut.
+    With R(t_i) = 0 every upload looks infinitely long, so the limit R -> 0 is taken: fewest bits,
+    then least processing energy.
+    """
+    processing_j = np.asarray(processing_j, dtype=float)
+    bits = np.asarray(bits, dtype=float)
+    rate = np.asarray(start_rate_bps, dtype=float)
+    if processing_j.ndim != 1 or bits.shape != processing_j.shape:
+        raise ValueError(f"processing_j and bits must both have shape (C,) (got {processing_j.shape}, {bits.shape})")
+    if rate.ndim != 1 or not np.all(np.isfinite(rate)) or np.any(rate < 0):
+        raise ValueError("start_rate_bps must be a 1-D array of finite rates >= 0")
+    power_w = float(power_w)
+    if not math.isfinite(power_w) or power_w <= 0:
+        raise ValueError(f"channel.power_w must be finite and > 0 (got {power_w})")
+
+    live = rate > 0
+    tau_hat_s = np.divide(bits[None, :], rate[:, None], out=np.zeros((rate.size, bits.size)), where=live[:, None])
+    choice = np.argmin(processing_j[None, :] + power_w * tau_hat_s, axis=1)
+    if not np.all(live):
+        # lexsort orders by the last key first: fewest bits, then least E_p, then earliest cut
+        choice[~live] = np.lexsort((np.arange(bits.size), processing_j, bits))[0]
+    return choice
+
+
+def select_fixed(n_inferences: int, cut: int, n_cuts: int) -> np.ndarray:
+    """A fixed-cut baseline (Pool-1, softmax of Sec. IV): the same cut for every inference."""
+    if not 0 <= cut < n_cuts:
+        raise ValueError(f"cut index must be in [0, {n_cuts - 1}] (got {cut})")
+    return np.full(int(n_inferences), cut, dtype=np.int64)
+
+
+def gather(values, choice) -> np.ndarray:
+    """The value of the chosen cut for each inference, (N, C) and (N,) -> (N,)."""
+    values = np.asarray(values)
+    choice = np.asarray(choice)
+    if values.ndim != 2 or choice.shape != (values.shape[0],):
+        raise ValueError(f"need values (N, C) and choice (N,) (got {values.shape} and {choice.shape})")
+    if not np.issubdtype(choice.dtype, np.integer) or np.any(choice < 0) or np.any(choice >= values.shape[1]):
+        raise ValueError(f"choice must be integer cut indices in [0, {values.shape[1] - 1}]")
+    return values[np.arange(values.shape[0]), choice]
+
+
+def validate_carbon_index(carbon_kg_per_kwh) -> float:
+    """The carbon index CI in kg CO2e per kWh (Sec. IV, [17]; EU average 0.275): finite and >= 0."""
+    try:
+        value = float(carbon_kg_per_kwh)
+    except (TypeError, ValueError):
+        raise ValueError(f"co2.carbon_kg_per_kwh must be a finite number >= 0 (got {carbon_kg_per_kwh!r})") from None
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"co2.carbon_kg_per_kwh must be finite and >= 0 (got {value})")
+    return value
+
+
+def co2_kg(energy_j, carbon_kg_per_kwh):
+    """CO2e of an energy (Sec. IV): E[kWh] * CI, with 1 kWh = 3.6e6 J. Arrays ok."""
+    carbon_kg_per_kwh = validate_carbon_index(carbon_kg_per_kwh)
+    return np.asarray(energy_j, dtype=float) / J_PER_KWH * carbon_kg_per_kwh
