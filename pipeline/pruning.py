@@ -46,10 +46,6 @@ def _unit_slices(model: SplitCNN):
         yield layer, consumer, group
 
 
-def _in_cols(consumer_w: torch.Tensor, unit: int, group: int) -> torch.Tensor:
-    return consumer_w[:, unit * group : (unit + 1) * group]
-
-
 def remove_dead_units(model: SplitCNN) -> SplitCNN:
     """A new, smaller SplitCNN computing exactly the same logits as ``model`` (already masked).
 
@@ -69,27 +65,26 @@ def remove_dead_units(model: SplitCNN) -> SplitCNN:
         changed = False
         for layer, consumer, group in _unit_slices(model):
             W, B, Wn = w(layer), b(layer), w(consumer)
-            keep = torch.ones(W.shape[0], dtype=torch.bool)
-            for u in range(W.shape[0]):
-                cols = _in_cols(Wn, u, group)
-                if not bool(cols.any()):
-                    keep[u] = False
-                elif not bool(W[u].any()):
-                    constant = torch.relu(B[u])
-                    if constant == 0:
-                        keep[u] = False
-                    elif consumer.startswith("fc"):
-                        b(consumer).add_(cols.sum(dim=1) * constant)
-                        keep[u] = False
-            if bool(keep.all()):
+            n_units = W.shape[0]
+            # consumer weights grouped by the producing unit: (out, n_units, rest)
+            reads = Wn.reshape(Wn.shape[0], n_units, -1)
+            is_read = reads.ne(0).any(dim=2).any(dim=0)
+            dead_in = ~W.reshape(n_units, -1).ne(0).any(dim=1)
+            constant = torch.relu(B)
+            foldable = consumer.startswith("fc")
+            remove = ~is_read | (dead_in & ((constant == 0) | foldable))
+            if bool(remove.all()):
+                remove[0] = False
+            if not bool(remove.any()):
                 continue
-            if not bool(keep.any()):
-                keep[0] = True
+            fold = remove & is_read & dead_in & (constant != 0)
+            if bool(fold.any()):
+                b(consumer).add_(reads[:, fold, :].sum(dim=2) @ constant[fold])
+            keep = ~remove
             changed = True
             state[f"layers.{layer}.weight"] = W[keep]
             state[f"layers.{layer}.bias"] = B[keep]
-            col_keep = keep.repeat_interleave(group)
-            state[f"layers.{consumer}.weight"] = Wn[:, col_keep]
+            state[f"layers.{consumer}.weight"] = Wn[:, keep.repeat_interleave(group)] if group > 1 else Wn[:, keep]
     widths = {
         "conv_channels": [state[f"layers.conv{i}.weight"].shape[0] for i in range(1, 5)],
         "fc_units": [state[f"layers.fc{i}.weight"].shape[0] for i in range(1, 6)],

@@ -69,3 +69,11 @@ def test_prune_cascades_and_matches_masked_model():
     assert all(r.out_elements_pruned <= r.out_elements_dense for r in rows)
     fc1 = next(r for r in rows if r.layer == "fc1")
     assert fc1.params_dense == (7 * 4 + 1) * 12 and fc1.out_elements_dense == 12
+
+
+def test_everything_pruned_keeps_one_unit_per_layer_and_terminates():
+    model = small_model(3)
+    pruned = prune(model, 1e9)  # every parameter is zeroed
+    assert pruned.conv_channels == (1, 1, 1, 1) and pruned.fc_units == (1, 1, 1, 1, 10)
+    assert count_nonzero(pruned) == 0
+    assert torch.equal(pruned(torch.randn(2, 1, 28, 28)), torch.zeros(2, 10))
