@@ -1,0 +1,120 @@
+"""The glue from torch models and config to the energy math, and evaluate.py end to end."""
+import csv
+
+import numpy as np
+import yaml
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from pipeline.config import ConfigError
+from pipeline.evaluation import EnergyConstants, cut_table, layer_shapes, run_methods
+from pipeline.model import SplitCNN, save_checkpoint
+from pipeline.reporting import run_evaluate
+from pipeline.simulation import Link, Route, Scenario
+from tests.conftest import compose_cfg
+
+
+def test_layer_shapes_count_nonzeros_and_sizes():
+    model = SplitCNN((2, 2, 2, 2), (3, 3, 3, 3, 10))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.fill_(1.0)
+        model.layers.conv1.weight[0, 0, 0, :3] = 0.0   # 50 weights -> 47 non-zero
+        model.layers.fc1.bias[1] = 0.0
+    shapes = {s.name: s for s in layer_shapes(model)}
+    assert shapes["conv1"].nnz_weights == 2 * 25 - 3 and shapes["conv1"].nnz_biases == 2
+    assert shapes["conv1"].out_elements == 2 * 28 * 28 and shapes["conv1"].out_positions == 28 * 28
+    assert shapes["pool4"].out_elements == 2 * 2 * 2 and shapes["pool4"].pool_window == 4
+    assert shapes["fc1"].nnz_weights == 3 * 8 and shapes["fc1"].nnz_biases == 2 and shapes["fc1"].in_elements == 8
+    assert shapes["fc5"].relu is False and shapes["fc4"].relu is True
+
+
+def test_energy_constants_from_tables():
+    cfg = compose_cfg("evaluate", []).energy
+    c = EnergyConstants.from_config(cfg)
+    # Table I fp32; Table II DRAM 1.3 nJ per 64-bit access -> 32/64 of it per fp32 element
+    assert (c.e_mul_j, c.e_add_j) == pytest.approx((3.7e-12, 0.9e-12))
+    assert c.e_weight_j == pytest.approx(1.3e-9 * 32 / 64)
+    assert c.e_activation_j == 0.0
+    int8 = EnergyConstants.from_config(compose_cfg("evaluate", ["energy.precision=int8", "energy=with_activations"]).energy)
+    assert (int8.e_mul_j, int8.e_add_j) == pytest.approx((0.2e-12, 0.03e-12))
+    assert int8.e_weight_j == pytest.approx(1.3e-9 * 8 / 64)
+    assert int8.e_activation_j == pytest.approx(100e-12 * 8 / 64)
+
+
+def _flat_scenario(gain, n=3, block_s=1.0):
+    route = Route(np.array([[0.0, 0.0], [1.0, 0.0]]), np.zeros(2), 1.0, 1.0, block_s, 0.0, 1.0, 1.0, 0)
+    return Scenario(route, np.arange(n, dtype=float), np.zeros((n, 2)), np.full(1000, gain))
+
+
+def test_methods_on_a_hand_checked_channel():
+    model = SplitCNN((2, 2, 2, 2), (3, 3, 3, 3, 10))
+    table = cut_table(model, EnergyConstants(3.7e-12, 0.9e-12, 0.65e-9, 0.0), 32)
+    # constant gain 1: R = W log2(1 + P/(N0 W)) with W = 1 kHz, P = 1 mW, N0 = 1e-9 -> log2(1001) kbit/s
+    link = Link(1e3, 1e-3, 1e-9)
+    rate = 1e3 * np.log2(1 + 1e-3 / (1e-9 * 1e3))
+    _, res = run_methods(table, table, _flat_scenario(1.0), link)
+    # offload: 784 pixels x 32 bits + 4 index bits, no processing
+    assert res["offload"].transmission_j[0] == pytest.approx(1e-3 * (784 * 32 + 4) / rate)
+    assert res["offload"].processing_j[0] == 0.0
+    # softmax sends 10 x 32 + 4 bits after running every layer
+    assert res["softmax"].transmission_j[0] == pytest.approx(1e-3 * (10 * 32 + 4) / rate)
+    assert res["softmax"].processing_j[0] == pytest.approx(table.processing_j[-1])
+    expected_ps = np.min(table.processing_j + 1e-3 * table.bits / rate)
+    assert res["ps"].total_j[0] == pytest.approx(expected_ps)
+    for m in ("pool1", "softmax", "offload", "psnc"):
+        assert np.all(res["ps"].total_j <= res[m].total_j + 1e-18)
+
+
+@pytest.fixture
+def eval_cfg(small_train_cfg, tmp_path):
+    torch.manual_seed(0)
+    path = tmp_path / "dense.pt"
+    save_checkpoint(SplitCNN(), path)
+    return compose_cfg("evaluate", [
+        f"checkpoint={path}", f"data.root={small_train_cfg.data.root}", "data.download=false",
+        f"tracking.uri={small_train_cfg.tracking.uri}", f"tracking.artifact_location={tmp_path}/art",
+        "trajectory.duration_s=20", "fig5_thresholds=[0.0,0.05]",
+    ])
+
+
+def test_evaluate_writes_table3_figures_and_run(eval_cfg, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    metrics = run_evaluate(eval_cfg)
+    for m in ("ps", "pool1", "softmax", "psnc", "offload"):
+        assert metrics[f"energy_total_j_{m}"] >= metrics["energy_total_j_ps"] > 0
+    rows = list(csv.DictReader(open(tmp_path / "table3.csv")))
+    assert [(float(r["bandwidth_hz"]), r["method"]) for r in rows][:2] == [(15e3, "ps"), (15e3, "pool1")]
+    assert len(rows) == 10
+    for r in rows:  # E = E_p + E_tr, CO2 = E / 3.6e6 J/kWh x 0.275 kg/kWh
+        assert float(r["energy_total_j"]) == pytest.approx(float(r["energy_processing_j"]) + float(r["energy_transmission_j"]))
+        assert float(r["co2_kg"]) == pytest.approx(float(r["energy_total_j"]) / 3.6e6 * 0.275)
+    for f in ("table3.md", "fig3_layers.png", "fig4_trajectory.png", "fig5_compression.png", "fig5.csv", "locations.csv"):
+        assert (tmp_path / f).stat().st_size > 0, f
+    client = MlflowClient(eval_cfg.tracking.uri)
+    run = client.get_run(metrics["run_id"])
+    assert run.data.metrics["energy_total_j_softmax"] == pytest.approx(metrics["energy_total_j_softmax"])
+    assert {"table3.csv", "fig4_trajectory.png"} <= {a.path for a in client.list_artifacts(run.info.run_id)}
+
+
+@pytest.mark.parametrize("override,message", [
+    ("checkpoint=null", "train_run_id=<MLflow run id of train.py> or checkpoint=<path>"),
+    ("checkpoint=/no/such/file.pt", "not a checkpoint file"),
+    ("channel.bandwidth_hz=0", r"channel.bandwidth_hz must be in \(0, inf\)"),
+    ("channel.power_w=-1", r"channel.power_w must be in \(0, inf\)"),
+    ("channel.noise_psd_w_per_hz=-1.0e-9", r"channel.noise_psd_w_per_hz must be in \(0, inf\)"),
+    ("channel.bandwidths_hz=[15000.0,.nan]", r"channel.bandwidths_hz.1 must be a finite number"),
+    ("channel.decision=psychic", "channel.decision must be one of oracle, causal"),
+    ("energy.precision=fp64", "energy.precision must be one of int8, fp16, int32, fp32"),
+    ("co2.region=Mars", "co2.region must be one of"),
+    ("trajectory.speed_mps=0", r"trajectory.speed_mps must be in \(0, inf\)"),
+])
+def test_evaluate_bad_input(eval_cfg, override, message):
+    from omegaconf import OmegaConf
+    cfg = eval_cfg.copy()
+    OmegaConf.set_struct(cfg, False)
+    key, value = override.split("=", 1)
+    OmegaConf.update(cfg, key, yaml.safe_load(value))
+    with pytest.raises(ConfigError, match=message):
+        run_evaluate(cfg)
