@@ -1,0 +1,66 @@
+"""Toy Hydra app swept by tests/test_sweeper.py (see conf/config.yaml for the knobs)."""
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import hydra
+import optuna
+from omegaconf import DictConfig
+
+from hydra_plugins.ecosplit_optuna_sweeper import current_trial
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+def main(cfg: DictConfig):
+    x, y = float(cfg.x), float(cfg.y)
+    loss = (x - 1.0) ** 2 + (y + 2.0) ** 2
+    if cfg.sleep:
+        time.sleep(float(cfg.sleep))
+    if cfg.fail_if_x_above is not None and x > cfg.fail_if_x_above:
+        raise ValueError(f"x={x} is too large")
+
+    trial = current_trial()
+    for step in range(int(cfg.report_steps)):
+        assert trial is not None, "current_trial() returned None inside a sweep"
+        trial.report(loss, step=step)
+        if trial.should_prune():
+            raise optuna.TrialPruned()
+
+    if cfg.nan_if_x_below is not None and x < cfg.nan_if_x_below:
+        loss = float("nan")
+    size = x**2
+    if cfg.return_kind == "float":
+        return loss
+    if cfg.return_kind == "list":
+        return [loss, size]
+    return {
+        "loss": loss,
+        "size": size,
+        "accuracy": 1.0 / (1.0 + loss) if math.isfinite(loss) else 0.0,
+        "note": "ok",
+        "not_finite": float("inf"),
+        "nested": {"a": 1},
+        "tag_seen": str(cfg.tag),
+        "trial_seen": trial.number if trial is not None else -1,
+        "pid": os.getpid(),
+    }
+
+
+def extend_space(cfg: DictConfig, trial: optuna.Trial):
+    """custom_search_space hook: one extra searched param and one fixed param."""
+    trial.suggest_int("z", 0, 3)
+    return {"tag": "custom"}
+
+
+def on_complete(study: optuna.Study, cfg: DictConfig) -> None:
+    """on_complete hook: leave a marker in the sweep dir."""
+    out = Path(cfg.hydra.sweep.dir) / "on_complete.json"
+    done = [t.number for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    out.write_text(json.dumps({"study": study.study_name, "complete": done}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,531 @@
+"""Tests of the ecosplit_optuna Hydra sweeper (hydra_plugins/ecosplit_optuna_sweeper).
+
+Unit tests run in-process; end-to-end tests run the toy app tests/sweeper_app/my_app.py as a
+subprocess (repo root on PYTHONPATH so Hydra discovers the plugin) with sqlite storages in
+tmp_path.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.trial import TrialState
+
+REPO = Path(__file__).resolve().parents[1]
+APP = Path(__file__).resolve().parent / "sweeper_app" / "my_app.py"
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from hydra_plugins.ecosplit_optuna_sweeper import current_trial, feasible  # noqa: E402
+from hydra_plugins.ecosplit_optuna_sweeper._impl import (  # noqa: E402
+    FAIL_KIND,
+    EcosplitOptunaSweeperImpl,
+)
+from hydra_plugins.ecosplit_optuna_sweeper._results import (  # noqa: E402
+    ConfigError,
+    Constraint,
+    interpret_return,
+)
+from hydra_plugins.ecosplit_optuna_sweeper._search_space import (  # noqa: E402
+    SearchSpaceError,
+    encode_value,
+    grid_values,
+    params_config_to_lines,
+    parse_search_space,
+)
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+# --------------------------------------------------------------------------- helpers
+def app_command(tmp_path, *overrides, sweep_dir="multirun"):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ECOSPLIT_OPTUNA_")}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    env["HYDRA_FULL_ERROR"] = "1"
+    cmd = [sys.executable, str(APP), "--multirun", f"hydra.sweep.dir={tmp_path / sweep_dir}"]
+    return cmd + list(overrides), env
+
+
+def run_app(tmp_path, *overrides, ok=True, timeout=120):
+    cmd, env = app_command(tmp_path, *overrides)
+    p = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout)
+    out = p.stdout + p.stderr
+    if ok:
+        assert p.returncode == 0, out
+    else:
+        assert p.returncode != 0, out
+    return out
+
+
+def sqlite(tmp_path, name="optuna.db"):
+    return f"sqlite:///{tmp_path / name}"
+
+
+def trials_of(storage, study_name):
+    return optuna.load_study(study_name=study_name, storage=storage).trials
+
+
+def results_yaml(tmp_path):
+    return yaml.safe_load((tmp_path / "multirun" / "optimization_results.yaml").read_text())
+
+
+# --------------------------------------------------------------------------- grammar (unit)
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        ("x=choice(a,b)", CategoricalDistribution(["a", "b"])),
+        ("x=choice(1,2.5,true)", CategoricalDistribution([1, 2.5, True])),
+        ("x=range(1,5)", IntDistribution(1, 4, step=1)),
+        ("x=range(0,10,2)", IntDistribution(0, 8, step=2)),
+        ("x=range(5,1,-1)", IntDistribution(2, 5, step=1)),
+        ("x=range(0,1,0.25)", FloatDistribution(0.0, 0.75, step=0.25)),
+        ("x=float(range(1,3))", FloatDistribution(1.0, 2.0, step=1.0)),
+        ("x=shuffle(range(1,4))", IntDistribution(1, 3)),
+        ("x=tag(log, range(1,100))", IntDistribution(1, 99, log=True)),
+        ("x=interval(0.1,1)", FloatDistribution(0.1, 1.0)),
+        ("x=interval(1,10)", FloatDistribution(1.0, 10.0)),
+        ("x=tag(log, interval(1e-5,1e-2))", FloatDistribution(1e-5, 1e-2, log=True)),
+        ("x=int(interval(1,10))", IntDistribution(1, 10)),
+        ("x=int(tag(log, interval(1,1024)))", IntDistribution(1, 1024, log=True)),
+    ],
+)
+def test_grammar_maps_to_optuna_distribution(override, expected):
+    space = parse_search_space([override])
+    assert space.distributions == {"x": expected}
+    assert not space.fixed
+
+
+@pytest.mark.parametrize(
+    "override", ["x=tag(log, choice(1,2))", "x=tag(log, range(0,10,2))", "x=tag(log, range(0,1,0.1))"]
+)
+def test_grammar_rejects_unsupported_combinations(override):
+    with pytest.raises(SearchSpaceError, match="x="):
+        parse_search_space([override])
+
+
+def test_config_params_merge_with_command_line_and_fixed_values():
+    lines = params_config_to_lines(
+        {"x": "interval(0,1)", "lr": 0.1, "opt": "choice(adam,sgd)", "layers": [1, 2]}
+    )
+    space = parse_search_space(lines + ["x=interval(2,3)", "opt=sgd", "+extra=5", "~drop", "+db=choice(a,b)"])
+    assert space.distributions == {
+        "x": FloatDistribution(2.0, 3.0),
+        "db": CategoricalDistribution(["a", "b"]),
+    }
+    assert [f.override for f in space.fixed.values()] == ["lr=0.1", "layers=[1,2]", "opt=sgd", "+extra=5", "~drop"]
+    assert space.overrides_for({"x": 2.5, "db": "b"}) == [
+        "x=2.5",
+        "+db=b",
+        "lr=0.1",
+        "layers=[1,2]",
+        "opt=sgd",
+        "+extra=5",
+        "~drop",
+    ]
+
+
+def test_sampled_values_round_trip_through_the_override_grammar():
+    parser = OverridesParser.create()
+    space = parse_search_space(['c=choice("a,b", "x y", "it\'s", "1", [1,2], null_str, 3)'])
+    param = space.params["c"]
+    for choice in param.distribution.choices:
+        line = param.override(choice)
+        value = parser.parse_override(line).value()
+        expected = [1, 2] if choice == "[1,2]" else choice
+        assert value == expected, line
+    for v in [None, True, 1e-05, -3, "a b", "back\\slash'", "${not_interp", 0.1]:
+        assert parser.parse_override("k=" + encode_value(v)).value() == v
+
+
+def test_grid_values():
+    assert grid_values("a", IntDistribution(1, 7, step=3)) == [1, 4, 7]
+    assert grid_values("b", FloatDistribution(0.0, 0.5, step=0.25)) == [0.0, 0.25, 0.5]
+    assert grid_values("c", CategoricalDistribution(["u", "v"])) == ["u", "v"]
+    with pytest.raises(SearchSpaceError, match="grid sampler needs a discrete"):
+        grid_values("d", FloatDistribution(0.0, 1.0))
+
+
+# --------------------------------------------------------------------------- config errors (unit)
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"n_trials": 0}, "hydra.sweeper.n_trials must be an integer >= 1, got 0"),
+        ({"n_jobs": 0}, "hydra.sweeper.n_jobs must be an integer >= 1"),
+        ({"max_failure_rate": 1.5}, "max_failure_rate must be a number in [0, 1]"),
+        ({"max_failure_rate": -0.1}, "max_failure_rate must be a number in [0, 1]"),
+        ({"direction": "minimise"}, "hydra.sweeper.direction must be 'minimize' or 'maximize'"),
+        ({"direction": ["minimize", "up"]}, "hydra.sweeper.direction must be 'minimize' or"),
+        ({"sampler": "bogus"}, "unknown sampler 'bogus'; valid: bruteforce, cmaes, gp, grid, nsgaii"),
+        ({"pruner": "nope"}, "unknown pruner 'nope'; valid: hyperband, median, none"),
+        ({"objectives": [{"name": "a", "direction": "up"}]}, "objectives[0].direction must be"),
+        ({"constraints": ["acc ~ 3"]}, "hydra.sweeper.constraints: cannot parse 'acc ~ 3'"),
+        ({"heartbeat_interval": 0}, "heartbeat_interval must be null (off) or an integer >= 1"),
+        ({"max_retry": -1}, "max_retry must be null (unlimited) or an integer >= 0"),
+    ],
+)
+def test_invalid_settings_give_one_clear_message(kwargs, message):
+    with pytest.raises(ConfigError) as e:
+        EcosplitOptunaSweeperImpl(**kwargs)
+    assert message in str(e.value)
+
+
+def test_invalid_setting_on_the_command_line(tmp_path):
+    out = run_app(tmp_path, "hydra.sweeper.n_trials=0", ok=False)
+    assert "hydra.sweeper.n_trials must be an integer >= 1, got 0" in out
+
+
+# --------------------------------------------------------------------------- return values (unit)
+def test_interpret_mapping_float_list_and_bad_values():
+    o = interpret_return(
+        {"loss": 0.5, "acc": 0.9, "n": 3, "s": "x", "nan": float("nan"), "obj": object(), "d": {"k": 2}},
+        objective_names=["loss"],
+        n_objectives=1,
+        constraints=[],
+        params={},
+    )
+    assert (o.state, o.values) == ("COMPLETE", [0.5])
+    assert o.user_attrs == {"acc": 0.9, "n": 3, "s": "x", "d.k": 2}
+
+    assert interpret_return({"only": 2}, objective_names=None, n_objectives=1, constraints=[], params={}).values == [2.0]
+    assert interpret_return(3, objective_names=None, n_objectives=1, constraints=[], params={}).values == [3.0]
+    assert interpret_return((1, 2), objective_names=None, n_objectives=2, constraints=[], params={}).values == [1.0, 2.0]
+
+    for bad, reason in [
+        (float("nan"), "is nan"),
+        (float("inf"), "is inf"),
+        ("0.3", "not numeric"),
+        (None, "not numeric"),
+        ([1.0, 2.0], "returned 2 objective value(s)"),
+        ({"acc": 1.0}, "missing from the returned mapping"),
+    ]:
+        o = interpret_return(bad, objective_names=None if not isinstance(bad, dict) else ["loss"], n_objectives=1, constraints=[], params={})
+        assert o.state == "FAIL" and reason in o.fail_reason, (bad, o)
+
+    o = interpret_return({"a": 1, "b": 2}, objective_names=None, n_objectives=1, constraints=[], params={})
+    assert o.state == "FAIL" and "hydra.sweeper.objectives" in o.config_error
+
+
+def test_constraints_values_follow_optuna_convention():
+    cons = [Constraint.parse(s) for s in ["acc >= 0.97", "x <= 3", "lat < size", "k == 2"]]
+    o = interpret_return(
+        {"loss": 1.0, "acc": 0.95, "lat": 5.0, "size": 7.0, "k": 2},
+        objective_names=["loss"],
+        n_objectives=1,
+        constraints=cons,
+        params={"x": 4.0},
+    )
+    assert o.state == "COMPLETE"
+    assert [(n, round(v, 9)) for n, v in o.constraints] == [
+        ("acc >= 0.97", 0.02),
+        ("x <= 3", 1.0),
+        ("lat < size", -2.0),
+        ("k == 2", 0.0),
+    ]
+    o = interpret_return({"loss": 1.0}, objective_names=["loss"], n_objectives=1, constraints=cons[:1], params={})
+    assert o.state == "FAIL" and "'acc' is neither a returned metric nor a parameter" in o.fail_reason
+
+
+def test_feasible_helper():
+    def make(state=TrialState.COMPLETE, constraints=None, user_attrs=None):
+        return optuna.trial.create_trial(
+            state=state,
+            value=1.0 if state == TrialState.COMPLETE else None,
+            constraints=constraints,
+            user_attrs=user_attrs,
+        )
+
+    assert feasible(make(constraints={"a": 0.0, "b": -1.0}))
+    assert not feasible(make(constraints={"a": 0.0, "b": 0.1}))
+    assert feasible(make())
+    assert not feasible(make(user_attrs={"constraints": [0.5]}))
+    assert not feasible(make(state=TrialState.FAIL))
+
+
+def test_current_trial_is_none_outside_a_sweep(monkeypatch):
+    monkeypatch.delenv("ECOSPLIT_OPTUNA_TRIAL_ID", raising=False)
+    assert current_trial() is None
+
+
+# --------------------------------------------------------------------------- end to end
+def test_single_objective_mapping_user_attrs_and_hooks(tmp_path):
+    storage = sqlite(tmp_path)
+    out = run_app(
+        tmp_path,
+        f"hydra.sweeper.storage={storage}",
+        "hydra.sweeper.study_name=single",
+        "y=choice(-2,0)",  # command-line sweep replaces the config's interval for y
+        "hydra.sweeper.custom_search_space=my_app.extend_space",
+        "hydra.sweeper.on_complete=my_app.on_complete",
+        "hydra.sweeper.progress_bar=false",
+    )
+    trials = trials_of(storage, "single")
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 4
+    for t in trials:
+        assert t.distributions["y"] == CategoricalDistribution([-2, 0])
+        assert t.distributions["x"] == FloatDistribution(-4.0, 4.0)
+        assert t.distributions["z"] == IntDistribution(0, 3)  # from custom_search_space
+        assert t.value == pytest.approx((t.params["x"] - 1) ** 2 + (t.params["y"] + 2) ** 2)
+        ua = t.user_attrs
+        assert ua["accuracy"] == pytest.approx(1 / (1 + t.value))
+        assert ua["note"] == "ok" and ua["nested.a"] == 1 and ua["size"] == pytest.approx(t.params["x"] ** 2)
+        assert ua["tag_seen"] == "custom" and ua["fixed_params"] == {"tag": "custom"}
+        assert ua["trial_seen"] == t.number  # current_trial() in-process (basic launcher)
+        assert "loss" not in ua and "not_finite" not in ua
+        assert f"trial {t.number} COMPLETE" in out
+    best = min(trials, key=lambda t: t.value)
+    res = results_yaml(tmp_path)
+    assert res["best_value"] == pytest.approx(best.value)
+    assert res["best_params"] == best.params and res["best_trial"] == best.number
+    assert json.loads((tmp_path / "multirun" / "on_complete.json").read_text()) == {
+        "study": "single",
+        "complete": [0, 1, 2, 3],
+    }
+
+
+def test_multi_objective_pareto_front(tmp_path):
+    storage = sqlite(tmp_path)
+    run_app(
+        tmp_path,
+        f"hydra.sweeper.storage={storage}",
+        "hydra.sweeper.study_name=mo",
+        "hydra.sweeper.n_trials=6",
+        "hydra/sweeper/sampler=nsgaii",
+        "hydra.sweeper.sampler.population_size=4",
+        "hydra.sweeper.objectives=[{name:loss,direction:minimize},{name:accuracy,direction:maximize}]",
+    )
+    study = optuna.load_study(study_name="mo", storage=storage)
+    assert [d.name for d in study.directions] == ["MINIMIZE", "MAXIMIZE"]
+    assert study.metric_names == ["loss", "accuracy"]
+    trials = study.trials
+    assert len(trials) == 6 and all(t.state == TrialState.COMPLETE for t in trials)
+    for t in trials:
+        assert t.values[1] == pytest.approx(1 / (1 + t.values[0]))
+        assert "accuracy" not in t.user_attrs and "size" in t.user_attrs
+    res = results_yaml(tmp_path)
+    assert sorted(b["number"] for b in res["best_trials"]) == sorted(t.number for t in study.best_trials)
+    assert all(len(b["values"]) == 2 for b in res["best_trials"])
+
+
+def test_resume_counts_study_total(tmp_path):
+    storage = sqlite(tmp_path)
+    common = [
+        f"hydra.sweeper.storage={storage}",
+        "hydra.sweeper.study_name=resume",
+        "return_kind=float",
+        "hydra.sweeper.objectives=null",
+    ]
+    run_app(tmp_path, *common, "hydra.sweeper.n_trials=4")
+    run_app(tmp_path, *common, "hydra.sweeper.n_trials=4")
+    states = [t.state for t in trials_of(storage, "resume")]
+    assert states == [TrialState.COMPLETE] * 4  # not 8
+    out = run_app(tmp_path, *common, "hydra.sweeper.n_trials=6", "hydra.sweeper.progress_bar=true")
+    states = [t.state for t in trials_of(storage, "resume")]
+    assert states == [TrialState.COMPLETE] * 6
+    assert "optuna sweep" in out and "6/6" in out  # the live progress line
+
+
+def _enqueue(storage, name, xs):
+    study = optuna.create_study(study_name=name, storage=storage, direction="minimize")
+    for x in xs:
+        study.enqueue_trial({"x": x, "y": -2.0}, skip_if_exists=False)
+
+
+def test_failures_are_recorded_and_the_sweep_continues(tmp_path):
+    storage = sqlite(tmp_path)
+    # x=3 raises, x=-3 returns NaN; sampled x stays in (-1, 1) and never fails
+    _enqueue(storage, "fails", [0.0, 3.0, -3.0])
+    run_app(
+        tmp_path,
+        f"hydra.sweeper.storage={storage}",
+        "hydra.sweeper.study_name=fails",
+        "x=interval(-1,1)",
+        "fail_if_x_above=2",
+        "nan_if_x_below=-2",
+        "hydra.sweeper.max_failure_rate=0.7",
+    )
+    trials = trials_of(storage, "fails")
+    by_state = {s: [t for t in trials if t.state == s] for s in TrialState}
+    assert len(by_state[TrialState.COMPLETE]) == 4  # n_trials does not count FAIL
+    failed = by_state[TrialState.FAIL]
+    assert [t.params["x"] for t in failed] == [3.0, -3.0]
+    assert failed[0].user_attrs["fail_reason"] == "the task raised ValueError: x=3.0 is too large"
+    assert failed[1].user_attrs["fail_reason"] == "objective 'loss' is nan"  # NaN -> FAIL
+    assert all(t.system_attrs[FAIL_KIND] == "task" for t in failed)
+    assert len(trials) == 6  # failures of the task itself are not retried
+    assert results_yaml(tmp_path)["trial_states"]["FAIL"] == 2
+
+
+def test_exceeding_max_failure_rate_aborts(tmp_path):
+    storage = sqlite(tmp_path)
+    _enqueue(storage, "abort", [0.0, 3.0, 0.5])
+    out = run_app(
+        tmp_path,
+        f"hydra.sweeper.storage={storage}",
+        "hydra.sweeper.study_name=abort",
+        "fail_if_x_above=2",
+        "hydra.sweeper.max_failure_rate=0.25",
+        ok=False,
+    )
+    assert "SweepAbortedError: sweep aborted: 1 of 2 finished trials of the study failed (50%)" in out
+    assert "max_failure_rate=0.25" in out and "x=3.0 is too large" in out
+    assert len(trials_of(storage, "abort")) == 3  # stopped: the 3rd (WAITING) trial never ran
+
+
+def test_constraints_are_stored_and_feasible(tmp_path):
+    storage = sqlite(tmp_path)
+    run_app(
+        tmp_path,
+        f"hydra.sweeper.storage={storage}",
+        "hydra.sweeper.study_name=cons",
+        "hydra.sweeper.n_trials=6",
+        'hydra.sweeper.constraints=["accuracy >= 0.1","x <= 0"]',
+    )
+    trials = trials_of(storage, "cons")
+    assert len(trials) == 6
+    n_feasible = 0
+    for t in trials:
+        acc, x = t.user_attrs["accuracy"], t.params["x"]
+        expected = {"accuracy >= 0.1": 0.1 - acc, "x <= 0": x}
+        assert t.constraints == pytest.approx(expected)  # Optuna-native, seen by samplers
+        assert t.user_attrs["constraints"] == pytest.approx(list(expected.values()))
+        assert feasible(t) == (acc >= 0.1 and x <= 0)
+        n_feasible += feasible(t)
+    res = results_yaml(tmp_path)
+    if n_feasible:
+        best = next(t for t in trials if t.number == res["best_trial"])
+        assert feasible(best)
+    else:
+        assert res["best_trial"] is None
+
+
+def test_median_pruner_prunes_a_clearly_bad_trial(tmp_path):
+    storage = sqlite(tmp_path)
+    study = optuna.create_study(study_name="prune", storage=storage)
+    for x, y in [(1.0, -2.0), (1.1, -2.0), (-4.0, 4.0)]:  # losses 0, 0.01, 61
+        study.enqueue_trial({"x": x, "y": y})
+    run_app(
+        tmp_path,
+        f"hydra.sweeper.storage={storage}",
+        "hydra.sweeper.study_name=prune",
+        "hydra.sweeper.n_trials=3",
+        "hydra/sweeper/pruner=median",
+        "hydra.sweeper.pruner.n_startup_trials=2",
+        "report_steps=3",
+    )
+    trials = trials_of(storage, "prune")
+    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.COMPLETE, TrialState.PRUNED]
+    assert list(trials[0].intermediate_values) == [0, 1, 2]
+    assert list(trials[2].intermediate_values) == [0]  # pruned at the first report
+    assert "fail_reason" not in trials[2].user_attrs
+
+
+def test_joblib_launcher_parallel_trials_on_sqlite(tmp_path):
+    storage = sqlite(tmp_path)
+    run_app(
+        tmp_path,
+        f"hydra.sweeper.storage={storage}",
+        "hydra.sweeper.study_name=par",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        "hydra.sweeper.n_jobs=2",
+        "hydra.sweeper.n_trials=5",
+        "report_steps=1",  # current_trial() rebuilt from the RDB storage in the workers...
+        "hydra/sweeper/pruner=median",  # ...with the configured pruner for should_prune()
+        timeout=180,
+    )
+    trials = trials_of(storage, "par")
+    numbers = [t.number for t in trials]
+    assert sorted(numbers) == [0, 1, 2, 3, 4] and len(set(numbers)) == 5
+    assert all(t.state == TrialState.COMPLETE for t in trials)
+    assert all(t.user_attrs["trial_seen"] == t.number for t in trials)
+    assert all(t.intermediate_values == {0: t.value} for t in trials)
+    assert len({t.user_attrs["pid"] for t in trials} - {os.getpid()}) >= 1
+
+
+def test_stale_trial_is_failed_by_heartbeat_and_retried_with_same_params(tmp_path):
+    storage_url = sqlite(tmp_path)
+    storage = optuna.storages.RDBStorage(storage_url)
+    study = optuna.create_study(study_name="hb", storage=storage)
+    trial = study.ask()
+    trial.suggest_float("x", -4.0, 4.0)
+    trial.suggest_float("y", -4.0, 4.0)
+    storage.record_heartbeat(trial._trial_id)  # ...then its process "dies"
+    stale_params = dict(trial.params)
+    time.sleep(2.2)  # > grace_period
+    run_app(
+        tmp_path,
+        f"hydra.sweeper.storage={storage_url}",
+        "hydra.sweeper.study_name=hb",
+        "hydra.sweeper.n_trials=3",
+        "hydra.sweeper.heartbeat_interval=1",
+        "hydra.sweeper.grace_period=1",
+    )
+    trials = trials_of(storage_url, "hb")
+    assert trials[0].state == TrialState.FAIL and trials[0].params == stale_params
+    retried = [t for t in trials if t.system_attrs.get("failed_trial") == 0]
+    assert len(retried) == 1 and retried[0].params == stale_params
+    assert retried[0].state == TrialState.COMPLETE
+    assert sum(t.state == TrialState.COMPLETE for t in trials) == 3
+    # a dead worker is not the task's failure: max_failure_rate (0 here) did not abort
+    assert FAIL_KIND not in trials[0].system_attrs
+
+
+def test_two_sweeper_processes_share_the_n_trials_budget(tmp_path):
+    storage = sqlite(tmp_path)
+    optuna.create_study(study_name="shared", storage=storage)
+    procs = []
+    for i in (1, 2):
+        cmd, env = app_command(
+            tmp_path,
+            f"hydra.sweeper.storage={storage}",
+            "hydra.sweeper.study_name=shared",
+            "hydra.sweeper.n_trials=6",
+            "hydra.sweeper.n_jobs=2",
+            f"hydra.sweeper.sampler.seed={i}",
+            "sleep=0.2",
+            sweep_dir=f"multirun{i}",
+        )
+        procs.append(subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    for p in procs:
+        out, _ = p.communicate(timeout=120)
+        assert p.returncode == 0, out
+    trials = trials_of(storage, "shared")
+    assert sum(t.state == TrialState.COMPLETE for t in trials) == 6
+    # a trial asked while the other process filled the study is told FAIL, never run
+    for t in trials:
+        if t.state != TrialState.COMPLETE:
+            assert t.state == TrialState.FAIL and t.system_attrs[FAIL_KIND] == "surplus", t
+
+
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+@pytest.mark.parametrize("name", ["tpe", "random", "cmaes", "nsgaii", "nsgaiii", "grid", "qmc", "gp", "bruteforce"])
+def test_every_sampler_config_instantiates(name):
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from hydra_plugins.ecosplit_optuna_sweeper.config import SAMPLERS
+
+    cfg = OmegaConf.structured(SAMPLERS[name](seed=1))
+    extra = {"search_space": {"x": [0, 1]}} if name == "grid" else {}
+    sampler = instantiate(cfg, _convert_="all", **extra)
+    assert isinstance(sampler, optuna.samplers.BaseSampler)
+    assert type(sampler).__name__ == cfg._target_.rsplit(".", 1)[1]
+
+
+@pytest.mark.parametrize("name", ["none", "median", "percentile", "successive_halving", "hyperband"])
+def test_every_pruner_config_instantiates(name):
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from hydra_plugins.ecosplit_optuna_sweeper.config import PRUNERS
+
+    pruner = instantiate(OmegaConf.structured(PRUNERS[name]()), _convert_="all")
+    assert isinstance(pruner, optuna.pruners.BasePruner)
