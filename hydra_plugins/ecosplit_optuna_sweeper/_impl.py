@@ -182,6 +182,7 @@ class EcosplitOptunaSweeperImpl(Sweeper):
         max_retry: Optional[int] = 3,
         progress_bar: Optional[bool] = None,
         on_complete: Optional[str] = None,
+        on_start: Optional[str] = None,
     ) -> None:
         self.sampler_cfg = self._resolve_group("sampler", sampler, SAMPLERS)
         self.pruner_cfg = self._resolve_group("pruner", pruner, PRUNERS)
@@ -242,6 +243,7 @@ class EcosplitOptunaSweeperImpl(Sweeper):
         self.max_retry = max_retry
         self.progress_bar = progress_bar
         self.on_complete = on_complete
+        self.on_start = on_start
 
         self.config: Optional[DictConfig] = None
         self.hydra_context: Optional[HydraContext] = None
@@ -367,6 +369,7 @@ class EcosplitOptunaSweeperImpl(Sweeper):
         # resolve the hooks first: a typo must not cost a whole sweep
         self._custom_fn = self._load_hook("custom_search_space", self.custom_search_space)
         on_complete = self._load_hook("on_complete", self.on_complete)
+        on_start = self._load_hook("on_start", self.on_start)
         if self.storage_url and self.study_name is None:
             log.warning(
                 "hydra.sweeper.study_name is null: Optuna creates a new study on every run; "
@@ -419,6 +422,8 @@ class EcosplitOptunaSweeperImpl(Sweeper):
         for f in space.fixed.values():
             log.info("  fixed: %s", f.override)
 
+        if on_start is not None:
+            on_start(study, self.config)
         heartbeat = None
         if storage is not None and self.heartbeat_interval:
             heartbeat = _Heartbeat(study._storage, self.heartbeat_interval)

@@ -243,6 +243,9 @@ class EcosplitOptunaSweeperConf:
     progress_bar: Optional[bool] = None
     # dotted path to fn(study, cfg) called once after a successful sweep
     on_complete: Optional[str] = None
+    # dotted path to fn(study, cfg) called once after the study is loaded, before any trial
+    # (create tracking stores and parent runs here, in one process, before workers race)
+    on_start: Optional[str] = None
 
 
 def register_configs() -> None:

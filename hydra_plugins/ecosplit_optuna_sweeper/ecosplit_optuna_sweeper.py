@@ -34,6 +34,7 @@ class EcosplitOptunaSweeper(Sweeper):
         max_retry: Optional[int] = 3,
         progress_bar: Optional[bool] = None,
         on_complete: Optional[str] = None,
+        on_start: Optional[str] = None,
     ) -> None:
         from ._impl import EcosplitOptunaSweeperImpl
 
@@ -57,6 +58,7 @@ class EcosplitOptunaSweeper(Sweeper):
             max_retry=max_retry,
             progress_bar=progress_bar,
             on_complete=on_complete,
+            on_start=on_start,
         )
 
     def setup(

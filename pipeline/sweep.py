@@ -1,0 +1,293 @@
+"""One Optuna trial = train (cached) -> prune -> evaluate -> eq. (8); and the sweep's MLflow edges.
+
+``run_trial`` is the task ``sweep.py`` hands to the ecosplit_optuna sweeper. ``on_start`` runs
+once in the sweeper process before any trial (tracking store, experiment, parent run);
+``on_complete`` once at the end (Pareto front, best trial, registered model).
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import subprocess
+import tempfile
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import optuna
+from mlflow.tracking import MlflowClient
+from omegaconf import DictConfig, OmegaConf
+
+from . import objective, tracking
+from .cache import ModelCache, training_key
+from .config import ConfigError, check_range
+from .model import load_checkpoint, save_checkpoint
+from .pruning import layer_table
+from .reporting import evaluate_models, validate_evaluation
+from .config import validate_training
+from .stages import load_data, measure, prune_model, train_dense
+from .training import EpochRecord
+
+log = logging.getLogger(__name__)
+
+ENERGY_KEY = "energy_total_j_ps"
+ACCURACY_KEY = "val_accuracy"
+
+
+# -- configuration ---------------------------------------------------------------------------
+def validate_sweep(cfg: DictConfig) -> None:
+    validate_training(cfg)
+    validate_evaluation(cfg)
+    check_range(cfg, "objective.lam", 0, 1)
+    if cfg.objective.mode not in ("scalar", "multi"):
+        raise ConfigError(f"objective.mode must be one of scalar, multi (got {cfg.objective.mode!r})")
+    if cfg.selection.rule not in ("min_energy", "knee"):
+        raise ConfigError(f"selection.rule must be one of min_energy, knee (got {cfg.selection.rule!r})")
+    check_range(cfg, "selection.min_val_accuracy", 0, 1)
+
+
+def _study_name(cfg: DictConfig) -> str:
+    return str(cfg.hydra.sweeper.study_name) if "hydra" in cfg else str(_hydra_sweeper().study_name)
+
+
+def _hydra_sweeper():
+    from hydra.core.hydra_config import HydraConfig
+    return HydraConfig.get().sweeper
+
+
+# -- parent run ------------------------------------------------------------------------------
+def _git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                              cwd=Path(__file__).parent).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def find_parent_run(experiment_id: str, study_name: str):
+    """The sweep's parent run: the oldest run tagged with this study (oldest wins a creation race)."""
+    runs = MlflowClient().search_runs(
+        [experiment_id], filter_string=f"tags.`ecosplit.role` = 'sweep' and tags.`ecosplit.study` = '{study_name}'",
+        order_by=["attributes.start_time ASC"], max_results=1)
+    return runs[0] if runs else None
+
+
+def on_start(study: optuna.Study, cfg: DictConfig) -> None:
+    """Create the tracking store, experiment and parent run in the sweeper process, before trials."""
+    validate_sweep(cfg)
+    experiment_id = tracking.configure(cfg.tracking.uri, cfg.tracking.experiment, cfg.tracking.artifact_location)
+    sweeper = cfg.hydra.sweeper
+    parent = find_parent_run(experiment_id, study.study_name)
+    client = MlflowClient()
+    if parent is None:
+        run = client.create_run(experiment_id, run_name=f"sweep-{study.study_name}", tags={
+            "ecosplit.role": "sweep", "ecosplit.study": study.study_name,
+            "optuna.storage": tracking.mask_secrets(str(sweeper.storage)),
+            "optuna.sampler": type(study.sampler).__name__, "git_commit": _git_commit(),
+        })
+        run_id = run.info.run_id
+        params = {"study_name": study.study_name, "objective.mode": cfg.objective.mode, "objective.lam": cfg.objective.lam,
+                  "n_trials": sweeper.n_trials, "selection.rule": cfg.selection.rule,
+                  "selection.min_val_accuracy": cfg.selection.min_val_accuracy,
+                  **{f"search.{k}": v for k, v in (sweeper.params or {}).items()}}
+        for k, v in params.items():
+            client.log_param(run_id, k, tracking.mask_secrets(str(v)))
+        client.log_text(run_id, tracking.mask_secrets(OmegaConf.to_yaml(cfg, resolve=False)), "sweep_config.yaml")
+        if find_parent_run(experiment_id, study.study_name).info.run_id != run_id:  # lost a race
+            client.delete_run(run_id)
+    reconcile_killed_runs(study, experiment_id)
+
+
+def reconcile_killed_runs(study: optuna.Study, experiment_id: str) -> int:
+    """A worker killed mid-trial leaves its MLflow run RUNNING; once Optuna has failed that trial
+    (heartbeat), mark the run KILLED so the UI tells the truth."""
+    client = MlflowClient()
+    runs = client.search_runs([experiment_id], filter_string=(
+        f"tags.`ecosplit.study` = '{study.study_name}' and tags.`ecosplit.role` = 'trial' "
+        "and attributes.status = 'RUNNING'"))
+    states = {t._trial_id: t.state for t in study.get_trials(deepcopy=False)}
+    fixed = 0
+    for run in runs:
+        trial_id = int(run.data.tags.get("optuna.trial_id", -1))
+        if states.get(trial_id) == optuna.trial.TrialState.FAIL:
+            client.set_tag(run.info.run_id, "failure_reason", "worker died (heartbeat stale)")
+            client.set_terminated(run.info.run_id, "KILLED")
+            fixed += 1
+    return fixed
+
+
+# -- one trial --------------------------------------------------------------------------------
+def run_trial(cfg: DictConfig) -> dict:
+    """Train (or reuse) the dense model, prune, evaluate energy; return every metric.
+
+    The returned mapping carries the objectives named in hydra.sweeper.objectives plus all other
+    metrics, which the sweeper stores as trial user attributes.
+    """
+    from hydra_plugins.ecosplit_optuna_sweeper import current_trial
+
+    validate_sweep(cfg)
+    trial = current_trial()
+    study_name = str(_hydra_sweeper().study_name)
+    experiment_id = tracking.configure(cfg.tracking.uri, cfg.tracking.experiment, cfg.tracking.artifact_location)
+    parent = find_parent_run(experiment_id, study_name)
+    tags = {"ecosplit.role": "trial", "ecosplit.study": study_name}
+    if trial is not None:
+        tags.update({"optuna.trial_number": trial.number, "optuna.trial_id": trial._trial_id})
+    name = f"trial-{trial.number}" if trial is not None else "trial"
+    with tracking.run(experiment_id, name, tags, parent.info.run_id if parent else None) as active:
+        tracking.log_params(tracking.flatten(OmegaConf.to_container(cfg, resolve=True)))
+        if trial is not None:
+            tracking.log_params({f"trial.{k}": v for k, v in trial.params.items()})
+        try:
+            metrics = _trial_metrics(cfg, trial, experiment_id)
+        except optuna.TrialPruned as exc:
+            tracking.set_tags({"pruned": "true", "failure_reason": f"pruned: {exc}"})
+            raise
+        except Exception as exc:
+            tracking.set_tags({"failure_reason": f"{type(exc).__name__}: {exc}"})
+            raise
+        tracking.log_metrics({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
+        bad = [k for k in ("objective", "val_loss", ENERGY_KEY) if not math.isfinite(metrics[k])]
+        if bad:
+            tracking.set_tags({"failure_reason": f"non-finite {', '.join(bad)}"})
+            raise FloatingPointError(f"non-finite {', '.join(bad)}: " + ", ".join(f"{k}={metrics[k]}" for k in bad))
+        metrics["mlflow_run_id"] = active.info.run_id
+    return metrics
+
+
+def _trial_metrics(cfg: DictConfig, trial, experiment_id: str) -> dict:
+    data = load_data(cfg)
+
+    def report(rec: EpochRecord) -> None:
+        tracking.log_metrics({"dense_val_loss": rec.val_loss, "dense_val_accuracy": rec.val_accuracy}, step=rec.epoch)
+        if trial is not None:
+            trial.report(rec.val_loss, rec.epoch)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"epoch {rec.epoch}: val_loss={rec.val_loss:.4f}")
+
+    cache = ModelCache(Path(cfg.cache.dir).expanduser(), experiment_id if cfg.cache.mlflow else None)
+    key = training_key(cfg, data)
+    if cfg.cache.enabled:
+        dense, source = cache.get_or_train(key, lambda: train_dense(cfg, data, report), cfg)
+    else:
+        dense, source = train_dense(cfg, data, report), "trained"
+    tracking.set_tags({"ecosplit.cache_key": key, "ecosplit.dense_source": source})
+    pruned = prune_model(cfg, dense, data)
+    metrics = measure(dense, pruned, data)
+    bw = float(cfg.channel.bandwidth_hz)
+    ev = evaluate_models(cfg, dense, pruned, [bw], methods=("ps", "psnc"))
+    energy_j = ev.results[bw]["ps"].means()["energy_total_j"]
+    reference_j = ev.results[bw]["psnc"].means()["energy_total_j"]
+    metrics.update({ENERGY_KEY: energy_j, "energy_total_j_psnc": reference_j, "energy_normalised": energy_j / reference_j,
+                    "objective": objective.scalar_objective(metrics["val_loss"], energy_j, reference_j, cfg.objective.lam),
+                    "train_mu": float(cfg.train.mu)})
+    with tempfile.TemporaryDirectory() as tmp:
+        save_checkpoint(pruned, Path(tmp) / "pruned.pt")
+        tracking.log_file(Path(tmp) / "pruned.pt", "checkpoints")
+    tracking.log_table([dataclasses.asdict(r) for r in layer_table(dense, pruned)], "layers.csv")
+    return metrics
+
+
+# -- end of sweep -----------------------------------------------------------------------------
+def study_rows(study: optuna.Study) -> list[dict]:
+    """One row per COMPLETE trial: number, params, objective values and user attributes."""
+    names = study.metric_names or [f"value{i}" for i in range(len(study.directions))]
+    rows = []
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+        row = {"trial": t.number, **{f"param.{k}": v for k, v in t.params.items()}, **t.user_attrs}
+        row.update(dict(zip(names, t.values)))
+        row.pop("constraints", None)
+        rows.append(row)
+    return rows
+
+
+def pareto_table(rows: list[dict], rule: str, min_accuracy: float | None) -> tuple[list[dict], int]:
+    """Mark the accuracy/energy front and the selected row (index into rows, -1 if none)."""
+    if not rows:
+        return [], -1
+    pts = np.array([[r.get(ENERGY_KEY, np.nan), r.get(ACCURACY_KEY, np.nan)] for r in rows], float)
+    mask = objective.pareto_mask(pts, ["minimize", "maximize"])
+    chosen = objective.select(rows, rule, ENERGY_KEY, ACCURACY_KEY, min_accuracy)
+    out = [{**r, "on_front": bool(m), "feasible": bool(min_accuracy is None or r.get(ACCURACY_KEY, -1) >= min_accuracy),
+            "selected": i == chosen} for i, (r, m) in enumerate(zip(rows, mask))]
+    return out, chosen
+
+
+def front_from_mlflow(tracking_uri: str, experiment: str, study_names: list[str] | None = None,
+                      rule: str = "min_energy", min_accuracy: float | None = None) -> tuple[list[dict], int]:
+    """Recompute the front over the FINISHED trial runs of one or several sweeps in MLflow."""
+    mlflow.set_tracking_uri(tracking_uri)
+    exp = MlflowClient().get_experiment_by_name(experiment)
+    if exp is None:
+        return [], -1
+    flt = "tags.`ecosplit.role` = 'trial' and attributes.status = 'FINISHED'"
+    runs = MlflowClient().search_runs([exp.experiment_id], filter_string=flt, max_results=50000)
+    rows = [{"mlflow_run_id": r.info.run_id, "study": r.data.tags.get("ecosplit.study"), **r.data.metrics}
+            for r in runs if study_names is None or r.data.tags.get("ecosplit.study") in study_names]
+    return pareto_table(rows, rule, min_accuracy)
+
+
+def on_complete(study: optuna.Study, cfg: DictConfig) -> None:
+    """pareto.csv, the Pareto plot, best scalar trial and the registered selected model."""
+    from .plots import pareto_plot
+    experiment_id = tracking.configure(cfg.tracking.uri, cfg.tracking.experiment, cfg.tracking.artifact_location)
+    reconcile_killed_runs(study, experiment_id)
+    parent = find_parent_run(experiment_id, study.study_name)
+    rows, chosen = pareto_table(study_rows(study), cfg.selection.rule, cfg.selection.min_val_accuracy)
+    out = Path(cfg.hydra.sweep.dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "pareto.csv").write_text(tracking.rows_to_csv(rows))
+    client = MlflowClient()
+    run_id = parent.info.run_id
+    client.log_artifact(run_id, str(out / "pareto.csv"))
+    if rows:
+        png = pareto_plot([r[ENERGY_KEY] for r in rows], [r[ACCURACY_KEY] for r in rows], [r["on_front"] for r in rows],
+                          [r["trial"] for r in rows], "average PS energy (J)", "validation accuracy", out / "pareto.png",
+                          chosen if chosen >= 0 else None)
+        client.log_artifact(run_id, str(png))
+        _pareto_html(rows, out / "pareto.html", client, run_id)
+        best = min(rows, key=lambda r: r.get("objective", math.inf))
+        client.log_metric(run_id, "best_objective", best["objective"])
+        client.set_tag(run_id, "best_trial", best["trial"])
+        client.log_metric(run_id, "trials_complete", len(rows))
+        client.log_metric(run_id, "pareto_size", sum(r["on_front"] for r in rows))
+    if chosen >= 0:
+        sel = rows[chosen]
+        client.set_tag(run_id, "selected_trial", sel["trial"])
+        for k in (ENERGY_KEY, ACCURACY_KEY, "test_accuracy", "compression_ratio"):
+            if k in sel:
+                client.log_metric(run_id, f"selected_{k}", sel[k])
+        version = register_model(sel["mlflow_run_id"], cfg.selection.registered_model, cfg.selection.alias, sel)
+        log.info("selected trial %s (%s=%.4g J, %s=%.4f) registered as models:/%s@%s (version %s)", sel["trial"],
+                 ENERGY_KEY, sel[ENERGY_KEY], ACCURACY_KEY, sel[ACCURACY_KEY], cfg.selection.registered_model,
+                 cfg.selection.alias, version)
+    else:
+        log.warning("no trial meets selection.min_val_accuracy=%s: nothing registered", cfg.selection.min_val_accuracy)
+    client.set_terminated(run_id, "FINISHED")
+    log.info("Pareto front: %d of %d trials; pareto.csv in %s", sum(r["on_front"] for r in rows), len(rows), out)
+
+
+def _pareto_html(rows, path: Path, client, run_id: str) -> None:
+    try:
+        import plotly.express as px
+    except ImportError:
+        return
+    fig = px.scatter(rows, x=ENERGY_KEY, y=ACCURACY_KEY, color="on_front", hover_data=list(rows[0]))
+    fig.write_html(str(path))
+    client.log_artifact(run_id, str(path))
+
+
+def register_model(trial_run_id: str, name: str, alias: str, row: dict) -> str:
+    """Log the selected pruned model as an MLflow PyTorch model in its trial run, register it under
+    ``name`` and point ``alias`` at it: ``mlflow.pytorch.load_model(f"models:/{name}@{alias}")``."""
+    import mlflow.pytorch
+    folder = tracking.download(trial_run_id, "checkpoints")
+    model = load_checkpoint(Path(folder) / "pruned.pt").eval()
+    with mlflow.start_run(run_id=trial_run_id):
+        # pt2 (MLflow's default) traces the graph, so the loader needs no ecosplit code
+        example = np.zeros((2, 1, 28, 28), dtype=np.float32)  # batch 2 keeps the batch dimension dynamic
+        info = mlflow.pytorch.log_model(model, name="model", input_example=example, pip_requirements=["torch==2.14.1"])
+    mv = mlflow.register_model(info.model_uri, name, tags={"trial": str(row["trial"])})
+    MlflowClient().set_registered_model_alias(name, alias, mv.version)
+    return mv.version
