@@ -60,3 +60,94 @@ def small_train_cfg(fake_mnist, tmp_path):
             f"tracking.artifact_location={tmp_path}/artifacts",
         ],
     )
+
+
+# --------------------------------------------------------------------------------------------
+# Real services for tests marked `services` (tests/services.py): a throwaway PostgreSQL server
+# and an `mlflow server` on 127.0.0.1, one of each per session. If one cannot start, its tests
+# are skipped with the reason, except under CI (CI set, not "0"/"false"), where they fail.
+import os as _os  # noqa: E402
+import shutil as _shutil  # noqa: E402
+import tempfile as _tempfile  # noqa: E402
+
+from services import (  # noqa: E402
+    MlflowServer,
+    PostgresServer,
+    ServiceError,
+    postgres_available,
+    strict_services,
+)
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers",
+        "services: needs real services (PostgreSQL server, mlflow server on 127.0.0.1); "
+        "skipped when they cannot start, failing instead when CI is set",
+    )
+
+
+def _service_unavailable(reason: str):
+    if strict_services():
+        pytest.fail(f"service unavailable under CI: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def services_dir():
+    """A world-traversable temp dir (the unprivileged postgres user must reach its data dir;
+    pytest's tmp_path under /tmp/pytest-of-root is 0700), removed at the end of the session."""
+    path = Path(_tempfile.mkdtemp(prefix="ecosplit-services-"))
+    _os.chmod(path, 0o711)
+    yield path
+    _shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres(services_dir):
+    """A running PostgresServer with the databases `optuna` and `mlflow` (and `ecosplit`)."""
+    reason = postgres_available()
+    if reason:
+        _service_unavailable(reason)
+    try:
+        server = PostgresServer(services_dir / "postgres")
+    except ServiceError as e:
+        server, reason = None, str(e)
+    if server is None:
+        _service_unavailable(reason)
+    with server:
+        server.create_database("optuna")
+        server.create_database("mlflow")
+        yield server
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(postgres, services_dir):
+    """A running MlflowServer on the `mlflow` database of `postgres`; artifacts in a temp dir,
+    uploaded and downloaded through the server (mlflow-artifacts:/)."""
+    saved = {k: _os.environ.get(k) for k in ("MLFLOW_DISABLE_TELEMETRY", "NO_PROXY", "no_proxy")}
+    _os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"  # the clients in this process, too
+    for key in ("NO_PROXY", "no_proxy"):  # requests must reach 127.0.0.1 directly
+        _os.environ[key] = ",".join(filter(None, [saved[key], "127.0.0.1,localhost"]))
+    try:
+        try:
+            server = MlflowServer(postgres.url("mlflow"), services_dir / "mlflow-artifacts")
+        except ServiceError as e:
+            server, reason = None, str(e)
+        if server is None:
+            _service_unavailable(reason)
+        with server:
+            yield server
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                _os.environ.pop(key, None)
+            else:
+                _os.environ[key] = value
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests using the service fixtures are `services` tests (`-m "not services"` leaves them out)."""
+    for item in items:
+        if {"postgres", "mlflow_server"} & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.services)
