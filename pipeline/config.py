@@ -73,4 +73,4 @@ def validate_training(cfg: DictConfig) -> None:
     check_layer_names(cfg, "prune.per_layer", allow_input=False)
     per_layer = _get(cfg, "prune.per_layer") or {}
     for name in per_layer:
-        check_range(cfg, f"prune.per_layer.{name}", 0)
+        check_range(cfg, f"prune.per_layer.{name}", 0)  # null (= global threshold) passes

@@ -18,7 +18,7 @@ def magnitude_masks(
 ) -> dict[str, torch.Tensor]:
     """Keep-masks: a parameter survives iff |theta| >= threshold (global), or the layer's own
     threshold from ``per_layer`` (keys are layer names such as ``fc1``)."""
-    per_layer = dict(per_layer or {})
+    per_layer = {k: v for k, v in (per_layer or {}).items() if v is not None}
     masks = {}
     for name, p in model.named_parameters():
         layer = name.split(".")[1]  # "layers.fc1.weight" -> "fc1"

@@ -24,9 +24,11 @@ def test_run_records_params_metrics_and_artifacts(small_train_cfg):
     assert run.data.params["train.mu"] == str(small_train_cfg.train.mu)
     assert run.data.params["prune.threshold"] == str(small_train_cfg.prune.threshold)
     history = client.get_metric_history(run.info.run_id, "val_accuracy")
-    # epoch 1, then the pruned model's value one step later, so it is what MLflow shows as latest
-    assert [m.step for m in history] == [1, 2]
-    assert history[1].value == run.data.metrics["val_accuracy"] == result["val_accuracy"]
+    # training epoch 1, fine-tuning epochs 2..1+F, then the pruned model's final value one step
+    # later, so it is what MLflow shows as the latest val_accuracy
+    finetune = small_train_cfg.prune.finetune_epochs
+    assert [m.step for m in history] == list(range(1, 1 + finetune + 2))
+    assert history[-1].value == run.data.metrics["val_accuracy"] == result["val_accuracy"]
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"config.yaml", "layers.csv", "checkpoints"} <= artifacts
     ckpts = {a.path for a in client.list_artifacts(run.info.run_id, "checkpoints")}
