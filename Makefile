@@ -14,11 +14,11 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e .
 	touch $(STAMP)
 
-# The main job: the Optuna sweep (ARGS passes overrides, e.g. ARGS="data.root=../shared/mnist").
+# The main job: the Optuna sweep over eq. (8) (ARGS passes overrides, e.g. ARGS="hydra.sweeper.n_trials=10").
 run: install
-	$(PY) train.py $(ARGS)
+	$(PY) sweep.py -m $(ARGS)
 
-# The test suite, then the end-to-end smoke sweep.
+# The test suite, the end-to-end smoke sweep among it.
 test: install
 	$(PY) -m pytest -q tests $(ARGS)
 

@@ -69,7 +69,7 @@ def fig4_trajectory(positions_m, server_m, locations: dict, choice, cut_names, t
         ax.set_title(title)
     axes[0, 1].legend(fontsize=8)
     ax = axes[1, 1]
-    ax.step(times_s, choice, where="post", lw=0.8)
+    ax.scatter(times_s, choice, s=2, alpha=0.4)  # fading flips the cut from one inference to the next
     ax.set_yticks(range(len(cut_names)), cut_names, fontsize=7)
     ax.set_xlabel("time (s)")
     ax.set_title("PS cut along the route")

@@ -96,8 +96,9 @@ def load_models(cfg: DictConfig) -> Models:
         if path.is_dir() and (path / "dense.pt").exists() and (path / "pruned.pt").exists():
             return Models(load_checkpoint(path / "dense.pt"), load_checkpoint(path / "pruned.pt"), None)
         if path.is_file():
+            from .stages import load_data, prune_model
             dense = load_checkpoint(path)
-            return Models(dense, prune(dense, cfg.prune.threshold), None)
+            return Models(dense, prune_model(cfg, dense, load_data(cfg)), None)
         raise ConfigError(f"checkpoint={path}: not a checkpoint file nor a folder with dense.pt and pruned.pt")
     raise ConfigError("give the model to evaluate: train_run_id=<MLflow run id of train.py> or checkpoint=<path>")
 
@@ -239,7 +240,8 @@ def _fig4(cfg: DictConfig, out: Path, ev: Evaluation) -> Path:
 
 
 def _fig5(cfg: DictConfig, out: Path, models: Models) -> list[Path]:
-    """Fig. 5 from one trained model pruned at each threshold (no retraining)."""
+    """Fig. 5 from one trained model pruned at each global threshold (no per-layer thresholds,
+    no fine-tuning: the paper's procedure, and cheap)."""
     from .plots import fig5_compression
     from .stages import load_data
     from .training import evaluate

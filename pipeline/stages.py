@@ -17,7 +17,7 @@ from .config import validate_training
 from .data import MnistSplits, load_mnist
 from .model import SplitCNN, build_model, save_checkpoint
 from .pruning import layer_table, nonzero_masks, prune, summary
-from .training import EpochRecord, evaluate, fit, seed_everything
+from .training import EpochRecord, EvalResult, evaluate, fit, seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -51,9 +51,11 @@ def prune_model(
     return pruned
 
 
-def measure(dense: SplitCNN, pruned: SplitCNN, data: MnistSplits) -> dict[str, float]:
-    """Final metrics: pruned model on val (selection) and test (reporting only), dense test accuracy."""
-    val, test, dense_test = evaluate(pruned, data.val), evaluate(pruned, data.test), evaluate(dense, data.test)
+def measure(dense: SplitCNN, pruned: SplitCNN, data: MnistSplits, dense_test: EvalResult | None = None) -> dict[str, float]:
+    """Final metrics: pruned model on val (selection) and test (reporting only), dense test accuracy
+    (pass ``dense_test`` when it is known: a trial reusing a trained model need not recompute it)."""
+    val, test = evaluate(pruned, data.val), evaluate(pruned, data.test)
+    dense_test = dense_test or evaluate(dense, data.test)
     metrics = {
         "val_loss": val.loss,
         "val_accuracy": val.accuracy,
