@@ -15,6 +15,7 @@ removed (pipeline.pruning) is the same class with smaller layers.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -46,17 +47,11 @@ class LayerInfo:
 
     @property
     def out_elements(self) -> int:
-        n = 1
-        for d in self.out_shape:
-            n *= d
-        return n
+        return math.prod(self.out_shape)
 
     @property
     def in_elements(self) -> int:
-        n = 1
-        for d in self.in_shape:
-            n *= d
-        return n
+        return math.prod(self.in_shape)
 
     @property
     def out_positions(self) -> int:
