@@ -34,3 +34,19 @@ def test_missing_files_give_one_clear_message(tmp_path, monkeypatch):
         load_mnist(tmp_path / "nowhere", download=False)
     message = str(info.value)
     assert str(tmp_path / "nowhere") in message and "data.root" in message and "MNIST_ROOT" in message
+
+
+def test_failed_download_gives_one_clear_message(tmp_path, monkeypatch):
+    import urllib.error
+
+    from torchvision.datasets import MNIST
+
+    def offline(self):
+        raise urllib.error.URLError("no route to host")
+
+    monkeypatch.setattr(MNIST, "download", offline)
+    with pytest.raises(DataUnavailableError) as info:
+        load_mnist(tmp_path / "empty", download=True)
+    message = str(info.value)
+    assert "data.root" in message and "MNIST_ROOT" in message and "downloading failed (URLError" in message
+    assert info.value.__cause__ is None  # one message, not a chain of urllib errors
