@@ -4,13 +4,23 @@ Training is the only expensive stage. A model is keyed by a hash of everything t
 its weights (data selection and content, model widths, the train section, the seed) and kept
 (1) in a local folder, guarded by a file lock so concurrent processes train it once, and
 (2) as an MLflow run's artifact, so workers sharing a tracking server share the model too.
+
+Workers on other machines (other local folders) coordinate through the tracking server with a
+best-effort claim: before training, a worker opens a RUNNING ``trained-model`` run for the key
+and keeps it alive with a beat (a metric bumped every CLAIM_BEAT_S). The oldest live claim
+trains; the others wait for its model. A claim whose beat has not moved for CLAIM_STALE_S (its
+process died) is marked KILLED and the next one takes over. Two workers may still both train
+(e.g. clock skew between machines): a duplicate, not an error.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
+import shutil
 import tempfile
+import threading
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -26,6 +36,12 @@ log = logging.getLogger(__name__)
 
 # data settings that do not change the samples: where the files are and whether to fetch them
 _DATA_KEYS_IGNORED = ("root", "download")
+
+ROLE = "trained-model"
+CLAIM_BEAT_S = 2.0     # a claim's beat metric moves this often (waiting or training)
+CLAIM_STALE_S = 15.0   # a claim whose beat did not move for this long is dead
+CLAIM_POLL_S = 1.0     # how often a waiting worker looks again
+BEAT_METRIC = "claim_beat"
 
 
 def data_fingerprint(data: MnistSplits) -> str:
@@ -49,41 +65,96 @@ def training_key(cfg: DictConfig, data: MnistSplits) -> str:
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()
 
 
+class _Beat:
+    """Bump the claim run's beat metric every CLAIM_BEAT_S from a thread until stopped."""
+
+    def __init__(self, client: MlflowClient, run_id: str):
+        self.client, self.run_id = client, run_id
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="ecosplit-cache-claim", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        step = 0
+        while not self._stop.wait(CLAIM_BEAT_S):  # a claim is fresh for CLAIM_STALE_S anyway
+            try:
+                self.client.log_metric(self.run_id, BEAT_METRIC, step, step=step)
+            except Exception as e:  # a hiccup of the server: the next beat may get through
+                log.debug("cache claim beat failed: %s", e)
+            step += 1
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+
 class ModelCache:
     """get_or_train(key, train_fn): local file, else MLflow artifact, else train and store both."""
 
-    def __init__(self, local_dir: str | Path, experiment_id: str | None = None):
+    def __init__(self, local_dir: str | Path, experiment_id: str | None = None, tags: dict | None = None):
         self.local_dir = Path(local_dir)
         self.local_dir.mkdir(parents=True, exist_ok=True)
         self.experiment_id = experiment_id  # None: local only
+        self.tags = {k: tracking.mask_secrets(str(v)) for k, v in (tags or {}).items()}  # on the claim run
+        self._beats: dict[str, tuple[float, float]] = {}  # claim run id -> (beat seen, when it moved)
 
     def _path(self, key: str) -> Path:
         return self.local_dir / f"{key}.pt"
 
+    def _runs(self, key: str, status: str, max_results: int = 100):
+        return MlflowClient().search_runs(
+            [self.experiment_id],
+            filter_string=(f"tags.`ecosplit.cache_key` = '{key}' and tags.`ecosplit.role` = '{ROLE}' "
+                           f"and attributes.status = '{status}'"),
+            max_results=max_results,
+        )
+
     def _from_mlflow(self, key: str) -> Path | None:
         if self.experiment_id is None:
             return None
-        runs = MlflowClient().search_runs(
-            [self.experiment_id],
-            filter_string=f"tags.`ecosplit.cache_key` = '{key}' and attributes.status = 'FINISHED'",
-            max_results=1,
-        )
+        runs = self._runs(key, "FINISHED", max_results=1)
         if not runs:
             return None
-        folder = tracking.download(runs[0].info.run_id, "dense.pt", tempfile.mkdtemp(prefix="ecosplit-cache-"))
-        return folder
+        return tracking.download(runs[0].info.run_id, "dense.pt", tempfile.mkdtemp(prefix="ecosplit-cache-"))
 
-    def _to_mlflow(self, key: str, model: SplitCNN, cfg: DictConfig) -> None:
-        if self.experiment_id is None:
-            return
+    def _claim(self, key: str) -> str:
+        run = MlflowClient().create_run(self.experiment_id, run_name=f"trained-{key[:12]}",
+                                        tags={**self.tags, "ecosplit.cache_key": key, "ecosplit.role": ROLE})
+        return run.info.run_id
+
+    def _owner(self, key: str, mine: str) -> str:
+        """The oldest live claim for key (ours if no older one is alive); dead ones are KILLED."""
         client = MlflowClient()
-        run = client.create_run(self.experiment_id, run_name=f"trained-{key[:12]}",
-                                tags={"ecosplit.cache_key": key, "ecosplit.role": "trained-model"})
+        now = time.monotonic()
+        claims = sorted(self._runs(key, "RUNNING"), key=lambda r: (r.info.start_time, r.info.run_id))
+        for run in claims:
+            run_id = run.info.run_id
+            if run_id == mine:
+                return mine
+            beat = run.data.metrics.get(BEAT_METRIC, -1.0)
+            seen, moved = self._beats.get(run_id, (None, now))
+            if beat != seen:
+                self._beats[run_id] = (beat, now)
+            elif now - moved > CLAIM_STALE_S:
+                log.warning("cache claim %s for %s is stale (its worker died?): taking over", run_id, key[:12])
+                client.set_tag(run_id, "failure_reason", f"claim stale: no beat for {CLAIM_STALE_S:.0f} s")
+                client.set_terminated(run_id, "KILLED")
+                continue
+            return run_id
+        return mine  # not visible yet to the search: behave as the owner
+
+    def _save_local(self, path: Path, model: SplitCNN) -> None:
+        tmp = path.with_suffix(".tmp")
+        save_checkpoint(model, tmp)
+        tmp.replace(path)  # atomic: a reader never sees half a file
+
+    def _publish(self, run_id: str, model: SplitCNN, cfg: DictConfig) -> None:
+        client = MlflowClient()
         with tempfile.TemporaryDirectory() as tmp:
             save_checkpoint(model, Path(tmp) / "dense.pt")
-            client.log_artifact(run.info.run_id, str(Path(tmp) / "dense.pt"))
-        client.log_text(run.info.run_id, tracking.mask_secrets(OmegaConf.to_yaml(cfg, resolve=True)), "config.yaml")
-        client.set_terminated(run.info.run_id, "FINISHED")
+            client.log_artifact(run_id, str(Path(tmp) / "dense.pt"))
+        client.log_text(run_id, tracking.mask_secrets(OmegaConf.to_yaml(cfg, resolve=True)), "config.yaml")
+        client.set_terminated(run_id, "FINISHED")
 
     def get_or_train(self, key: str, train_fn: Callable[[], SplitCNN], cfg: DictConfig) -> tuple[SplitCNN, str]:
         """The dense model and where it came from: "local", "mlflow" or "trained"."""
@@ -91,14 +162,47 @@ class ModelCache:
         with FileLock(str(path) + ".lock"):
             if path.exists():
                 return load_checkpoint(path), "local"
-            remote = self._from_mlflow(key)
-            if remote is not None:
-                model = load_checkpoint(remote)
-                save_checkpoint(model, path)
-                return model, "mlflow"
-            model = train_fn()
-            tmp = path.with_suffix(".tmp")
-            save_checkpoint(model, tmp)
-            tmp.replace(path)  # atomic: a reader never sees half a file
-            self._to_mlflow(key, model, cfg)
-            return model, "trained"
+            if self.experiment_id is None:
+                model = train_fn()
+                self._save_local(path, model)
+                return model, "trained"
+            client = MlflowClient()
+            claim: str | None = None
+            beat: _Beat | None = None
+            try:
+                while True:
+                    remote = self._from_mlflow(key)
+                    if remote is not None:
+                        model = load_checkpoint(remote)
+                        shutil.rmtree(remote.parent, ignore_errors=True)  # the download's temp dir
+                        self._save_local(path, model)
+                        if claim is not None:
+                            beat.stop()
+                            beat = None
+                            client.delete_run(claim)  # not needed: someone else trained it
+                        return model, "mlflow"
+                    if claim is None:
+                        claim = self._claim(key)
+                        beat = _Beat(client, claim)
+                    owner = self._owner(key, claim)
+                    if owner == claim:
+                        break
+                    log.info("waiting for another worker to train %s (claim %s)", key[:12], owner)
+                    time.sleep(CLAIM_POLL_S)
+                model = train_fn()
+                beat.stop()
+                beat = None
+                self._save_local(path, model)
+                self._publish(claim, model, cfg)
+                claim = None
+                return model, "trained"
+            except BaseException as exc:
+                if beat is not None:
+                    beat.stop()
+                if claim is not None:
+                    try:
+                        status = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
+                        client.set_terminated(claim, status)
+                    except Exception as e:
+                        log.warning("could not end cache claim %s: %s", claim, e)
+                raise

@@ -3,6 +3,13 @@
 ``run_trial`` is the task ``sweep.py`` hands to the ecosplit_optuna sweeper. ``on_start`` runs
 once in the sweeper process before any trial (tracking store, experiment, parent run);
 ``on_complete`` once at the end (Pareto front, best trial, registered model).
+
+Several workers (``sweep.py -m`` on several machines, one study, one tracking server) share one
+parent run (the oldest tagged with the study). Every worker's ``on_complete`` recomputes the
+front over the whole study; a worker that sees fewer COMPLETE trials than the parent run already
+records leaves the parent's artifacts alone, and the parent run is only ended once no trial is
+RUNNING or WAITING. With ``hydra.sweeper.heartbeat_interval`` set the sweeper waits for the other
+workers' trials before ``on_complete``, so every worker logs the whole front.
 """
 from __future__ import annotations
 
@@ -11,6 +18,8 @@ import logging
 import math
 import subprocess
 import tempfile
+import time
+import uuid
 from pathlib import Path
 
 import mlflow
@@ -65,12 +74,27 @@ def _git_commit() -> str:
         return ""
 
 
+_PARENT_IDS: dict[tuple[str, str, str], str] = {}  # (tracking uri, experiment id, study) -> parent run id
+
+
+def _parent_run_id(experiment_id: str, study_name: str) -> str | None:
+    """find_parent_run's id, looked up once per process (it never changes once found)."""
+    key = (mlflow.get_tracking_uri(), experiment_id, study_name)
+    if key not in _PARENT_IDS:
+        parent = find_parent_run(experiment_id, study_name)
+        if parent is None:
+            return None
+        _PARENT_IDS[key] = parent.info.run_id
+    return _PARENT_IDS[key]
+
+
 def find_parent_run(experiment_id: str, study_name: str):
-    """The sweep's parent run: the oldest run tagged with this study (oldest wins a creation race)."""
+    """The sweep's parent run: the oldest run tagged with this study (oldest wins a creation race;
+    the run id breaks a tie in start time, so every worker picks the same one)."""
     runs = MlflowClient().search_runs(
         [experiment_id], filter_string=f"tags.`ecosplit.role` = 'sweep' and tags.`ecosplit.study` = '{study_name}'",
-        order_by=["attributes.start_time ASC"], max_results=1)
-    return runs[0] if runs else None
+        order_by=["attributes.start_time ASC"], max_results=20)
+    return min(runs, key=lambda r: (r.info.start_time, r.info.run_id)) if runs else None
 
 
 def on_start(study: optuna.Study, cfg: DictConfig) -> None:
@@ -100,12 +124,12 @@ def on_start(study: optuna.Study, cfg: DictConfig) -> None:
 
 
 def reconcile_killed_runs(study: optuna.Study, experiment_id: str) -> int:
-    """A worker killed mid-trial leaves its MLflow run RUNNING; once Optuna has failed that trial
-    (heartbeat), mark the run KILLED so the UI tells the truth."""
+    """A worker killed mid-trial leaves its MLflow runs RUNNING (the trial's run and a cache claim
+    it held); once Optuna has failed that trial (heartbeat), mark them KILLED so the UI tells the
+    truth."""
     client = MlflowClient()
     runs = client.search_runs([experiment_id], filter_string=(
-        f"tags.`ecosplit.study` = '{study.study_name}' and tags.`ecosplit.role` = 'trial' "
-        "and attributes.status = 'RUNNING'"))
+        f"tags.`ecosplit.study` = '{study.study_name}' and attributes.status = 'RUNNING'"), max_results=5000)
     states = {t._trial_id: t.state for t in study.get_trials(deepcopy=False)}
     fixed = 0
     for run in runs:
@@ -126,16 +150,17 @@ def run_trial(cfg: DictConfig) -> dict:
     """
     from hydra_plugins.ecosplit_optuna_sweeper import current_trial
 
+    start = time.perf_counter()
     validate_sweep(cfg)
     trial = current_trial()
     study_name = str(_hydra_sweeper().study_name)
     experiment_id = tracking.configure(cfg.tracking.uri, cfg.tracking.experiment, cfg.tracking.artifact_location)
-    parent = find_parent_run(experiment_id, study_name)
+    parent_id = _parent_run_id(experiment_id, study_name)
     tags = {"ecosplit.role": "trial", "ecosplit.study": study_name}
     if trial is not None:
         tags.update({"optuna.trial_number": trial.number, "optuna.trial_id": trial._trial_id})
     name = f"trial-{trial.number}" if trial is not None else "trial"
-    with tracking.run(experiment_id, name, tags, parent.info.run_id if parent else None) as active:
+    with tracking.run(experiment_id, name, tags, parent_id) as active:
         tracking.log_params(tracking.flatten(OmegaConf.to_container(cfg, resolve=True)))
         if trial is not None:
             tracking.log_params({f"trial.{k}": v for k, v in trial.params.items()})
@@ -153,27 +178,53 @@ def run_trial(cfg: DictConfig) -> dict:
             tracking.set_tags({"failure_reason": f"non-finite {', '.join(bad)}"})
             raise FloatingPointError(f"non-finite {', '.join(bad)}: " + ", ".join(f"{k}={metrics[k]}" for k in bad))
         metrics["mlflow_run_id"] = active.info.run_id
+    # the whole task, MLflow calls included (an Optuna user attribute; the run has ended)
+    metrics["time_task_s"] = time.perf_counter() - start
     return metrics
 
 
 def _trial_metrics(cfg: DictConfig, trial, experiment_id: str) -> dict:
+    """The trial's work. time_*_s: seconds of data loading, dense training (0 on a cache hit),
+    pruning + fine-tuning and evaluation; what time_task_s adds is tracking/storage overhead."""
+    times = {"time_data_s": 0.0, "time_train_s": 0.0, "time_prune_s": 0.0, "time_eval_s": 0.0}
+    t = time.perf_counter()
     data = load_data(cfg)
+    times["time_data_s"] = time.perf_counter() - t
+
+    reporting_s = [0.0]  # MLflow/Optuna calls inside training: overhead, not training
 
     def report(rec: EpochRecord) -> None:
-        tracking.log_metrics({"dense_val_loss": rec.val_loss, "dense_val_accuracy": rec.val_accuracy}, step=rec.epoch)
-        if trial is not None:
-            trial.report(rec.val_loss, rec.epoch)
-            if trial.should_prune():
-                raise optuna.TrialPruned(f"epoch {rec.epoch}: val_loss={rec.val_loss:.4f}")
+        t = time.perf_counter()
+        try:
+            tracking.log_metrics({"dense_val_loss": rec.val_loss, "dense_val_accuracy": rec.val_accuracy},
+                                 step=rec.epoch)
+            if trial is not None:
+                trial.report(rec.val_loss, rec.epoch)
+                if trial.should_prune():
+                    raise optuna.TrialPruned(f"epoch {rec.epoch}: val_loss={rec.val_loss:.4f}")
+        finally:
+            reporting_s[0] += time.perf_counter() - t
 
-    cache = ModelCache(Path(cfg.cache.dir).expanduser(), experiment_id if cfg.cache.mlflow else None)
+    def train():
+        t = time.perf_counter()
+        model = train_dense(cfg, data, report)
+        times["time_train_s"] = time.perf_counter() - t - reporting_s[0]
+        return model
+
+    claim_tags = {"ecosplit.study": str(_hydra_sweeper().study_name)}
+    if trial is not None:
+        claim_tags["optuna.trial_id"] = trial._trial_id
+    cache = ModelCache(Path(cfg.cache.dir).expanduser(), experiment_id if cfg.cache.mlflow else None, claim_tags)
     key = training_key(cfg, data)
     if cfg.cache.enabled:
-        dense, source = cache.get_or_train(key, lambda: train_dense(cfg, data, report), cfg)
+        dense, source = cache.get_or_train(key, train, cfg)
     else:
-        dense, source = train_dense(cfg, data, report), "trained"
+        dense, source = train(), "trained"
     tracking.set_tags({"ecosplit.cache_key": key, "ecosplit.dense_source": source})
+    t = time.perf_counter()
     pruned = prune_model(cfg, dense, data)
+    times["time_prune_s"] = time.perf_counter() - t
+    t = time.perf_counter()
     metrics = measure(dense, pruned, data)
     bw = float(cfg.channel.bandwidth_hz)
     ev = evaluate_models(cfg, dense, pruned, [bw], methods=("ps", "psnc"))
@@ -182,6 +233,8 @@ def _trial_metrics(cfg: DictConfig, trial, experiment_id: str) -> dict:
     metrics.update({ENERGY_KEY: energy_j, "energy_total_j_psnc": reference_j, "energy_normalised": energy_j / reference_j,
                     "objective": objective.scalar_objective(metrics["val_loss"], energy_j, reference_j, cfg.objective.lam),
                     "train_mu": float(cfg.train.mu)})
+    times["time_eval_s"] = time.perf_counter() - t
+    metrics.update(times)
     with tempfile.TemporaryDirectory() as tmp:
         save_checkpoint(pruned, Path(tmp) / "pruned.pt")
         tracking.log_file(Path(tmp) / "pruned.pt", "checkpoints")
@@ -198,7 +251,8 @@ def study_rows(study: optuna.Study) -> list[dict]:
         row = {"trial": t.number, **{f"param.{k}": v for k, v in t.params.items()}, **t.user_attrs}
         row.update(dict(zip(names, t.values)))
         row.pop("constraints", None)
-        rows.append(row)
+        rows.append({k: v if v is None or isinstance(v, (bool, int, float)) else tracking.mask_secrets(str(v))
+                     for k, v in row.items()})
     return rows
 
 
@@ -240,6 +294,14 @@ def on_complete(study: optuna.Study, cfg: DictConfig) -> None:
     (out / "pareto.csv").write_text(tracking.rows_to_csv(rows))
     client = MlflowClient()
     run_id = parent.info.run_id
+    unfinished = [t.number for t in study.get_trials(deepcopy=False, states=(
+        optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING))]
+    recorded = client.get_run(run_id).data.metrics.get("trials_complete", 0)
+    if recorded > len(rows):
+        # another worker finished later and already logged a front over more trials
+        log.info("Pareto front: %d trials here, the parent run already has %d: left as is; pareto.csv in %s",
+                 len(rows), int(recorded), out)
+        return
     client.log_artifact(run_id, str(out / "pareto.csv"))
     if rows:
         png = pareto_plot([r[ENERGY_KEY] for r in rows], [r[ACCURACY_KEY] for r in rows], [r["on_front"] for r in rows],
@@ -248,24 +310,67 @@ def on_complete(study: optuna.Study, cfg: DictConfig) -> None:
         client.log_artifact(run_id, str(png))
         _pareto_html(rows, out / "pareto.html", client, run_id)
         best = min(rows, key=lambda r: r.get("objective", math.inf))
-        client.log_metric(run_id, "best_objective", best["objective"])
+        # step = trials seen: MLflow's latest value (highest step) is the most complete view
+        n = len(rows)
+        client.log_metric(run_id, "best_objective", best["objective"], step=n)
         client.set_tag(run_id, "best_trial", best["trial"])
-        client.log_metric(run_id, "trials_complete", len(rows))
-        client.log_metric(run_id, "pareto_size", sum(r["on_front"] for r in rows))
+        client.log_metric(run_id, "trials_complete", n, step=n)
+        client.log_metric(run_id, "pareto_size", sum(r["on_front"] for r in rows), step=n)
     if chosen >= 0:
         sel = rows[chosen]
         client.set_tag(run_id, "selected_trial", sel["trial"])
         for k in (ENERGY_KEY, ACCURACY_KEY, "test_accuracy", "compression_ratio"):
             if k in sel:
-                client.log_metric(run_id, f"selected_{k}", sel[k])
-        version = register_model(sel["mlflow_run_id"], cfg.selection.registered_model, cfg.selection.alias, sel)
+                client.log_metric(run_id, f"selected_{k}", sel[k], step=len(rows))
+        version = _register_once(client, run_id, sel, cfg.selection.registered_model, cfg.selection.alias)
         log.info("selected trial %s (%s=%.4g J, %s=%.4f) registered as models:/%s@%s (version %s)", sel["trial"],
                  ENERGY_KEY, sel[ENERGY_KEY], ACCURACY_KEY, sel[ACCURACY_KEY], cfg.selection.registered_model,
                  cfg.selection.alias, version)
     else:
         log.warning("no trial meets selection.min_val_accuracy=%s: nothing registered", cfg.selection.min_val_accuracy)
-    client.set_terminated(run_id, "FINISHED")
+    if unfinished:
+        log.info("trials %s still RUNNING/WAITING in other workers: the parent run stays RUNNING "
+                 "until the last worker completes", unfinished)
+    else:
+        client.set_terminated(run_id, "FINISHED")
     log.info("Pareto front: %d of %d trials; pareto.csv in %s", sum(r["on_front"] for r in rows), len(rows), out)
+
+
+REGISTERING_TAG = "ecosplit.registering"  # on the parent run: "<trial run id>:<worker token>"
+
+
+def _registered_version(name: str, alias: str, trial_run_id: str) -> str | None:
+    """The version behind models:/name@alias if it comes from trial_run_id, else None."""
+    try:
+        current = MlflowClient().get_model_version_by_alias(name, alias)
+    except mlflow.exceptions.MlflowException:
+        return None  # no such model or alias yet
+    return current.version if current.run_id == trial_run_id else None
+
+
+def _register_once(client: MlflowClient, parent_run_id: str, sel: dict, name: str, alias: str,
+                   settle_s: float = 1.0, wait_s: float = 120.0) -> str:
+    """Register the selected trial's model once although every worker ends the sweep (best effort):
+    a worker volunteers on the parent run's tag, the last volunteer to write it registers, the
+    others wait for the alias (and take over after wait_s if it never comes)."""
+    trial_run_id = sel["mlflow_run_id"]
+    me = f"{trial_run_id}:{uuid.uuid4().hex}"
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        version = _registered_version(name, alias, trial_run_id)
+        if version is not None:
+            return version
+        claim = client.get_run(parent_run_id).data.tags.get(REGISTERING_TAG, "")
+        if not claim.startswith(trial_run_id + ":"):  # nobody is on it: volunteer
+            client.set_tag(parent_run_id, REGISTERING_TAG, me)
+            time.sleep(settle_s)  # let simultaneous volunteers write too; the last one wins
+            claim = client.get_run(parent_run_id).data.tags.get(REGISTERING_TAG)
+        if claim == me:
+            return register_model(trial_run_id, name, alias, sel)
+        time.sleep(settle_s)
+    log.warning("the model of trial %s was not registered by another worker within %.0f s: registering it here",
+                sel["trial"], wait_s)
+    return register_model(trial_run_id, name, alias, sel)
 
 
 def _pareto_html(rows, path: Path, client, run_id: str) -> None:
@@ -282,12 +387,14 @@ def register_model(trial_run_id: str, name: str, alias: str, row: dict) -> str:
     """Log the selected pruned model as an MLflow PyTorch model in its trial run, register it under
     ``name`` and point ``alias`` at it: ``mlflow.pytorch.load_model(f"models:/{name}@{alias}")``."""
     import mlflow.pytorch
-    folder = tracking.download(trial_run_id, "checkpoints")
-    model = load_checkpoint(Path(folder) / "pruned.pt").eval()
+    client = MlflowClient()
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = tracking.download(trial_run_id, "checkpoints", tmp)
+        model = load_checkpoint(Path(folder) / "pruned.pt").eval()
     with mlflow.start_run(run_id=trial_run_id):
         # pt2 (MLflow's default) traces the graph, so the loader needs no ecosplit code
         example = np.zeros((2, 1, 28, 28), dtype=np.float32)  # batch 2 keeps the batch dimension dynamic
         info = mlflow.pytorch.log_model(model, name="model", input_example=example, pip_requirements=["torch==2.14.1"])
     mv = mlflow.register_model(info.model_uri, name, tags={"trial": str(row["trial"])})
-    MlflowClient().set_registered_model_alias(name, alias, mv.version)
+    client.set_registered_model_alias(name, alias, mv.version)
     return mv.version

@@ -1,7 +1,9 @@
 """Every MLflow call of the project: store, experiment, runs, params, metrics, artifacts, secrets.
 
 Credentials in storage URLs or tracking URIs (``postgresql://user:pw@host/db``) are masked in
-everything recorded here: params, tags, the logged config and log lines.
+everything recorded here: params, tags, the logged config and log lines (``configure`` installs
+a log-record factory that masks every record of the process, and stops MLflow from printing
+"View run at <tracking uri>" when that URI carries a password).
 """
 from __future__ import annotations
 
@@ -20,7 +22,8 @@ from mlflow.tracking import MlflowClient
 
 log = logging.getLogger(__name__)
 
-_URL_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.\-]*://[^:/@\s]*:)(?P<pw>[^@\s]+)(?P<tail>@)")
+# also in Hydra's override grammar, which escapes the colons: http\://user\:pw@host
+_URL_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.\-]*\\*://[^:/@\s\\]*\\*:)(?P<pw>[^@\s]+)(?P<tail>@)")
 MASK = "***"
 MAX_PARAM_CHARS = 6000  # MLflow 3 param value limit
 
@@ -30,6 +33,31 @@ def mask_secrets(value: Any) -> Any:
     if isinstance(value, str):
         return _URL_PASSWORD.sub(lambda m: m["head"] + MASK + m["tail"], value)
     return value
+
+
+class _MaskingRecordFactory:
+    """Log-record factory: URL passwords masked in every record, whoever logs it."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def __call__(self, *args, **kwargs) -> logging.LogRecord:
+        record = self.inner(*args, **kwargs)
+        try:
+            message = record.getMessage()
+        except Exception:  # a broken format: the handler reports it
+            return record
+        masked = mask_secrets(message)
+        if masked != message:
+            record.msg, record.args = masked, ()
+        return record
+
+
+def install_log_masking() -> None:
+    """Mask ``scheme://user:password@`` in all log records of this process (idempotent)."""
+    factory = logging.getLogRecordFactory()
+    if type(factory).__name__ != "_MaskingRecordFactory":  # this one or the sweeper plugin's
+        logging.setLogRecordFactory(_MaskingRecordFactory(factory))
 
 
 def flatten(tree: Mapping, prefix: str = "") -> dict[str, Any]:
@@ -44,22 +72,34 @@ def flatten(tree: Mapping, prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+_EXPERIMENTS: dict[tuple[str, str], str] = {}
+
+
 def configure(uri: str, experiment: str, artifact_location: str | None = None) -> str:
     """Point MLflow at ``uri`` and return the id of ``experiment`` (created if missing).
 
     Called once in the parent process before trials start, so parallel workers never race to
     create the database schema or the experiment.
     """
+    install_log_masking()
+    if mask_secrets(uri) != uri:
+        # MLflow prints "View run ... at <tracking uri>/#/..." on stdout, password included
+        os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
     mlflow.set_tracking_uri(uri)
+    if (uri, experiment) in _EXPERIMENTS:  # once per process: every sweep trial calls this
+        return _EXPERIMENTS[(uri, experiment)]
     client = MlflowClient()
     found = client.get_experiment_by_name(experiment)
     if found is not None:
-        return found.experiment_id
-    try:
-        return client.create_experiment(experiment, artifact_location=artifact_location)
-    except mlflow.exceptions.MlflowException:
-        # another worker created it between our lookup and create
-        return client.get_experiment_by_name(experiment).experiment_id
+        experiment_id = found.experiment_id
+    else:
+        try:
+            experiment_id = client.create_experiment(experiment, artifact_location=artifact_location)
+        except mlflow.exceptions.MlflowException:
+            # another worker created it between our lookup and create
+            experiment_id = client.get_experiment_by_name(experiment).experiment_id
+    _EXPERIMENTS[(uri, experiment)] = experiment_id
+    return experiment_id
 
 
 @contextlib.contextmanager

@@ -11,14 +11,25 @@ Loop (one iteration = one *batch*):
 4. ``launcher.launch(batch, initial_job_idx)``: this call blocks until the whole batch
    finished (Hydra's launcher API is synchronous);
 5. tell every trial COMPLETE / PRUNED / FAIL, report progress, check ``max_failure_rate``.
+
+With a heartbeat, a process whose share of the budget is used up keeps syncing while other
+processes still have trials RUNNING: a stale one (its process died) is failed and its retry
+runs here, and ``on_complete`` then sees every trial of the study.
+
+Secrets: the storage URL never goes into job overrides (Hydra logs and saves those); jobs get
+it with the password masked and read the real one from their own ``hydra.sweeper.storage``.
+While ``sweep()`` runs, log records of this process have ``scheme://user:password@`` masked.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import os
+import re
 import threading
+import time
 import traceback
 import warnings
 from collections.abc import Mapping
@@ -117,7 +128,64 @@ def _redact(url: Optional[str]) -> Optional[str]:
 
         return make_url(url).render_as_string(hide_password=True)
     except Exception:
-        return url
+        return mask_secrets(url)
+
+
+# also in Hydra's override grammar, which escapes the colons: http\://user\:pw@host
+_URL_PASSWORD = re.compile(
+    r"(?P<head>[a-zA-Z][a-zA-Z0-9+.\-]*\\*://[^:/@\s\\]*\\*:)(?P<pw>[^@\s]+)(?P<tail>@)"
+)
+
+
+def mask_secrets(text: Any) -> Any:
+    """``scheme://user:password@host`` -> ``scheme://user:***@host`` inside a string."""
+    if isinstance(text, str):
+        return _URL_PASSWORD.sub(lambda m: m["head"] + "***" + m["tail"], text)
+    return text
+
+
+class _MaskingRecordFactory:
+    """A log-record factory that masks URL passwords in every record of the process (Hydra's
+    launch lines list the overrides, e.g. ``tracking.uri=http://user:pw@host``)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def __call__(self, *args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = self.inner(*args, **kwargs)
+        try:
+            message = record.getMessage()
+        except Exception:  # a broken format: leave it to the handler to report
+            return record
+        masked = mask_secrets(message)
+        if masked != message:
+            record.msg, record.args = masked, ()
+        return record
+
+
+def _install_log_masking() -> Any:
+    """Install the masking factory (unless one is active); returns the factory to restore."""
+    previous = logging.getLogRecordFactory()
+    if not isinstance(previous, _MaskingRecordFactory):
+        logging.setLogRecordFactory(_MaskingRecordFactory(previous))
+    return previous
+
+
+def _rdb_storage(url: str, attempts: int = 5, **kwargs: Any) -> Any:
+    """RDBStorage(url); processes started together on an empty database race to create Optuna's
+    schema (CREATE TYPE / TABLE: unique violations): the losers retry and find it made."""
+    from sqlalchemy.exc import IntegrityError, ProgrammingError
+
+    for attempt in range(1, attempts + 1):
+        try:
+            return optuna.storages.RDBStorage(url, **kwargs)
+        except (IntegrityError, ProgrammingError) as e:
+            if attempt == attempts:
+                raise
+            log.info("Optuna's tables are being created by another process (%s); retrying",
+                     type(getattr(e, "orig", e)).__name__)
+            time.sleep(0.5 * attempt)
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 class _Heartbeat:
@@ -366,6 +434,13 @@ class EcosplitOptunaSweeperImpl(Sweeper):
 
     def sweep(self, arguments: List[str]) -> optuna.Study:
         assert self.config is not None and self.launcher is not None
+        previous_factory = _install_log_masking()
+        try:
+            return self._sweep(arguments)
+        finally:
+            logging.setLogRecordFactory(previous_factory)
+
+    def _sweep(self, arguments: List[str]) -> optuna.Study:
         # resolve the hooks first: a typo must not cost a whole sweep
         self._custom_fn = self._load_hook("custom_search_space", self.custom_search_space)
         on_complete = self._load_hook("on_complete", self.on_complete)
@@ -404,6 +479,19 @@ class EcosplitOptunaSweeperImpl(Sweeper):
                 )
             if self.objective_names and hasattr(study, "set_metric_names"):
                 study.set_metric_names(self.objective_names)
+        seed = self.sampler_cfg.get("seed")
+        existing = len(study.get_trials(deepcopy=False))
+        if seed is not None and existing:
+            # A seeded sampler replays its sequence from the start: a re-run of the same command
+            # (resume, restart after a crash) would propose the points it already ran. Derive
+            # the seed from the study's progress instead (still reproducible).
+            derived = (int(seed) + 1_000_003 * existing) % (2**32)
+            sampler, _ = self._make_sampler(space, seed=derived)
+            study.sampler = sampler
+            log.info(
+                "the study has %d trials: sampler seed %s -> %s (no replay of earlier proposals)",
+                existing, seed, derived,
+            )
         self.study = study
         log.info(
             "Optuna study '%s' | storage: %s | sampler: %s | pruner: %s | directions: %s%s | "
@@ -420,7 +508,7 @@ class EcosplitOptunaSweeperImpl(Sweeper):
         for name, p in space.params.items():
             log.info("  search space: %s ~ %s", name, p.distribution)
         for f in space.fixed.values():
-            log.info("  fixed: %s", f.override)
+            log.info("  fixed: %s", mask_secrets(f.override))
 
         if on_start is not None:
             on_start(study, self.config)
@@ -477,11 +565,15 @@ class EcosplitOptunaSweeperImpl(Sweeper):
                     )
                 kwargs["heartbeat_interval"] = self.heartbeat_interval
                 kwargs["grace_period"] = self.grace_period
-                return optuna.storages.RDBStorage(self.storage_url, **kwargs)
-        return optuna.storages.RDBStorage(self.storage_url, **kwargs)
+                return _rdb_storage(self.storage_url, **kwargs)
+        return _rdb_storage(self.storage_url, **kwargs)
 
-    def _make_sampler(self, space: SearchSpace) -> Tuple[optuna.samplers.BaseSampler, int]:
+    def _make_sampler(
+        self, space: SearchSpace, seed: Optional[int] = None
+    ) -> Tuple[optuna.samplers.BaseSampler, int]:
         cfg = self.sampler_cfg
+        if seed is not None:
+            cfg = OmegaConf.merge(cfg, {"seed": seed})
         n_trials = self.n_trials
         kwargs: Dict[str, Any] = {}
         if str(cfg.get("_target_", "")).endswith("GridSampler"):
@@ -517,7 +609,9 @@ class EcosplitOptunaSweeperImpl(Sweeper):
             _runtime.ENV_STUDY: study.study_name,
         }
         if self.storage_url and ":memory:" not in self.storage_url:
-            env[_runtime.ENV_STORAGE] = self.storage_url
+            # Hydra logs and saves the overrides: the password stays out (masked); the job
+            # resolves the real URL from its own hydra.sweeper.storage (see current_trial)
+            env[_runtime.ENV_STORAGE] = _redact(self.storage_url)
         return [f"++hydra.job.env_set.{k}={quote(v)}" for k, v in env.items()]
 
     def _configure(self, study: optuna.Study, trial: Trial, space: SearchSpace) -> List[str]:
@@ -539,8 +633,8 @@ class EcosplitOptunaSweeperImpl(Sweeper):
             raise ConfigError(
                 f"parameters {sorted(overlap)} are both searched and fixed; remove one of them"
             )
-        fixed_attr = {f.name: f.value_text for f in space.fixed.values()}
-        fixed_attr.update({k: encode_value(v) for k, v in extra_fixed.items()})
+        fixed_attr = {f.name: mask_secrets(f.value_text) for f in space.fixed.values()}
+        fixed_attr.update({k: mask_secrets(encode_value(v)) for k, v in extra_fixed.items()})
         if fixed_attr:
             trial.set_user_attr(FIXED_PARAMS, fixed_attr)
         overrides = space.overrides_for(trial.params)
@@ -548,13 +642,15 @@ class EcosplitOptunaSweeperImpl(Sweeper):
         return overrides + self._env_overrides(study, trial)
 
     @staticmethod
-    def _fail(study: optuna.Study, trial: Trial, reason: str, kind: str) -> None:
+    def _fail(study: optuna.Study, trial: Trial, reason: str, kind: str) -> bool:
         try:
             trial.set_user_attr(FAIL_REASON, reason)
             trial.storage.set_trial_system_attr(trial._trial_id, FAIL_KIND, kind)
             study.tell(trial, state=TrialState.FAIL)
+            return True
         except Exception as e:  # already finished elsewhere (e.g. failed as stale)
             log.warning("could not mark trial %d as FAIL (%s): %s", trial.number, reason, e)
+            return False
 
     # ------------------------------------------------------------------ main loop
     def _run(
@@ -586,6 +682,7 @@ class EcosplitOptunaSweeperImpl(Sweeper):
         progress = Progress(n_trials, stats["done"], stats["failed"], self.progress_bar)
         progress.best = stats["best"]
         fail_streak = 0
+        waited_for: List[int] = []
         try:
             while True:
                 trials = self._sync(study, heartbeat)
@@ -594,7 +691,20 @@ class EcosplitOptunaSweeperImpl(Sweeper):
                 # WAITING trials are already counted and are popped first by ask()
                 k = min(self.n_jobs, n_trials - counted + waiting)
                 if k <= 0:
-                    break
+                    running = [t.number for t in trials if t.state == TrialState.RUNNING]
+                    if heartbeat is None or not running:
+                        break
+                    # Other processes still run trials. Stay: if one of them died, its trial
+                    # goes stale, is failed and re-queued, and the retry runs here; and the
+                    # on_complete hook below then sees the whole study.
+                    if running != waited_for:
+                        waited_for = running
+                        log.info(
+                            "budget used up; waiting for trials %s RUNNING elsewhere (stale "
+                            "ones are retried here)", running,
+                        )
+                    time.sleep(min(self.heartbeat_interval, 1.0))
+                    continue
                 batch = self._ask_batch(study, space, k, n_trials)
                 if not batch:
                     continue
@@ -649,6 +759,11 @@ class EcosplitOptunaSweeperImpl(Sweeper):
                 trial = study.ask()
             try:
                 overrides = self._configure(study, trial, space)
+            except KeyboardInterrupt:
+                for t in [trial] + [t for t, _ in batch]:
+                    if self._fail(study, t, "interrupted", "interrupted"):
+                        self._requeue(study, t, self.max_retry)
+                raise
             except Exception as e:
                 self._fail(study, trial, f"could not configure the trial: {describe_exception(e)}", "config")
                 for t, _ in batch:
@@ -688,14 +803,17 @@ class EcosplitOptunaSweeperImpl(Sweeper):
         try:
             returns = self.launcher.launch([o for _, o in batch], initial_job_idx=self.job_idx)
         except KeyboardInterrupt:
+            # FAIL (not counted) and re-queued with the same params, so that re-running the
+            # same command continues with exactly this configuration
             for t, _ in batch:
-                self._fail(study, t, "interrupted", "interrupted")
+                if self._fail(study, t, "interrupted", "interrupted"):
+                    self._requeue(study, t, self.max_retry)
             raise
         except Exception as e:
             reason = f"launcher failed: {describe_exception(e)}"
             for t, _ in batch:
-                self._fail(study, t, reason, "launcher")
-                self._retry_if_configured(study, t)
+                if self._fail(study, t, reason, "launcher"):
+                    self._retry_if_configured(study, t)
             raise
         finally:
             if heartbeat is not None:
@@ -717,10 +835,29 @@ class EcosplitOptunaSweeperImpl(Sweeper):
         cb = get_cb() if get_cb is not None else None
         if cb is None:
             return
-        try:
+        EcosplitOptunaSweeperImpl._requeue(study, trial, callback=cb)
+
+    @staticmethod
+    def _requeue(
+        study: optuna.Study, trial: Trial, max_retry: Optional[int] = None, callback: Any = None
+    ) -> None:
+        """Add a WAITING copy of the FAILed ``trial`` (same params; ``failed_trial`` and
+        ``retry_history`` system attrs as Optuna's retry callback), at most ``max_retry`` times.
+        The copy does not inherit the FAIL's ``fail_reason`` / fail kind."""
+        if callback is None:
+            retry_cls = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None)
+            retry_cls = retry_cls or optuna.storages.RetryFailedTrialCallback
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                cb(study, storage.get_trial(trial._trial_id))
+                warnings.simplefilter("ignore", FutureWarning)
+                callback = retry_cls(max_retry=max_retry)
+        try:
+            frozen = copy.deepcopy(study._storage.get_trial(trial._trial_id))
+            frozen.user_attrs.pop(FAIL_REASON, None)
+            frozen.system_attrs.pop(FAIL_KIND, None)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                callback(study, frozen)
         except Exception as e:  # pragma: no cover
             log.warning("could not re-queue trial %d: %s", trial.number, e)
 
@@ -839,7 +976,7 @@ class EcosplitOptunaSweeperImpl(Sweeper):
             "trial_states": counts,
         }
         if space.fixed:
-            res["fixed_params"] = {f.name: f.value_text for f in space.fixed.values()}
+            res["fixed_params"] = {f.name: mask_secrets(f.value_text) for f in space.fixed.values()}
         if len(self.directions) == 1:
             try:
                 bt = study.best_trial

@@ -7,7 +7,12 @@ task, in-process and in launcher subprocesses alike):
 ``ECOSPLIT_OPTUNA_TRIAL_ID``      storage trial id
 ``ECOSPLIT_OPTUNA_TRIAL_NUMBER``  trial number inside the study
 ``ECOSPLIT_OPTUNA_STUDY``         study name
-``ECOSPLIT_OPTUNA_STORAGE``       RDB storage URL (absent for an in-memory study)
+``ECOSPLIT_OPTUNA_STORAGE``       RDB storage URL with the password masked as ``***`` (absent
+                                  for an in-memory study)
+
+Hydra prints and saves every job's overrides, so the storage URL's password is not in them;
+the real URL is taken from the job's own ``hydra.sweeper.storage`` (HydraConfig), which is
+the sweeper's configuration.
 
 :func:`current_trial` first looks in an in-process registry of the trials the sweeper is
 running (basic launcher: the very ``optuna.Trial`` the sweeper asked for), then, in another
@@ -94,6 +99,25 @@ def _pruner_and_sampler_from_hydra() -> Tuple[Any, Any]:
     return pruner, sampler
 
 
+def _real_storage_url(env_value: str) -> Optional[str]:
+    """The storage URL to open for ``$ECOSPLIT_OPTUNA_STORAGE`` (password masked by the
+    sweeper): the job's ``hydra.sweeper.storage`` when it masks to the same URL."""
+    if "***" not in env_value:
+        return env_value  # no password (e.g. sqlite), or set by hand
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        from ._impl import _absolute_sqlite, _redact
+
+        if HydraConfig.initialized():
+            configured = HydraConfig.get().sweeper.get("storage")
+            if configured and _redact(_absolute_sqlite(str(configured))) == env_value:
+                return _absolute_sqlite(str(configured))
+    except Exception as e:  # never break the task because of this
+        log.debug("could not read hydra.sweeper.storage: %s", e)
+    return None
+
+
 def current_trial() -> "Optional[optuna.Trial]":
     """Return the live :class:`optuna.Trial` of the running sweep job, or ``None``.
 
@@ -125,7 +149,21 @@ def current_trial() -> "Optional[optuna.Trial]":
     if live is not None:
         return live
 
-    if not storage:
+    if storage:
+        real = _real_storage_url(storage)
+        if real is None:
+            if not _warned_unreachable:
+                _warned_unreachable = True
+                log.warning(
+                    "current_trial(): cannot open the storage %s of trial %s: its password is "
+                    "not passed to jobs and this process has no Hydra config with "
+                    "hydra.sweeper.storage. Returning None.",
+                    storage,
+                    tid_s,
+                )
+            return None
+        storage = real
+    else:
         if not _warned_unreachable:
             _warned_unreachable = True
             log.warning(
