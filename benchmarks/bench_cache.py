@@ -4,7 +4,7 @@ A grid of 4 mu values x 5 pruning thresholds (20 trials) is swept twice through 
 in fresh folders: once with cache.enabled=false (every trial trains), once with the cache (one
 training per mu). Target: reuse >= 3x faster.
 
-    python benchmarks/bench_cache.py [--root ../shared/mnist] [--epochs 5] [--test-subset 2000]
+    python benchmarks/bench_cache.py [--root ../shared/mnist] [--epochs 15] [--test-subset 2000]
 """
 from __future__ import annotations
 
@@ -25,9 +25,10 @@ def sweep(workdir: Path, root: str, epochs: int, test_subset: int, cache: bool) 
     args = [
         sys.executable, str(REPO / "sweep.py"), "-m", f"data.root={root}", "data.download=false",
         f"data.test_subset={test_subset}", f"train.epochs={epochs}", "prune.finetune_epochs=0",
-        f"cache.enabled={str(cache).lower()}", "hydra/sweeper/sampler=grid", "hydra.sweeper.n_trials=20",
-        "hydra.sweeper.study_name=bench", f"hydra.sweeper.params.search.one_minus_mu={MU_COMPLEMENTS}",
-        f"hydra.sweeper.params.prune.threshold={THRESHOLDS}", "hydra.sweeper.params.prune.finetune_epochs=0",
+        f"cache.enabled={str(cache).lower()}", "hydra/sweeper/sampler=grid", "hydra/sweeper/pruner=none",
+        "hydra.sweeper.n_trials=20",
+        "hydra.sweeper.study_name=bench", f"search.one_minus_mu={MU_COMPLEMENTS}",  # command-line sweeps replace
+        f"prune.threshold={THRESHOLDS}", "prune.finetune_epochs=choice(0)",          # the config's search space
         "selection.min_val_accuracy=0.0",
     ]
     start = time.perf_counter()
@@ -44,7 +45,7 @@ def sweep(workdir: Path, root: str, epochs: int, test_subset: int, cache: bool) 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", default=os.environ.get("MNIST_ROOT", "data"))
-    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--test-subset", type=int, default=2000)
     args = parser.parse_args()
     root = str(Path(args.root).resolve())
