@@ -169,9 +169,10 @@ def run_evaluate(cfg: DictConfig) -> dict[str, float]:
     carbon = carbon_index(cfg)
     table = [row for bw in cfg.channel.bandwidths_hz for row in table_rows(float(bw), ev.results[float(bw)], carbon)]
     default = ev.results[float(cfg.channel.bandwidth_hz)]
-    metrics = {f"energy_total_j_{m}": r.means()["energy_total_j"] for m, r in default.items()}
-    metrics.update({f"co2_kg_{m}": row["co2_kg"] for m, row in
-                    ((r["method"], r) for r in table_rows(float(cfg.channel.bandwidth_hz), default, carbon))})
+    metrics = {}
+    for row in table_rows(float(cfg.channel.bandwidth_hz), default, carbon):
+        metrics[f"energy_total_j_{row['method']}"] = row["energy_total_j"]
+        metrics[f"co2_kg_{row['method']}"] = row["co2_kg"]
     metrics["inferences"] = len(ev.scenario.times_s)
     metrics["compression_ratio"] = compression_ratio(count_nonzero(models.dense), count_nonzero(models.pruned))
 
