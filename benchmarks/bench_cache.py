@@ -25,7 +25,7 @@ def sweep(workdir: Path, root: str, epochs: int, test_subset: int, cache: bool) 
     args = [
         sys.executable, str(REPO / "sweep.py"), "-m", f"data.root={root}", "data.download=false",
         f"data.test_subset={test_subset}", f"train.epochs={epochs}", "prune.finetune_epochs=0",
-        f"cache.enabled={str(cache).lower()}", "hydra/sweeper/sampler=grid", "hydra/sweeper/pruner=none",
+        f"cache.enabled={str(cache).lower()}", "hydra/sweeper/ecosplit_sampler=grid", "hydra/sweeper/ecosplit_pruner=none",
         "hydra.sweeper.n_trials=20",
         "hydra.sweeper.study_name=bench", f"search.one_minus_mu={MU_COMPLEMENTS}",  # command-line sweeps replace
         f"prune.threshold={THRESHOLDS}", "prune.finetune_epochs=choice(0)",          # the config's search space

@@ -315,7 +315,7 @@ def test_launcher_subprocesses_reach_the_trial_without_the_password_in_overrides
     cmd = [sys.executable, str(app), "--multirun", f"hydra.sweep.dir={tmp_path / 'multirun'}",
            f"hydra.sweeper.storage={postgres.url('optuna')}", f"hydra.sweeper.study_name={name}",
            "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "hydra.sweeper.n_jobs=2", "hydra.sweeper.n_trials=2",
-           "report_steps=1", "hydra/sweeper/pruner=median"]  # the app asserts current_trial() is not None
+           "report_steps=1", "hydra/sweeper/ecosplit_pruner=median"]  # the app asserts current_trial() is not None
     p = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180)
     assert p.returncode == 0, p.stdout + p.stderr
     assert postgres.password not in p.stdout + p.stderr

@@ -297,7 +297,7 @@ def test_multi_objective_pareto_front(tmp_path):
         f"hydra.sweeper.storage={storage}",
         "hydra.sweeper.study_name=mo",
         "hydra.sweeper.n_trials=6",
-        "hydra/sweeper/sampler=nsgaii",
+        "hydra/sweeper/ecosplit_sampler=nsgaii",
         "hydra.sweeper.sampler.population_size=4",
         "hydra.sweeper.objectives=[{name:loss,direction:minimize},{name:accuracy,direction:maximize}]",
     )
@@ -416,7 +416,7 @@ def test_median_pruner_prunes_a_clearly_bad_trial(tmp_path):
         f"hydra.sweeper.storage={storage}",
         "hydra.sweeper.study_name=prune",
         "hydra.sweeper.n_trials=3",
-        "hydra/sweeper/pruner=median",
+        "hydra/sweeper/ecosplit_pruner=median",
         "hydra.sweeper.pruner.n_startup_trials=2",
         "report_steps=3",
     )
@@ -438,7 +438,7 @@ def test_joblib_launcher_parallel_trials_on_sqlite(tmp_path):
         "hydra.sweeper.n_jobs=2",
         "hydra.sweeper.n_trials=5",
         "report_steps=1",  # current_trial() rebuilt from the RDB storage in the workers...
-        "hydra/sweeper/pruner=median",  # ...with the configured pruner for should_prune()
+        "hydra/sweeper/ecosplit_pruner=median",  # ...with the configured pruner for should_prune()
         timeout=180,
     )
     trials = trials_of(storage, "par")

@@ -251,7 +251,11 @@ class EcosplitOptunaSweeperImpl(Sweeper):
         progress_bar: Optional[bool] = None,
         on_complete: Optional[str] = None,
         on_start: Optional[str] = None,
+        on_abort: Optional[str] = None,
+        definition: Optional[str] = None,
     ) -> None:
+        self.on_abort = on_abort
+        self.definition = definition
         self.sampler_cfg = self._resolve_group("sampler", sampler, SAMPLERS)
         self.pruner_cfg = self._resolve_group("pruner", pruner, PRUNERS)
         self.objective_names, self.directions = self._resolve_objectives(direction, objectives)

@@ -191,7 +191,7 @@ PRUNERS: Dict[str, Any] = {
 class ObjectiveConfig:
     # key in the mapping returned by the task (dotted for nested mappings)
     name: str = MISSING
-    direction: str = "minimize"  # minimize | maximize
+    direction: Optional[str] = None  # minimize | maximize; null: from hydra.sweeper.direction
 
 
 @dataclass
@@ -199,7 +199,7 @@ class EcosplitOptunaSweeperConf:
     _target_: str = SWEEPER_TARGET
     # the sweeper instantiates sampler/pruner itself (grid search space, name lookup)
     _recursive_: bool = False
-    defaults: List[Any] = field(default_factory=lambda: [{"sampler": "tpe"}, {"pruner": "none"}])
+    defaults: List[Any] = field(default_factory=lambda: [{"ecosplit_sampler": "tpe"}, {"ecosplit_pruner": "none"}])
 
     sampler: Any = MISSING
     pruner: Any = MISSING
@@ -232,10 +232,11 @@ class EcosplitOptunaSweeperConf:
     # deprecated in the official plugin; kept so old configs get a clear error
     search_space: Optional[Dict[str, Any]] = None
 
-    # heartbeat (RDB storage only): a RUNNING trial whose process stopped beating for
-    # grace_period seconds (default 2 * heartbeat_interval) is failed and retried with
-    # the same params up to max_retry times (null = forever)
-    heartbeat_interval: Optional[int] = None
+    # heartbeat (RDB storage only; on by default): a RUNNING trial whose process stopped
+    # beating for grace_period seconds (null = 3 * heartbeat_interval) is failed and retried
+    # with the same params up to max_retry times (null = forever). A trial whose owner process
+    # ran on this host and is gone is freed at once. heartbeat_interval=null turns both off.
+    heartbeat_interval: Optional[int] = 10
     grace_period: Optional[int] = None
     max_retry: Optional[int] = 3
 
@@ -246,6 +247,14 @@ class EcosplitOptunaSweeperConf:
     # dotted path to fn(study, cfg) called once after the study is loaded, before any trial
     # (create tracking stores and parent runs here, in one process, before workers race)
     on_start: Optional[str] = None
+    # dotted path to fn(study, cfg, status, reason) called once when the sweep stops before
+    # completing; status is "FAILED" (configuration error, max_failure_rate, a crash) or
+    # "KILLED" (interrupted)
+    on_abort: Optional[str] = None
+    # dotted path to fn(cfg) -> mapping: what defines the experiment besides the search space
+    # (e.g. the objective and the data selection). Called before the study is opened; stored
+    # on the study with a hash, and a re-run whose definition differs is refused.
+    definition: Optional[str] = None
 
 
 def register_configs() -> None:
@@ -258,16 +267,18 @@ def register_configs() -> None:
     )
     for name, node in SAMPLERS.items():
         cs.store(
-            group="hydra/sweeper/sampler",
+            group="hydra/sweeper/ecosplit_sampler",
             name=name,
             node=node,
+            package="hydra.sweeper.sampler",
             provider="ecosplit_optuna_sweeper",
         )
     for name, node in PRUNERS.items():
         cs.store(
-            group="hydra/sweeper/pruner",
+            group="hydra/sweeper/ecosplit_pruner",
             name=name,
             node=node,
+            package="hydra.sweeper.pruner",
             provider="ecosplit_optuna_sweeper",
         )
 

@@ -35,6 +35,8 @@ class EcosplitOptunaSweeper(Sweeper):
         progress_bar: Optional[bool] = None,
         on_complete: Optional[str] = None,
         on_start: Optional[str] = None,
+        on_abort: Optional[str] = None,
+        definition: Optional[str] = None,
     ) -> None:
         from ._impl import EcosplitOptunaSweeperImpl
 
@@ -59,6 +61,8 @@ class EcosplitOptunaSweeper(Sweeper):
             progress_bar=progress_bar,
             on_complete=on_complete,
             on_start=on_start,
+            on_abort=on_abort,
+            definition=definition,
         )
 
     def setup(
