@@ -202,7 +202,7 @@ def test_a_model_trained_by_one_worker_is_reused_by_the_others_through_mlflow(th
     ("sqlite:////tmp/optuna.db and http://127.0.0.1:5000", "sqlite:////tmp/optuna.db and http://127.0.0.1:5000"),
 ])
 def test_masking_covers_hydra_escaped_overrides(text, masked):
-    from hydra_plugins.ecosplit_optuna_sweeper._impl import mask_secrets as plugin_mask
+    from hydra_plugins.ecosplit_optuna_sweeper.masking import mask_secrets as plugin_mask
     from pipeline.tracking import mask_secrets
 
     assert mask_secrets(text) == plugin_mask(text) == masked

@@ -25,11 +25,9 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from hydra_plugins.ecosplit_optuna_sweeper import current_trial, feasible  # noqa: E402
-from hydra_plugins.ecosplit_optuna_sweeper._impl import (  # noqa: E402
-    FAIL_KIND,
-    EcosplitOptunaSweeperImpl,
-)
-from hydra_plugins.ecosplit_optuna_sweeper._results import (  # noqa: E402
+from hydra_plugins.ecosplit_optuna_sweeper._loop import EcosplitOptunaSweeperImpl  # noqa: E402
+from hydra_plugins.ecosplit_optuna_sweeper._storage import FAIL_KIND  # noqa: E402
+from hydra_plugins.ecosplit_optuna_sweeper._outcome import (  # noqa: E402
     ConfigError,
     Constraint,
     interpret_return,
@@ -167,6 +165,17 @@ def test_grid_values():
         ({"pruner": "nope"}, "unknown pruner 'nope'; valid: hyperband, median, none"),
         ({"objectives": [{"name": "a", "direction": "up"}]}, "objectives[0].direction must be"),
         ({"constraints": ["acc ~ 3"]}, "hydra.sweeper.constraints: cannot parse 'acc ~ 3'"),
+        ({"constraints": ["a<b<c"]}, "hydra.sweeper.constraints: 'a<b<c': 'b<c' is neither a number"),
+        ({"constraints": ["acc >= "]}, "hydra.sweeper.constraints: 'acc >= ': '=' is neither a number"),
+        ({"direction": ["minimize", "maximize"], "objectives": [{"name": "a"}]},
+         "hydra.sweeper.direction has 2 entries but hydra.sweeper.objectives has 1"),
+        ({"direction": "maximize", "objectives": [{"name": "a", "direction": "minimize"}]},
+         "hydra.sweeper.direction[0]=maximize contradicts hydra.sweeper.objectives[0] (a: minimize)"),
+        ({"grace_period": 5}, "hydra.sweeper.grace_period must be > heartbeat_interval=10"),
+        ({"heartbeat_interval": None, "grace_period": 30}, "grace_period needs hydra.sweeper.heartbeat_interval"),
+        ({"n_trials": True}, "hydra.sweeper.n_trials must be an integer >= 1, got True"),
+        ({"on_abort": 3}, "hydra.sweeper.on_abort must be null or a dotted path"),
+        ({"bogus": 1}, "hydra.sweeper: unknown setting(s) ['bogus']"),
         ({"heartbeat_interval": 0}, "heartbeat_interval must be null (off) or an integer >= 1"),
         ({"max_retry": -1}, "max_retry must be null (unlimited) or an integer >= 0"),
     ],
@@ -177,9 +186,51 @@ def test_invalid_settings_give_one_clear_message(kwargs, message):
     assert message in str(e.value)
 
 
-def test_invalid_setting_on_the_command_line(tmp_path):
-    out = run_app(tmp_path, "hydra.sweeper.n_trials=0", ok=False)
-    assert "hydra.sweeper.n_trials must be an integer >= 1, got 0" in out
+def test_objective_without_direction_takes_the_sweeper_direction():
+    impl = EcosplitOptunaSweeperImpl(direction="maximize", objectives=[{"name": "acc", "direction": None}])
+    assert impl.settings.directions == ["maximize"]  # was silently "minimize"
+    impl = EcosplitOptunaSweeperImpl(direction=["maximize", "minimize"], objectives=["acc", "loss"])
+    assert impl.settings.directions == ["maximize", "minimize"]
+    impl = EcosplitOptunaSweeperImpl(objectives=[{"name": "acc", "direction": "maximize"}])
+    assert impl.settings.directions == ["maximize"]
+
+
+def test_heartbeats_are_on_by_default_with_grace_three_intervals():
+    s = EcosplitOptunaSweeperImpl(storage="sqlite:///x.db").settings
+    assert (s.heartbeat_interval, s.grace_period, s.heartbeat_on) == (10, 30, True)
+    assert not EcosplitOptunaSweeperImpl().settings.heartbeat_on  # in-memory: nothing outlives the run
+    assert not EcosplitOptunaSweeperImpl(storage="sqlite:///x.db", heartbeat_interval=None).settings.heartbeat_on
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["hydra.sweeper.n_trials=0"], "error: hydra.sweeper.n_trials must be an integer >= 1, got 0"),
+        (['hydra.sweeper.constraints=["a<b<c"]'], "error: hydra.sweeper.constraints: 'a<b<c'"),
+        (["x=tag(log, interval(0, 1))"], "error: hydra.sweeper.params.x: 'x=tag(log, interval(0, 1))': `low > 0`"),
+        (["hydra.sweeper.objectives=[{name:nope}]"], "error: trial 0: hydra.sweeper.objectives: ['nope'] missing"),
+        (["hydra.sweeper.objectives=null"], "error: trial 0: hydra.sweeper.objectives is not set"),
+        (["hydra.sweeper.on_complete=my_app.nope"], "error: hydra.sweeper.on_complete: cannot import 'my_app.nope'"),
+        (["exit_code=2"], "error: trial 0: x="),
+    ],
+)
+def test_mistakes_stop_at_the_first_trial_with_one_line_and_status_2(tmp_path, overrides, message):
+    storage = sqlite(tmp_path)
+    cmd, env = app_command(tmp_path, f"hydra.sweeper.storage={storage}", "hydra.sweeper.study_name=oops",
+                           "hydra.sweeper.max_failure_rate=1", *overrides)
+    env.pop("HYDRA_FULL_ERROR")
+    p = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    # one line says what is wrong (Optuna's own INFO log lines may go to stderr too)
+    errors = [line for line in p.stderr.splitlines() if line.startswith("error:")]
+    assert p.returncode == 2, p.stdout + p.stderr
+    assert len(errors) == 1 and errors[0].startswith(message) and "Traceback" not in p.stderr, p.stderr
+    if "trial 0" in message:
+        trials = trials_of(storage, "oops")
+        assert [t.state for t in trials] == [TrialState.FAIL]  # recorded with its reason, never RUNNING
+        assert errors[0].split("trial 0: ", 1)[1] == trials[0].user_attrs["fail_reason"]
+        assert trials[0].system_attrs[FAIL_KIND] == "config"  # not counted as a task failure
+    else:
+        assert not (tmp_path / "optuna.db").exists()  # refused before anything was recorded
 
 
 # --------------------------------------------------------------------------- return values (unit)
@@ -204,13 +255,38 @@ def test_interpret_mapping_float_list_and_bad_values():
         ("0.3", "not numeric"),
         (None, "not numeric"),
         ([1.0, 2.0], "returned 2 objective value(s)"),
-        ({"acc": 1.0}, "missing from the returned mapping"),
     ]:
-        o = interpret_return(bad, objective_names=None if not isinstance(bad, dict) else ["loss"], n_objectives=1, constraints=[], params={})
+        o = interpret_return(bad, objective_names=None, n_objectives=1, constraints=[], params={})
         assert o.state == "FAIL" and reason in o.fail_reason, (bad, o)
+        assert o.config_error is None  # a task failure, counted, not a usage error
 
+    # the configuration does not fit the task: usage errors that stop the sweep
+    o = interpret_return({"acc": 1.0}, objective_names=["loss"], n_objectives=1, constraints=[], params={})
+    assert o.state == "FAIL" and "hydra.sweeper.objectives: ['loss'] missing" in o.config_error
     o = interpret_return({"a": 1, "b": 2}, objective_names=None, n_objectives=1, constraints=[], params={})
-    assert o.state == "FAIL" and "hydra.sweeper.objectives" in o.config_error
+    assert o.state == "FAIL" and "hydra.sweeper.objectives is not set" in o.config_error
+
+
+def test_numpy_and_torch_returns_follow_the_official_plugin():
+    import numpy as np
+    import torch
+
+    def values(ret, n):
+        o = interpret_return(ret, objective_names=None, n_objectives=n, constraints=[], params={})
+        assert o.state == "COMPLETE", o
+        return o.values
+
+    assert values(np.float32(0.25), 1) == [0.25]
+    assert values(np.array(0.5), 1) == [0.5]  # 0-d array
+    assert values(np.array([0.75]), 1) == [0.75]  # 1-element array
+    assert values(torch.tensor(1.5), 1) == [1.5]
+    assert values(torch.tensor([2.5]), 1) == [2.5]
+    assert values(np.array([1.0, 2.0]), 2) == [1.0, 2.0]  # any iterable for several
+    assert values(torch.tensor([3.0, 4.0]), 2) == [3.0, 4.0]
+    assert values((x for x in (5, 6)), 2) == [5.0, 6.0]
+    assert values({"loss": np.float64(7.0)}, 1) == [7.0]
+    bad = interpret_return(np.array([1.0, 2.0]), objective_names=None, n_objectives=1, constraints=[], params={})
+    assert bad.state == "FAIL" and "returned 2 objective value(s)" in bad.fail_reason
 
 
 def test_constraints_values_follow_optuna_convention():
@@ -230,7 +306,7 @@ def test_constraints_values_follow_optuna_convention():
         ("k == 2", 0.0),
     ]
     o = interpret_return({"loss": 1.0}, objective_names=["loss"], n_objectives=1, constraints=cons[:1], params={})
-    assert o.state == "FAIL" and "'acc' is neither a returned metric nor a parameter" in o.fail_reason
+    assert o.state == "FAIL" and "'acc' is neither a returned metric nor a parameter" in o.config_error
 
 
 def test_feasible_helper():
@@ -363,20 +439,38 @@ def test_failures_are_recorded_and_the_sweep_continues(tmp_path):
     assert results_yaml(tmp_path)["trial_states"]["FAIL"] == 2
 
 
-def test_exceeding_max_failure_rate_aborts(tmp_path):
+def test_max_failure_rate_counts_this_runs_trials_only(tmp_path):
     storage = sqlite(tmp_path)
+    # this run's budget is 4 trials; 0.25 x 4 allows 1 failure: x=3.0 fails (1 <= 1, goes on),
+    # the sampled 4th trial (x in [2.5, 3.5]) fails too (2 > 1): abort
     _enqueue(storage, "abort", [0.0, 3.0, 0.5])
-    out = run_app(
-        tmp_path,
-        f"hydra.sweeper.storage={storage}",
-        "hydra.sweeper.study_name=abort",
-        "fail_if_x_above=2",
-        "hydra.sweeper.max_failure_rate=0.25",
-        ok=False,
-    )
-    assert "SweepAbortedError: sweep aborted: 1 of 2 finished trials of the study failed (50%)" in out
-    assert "max_failure_rate=0.25" in out and "x=3.0 is too large" in out
-    assert len(trials_of(storage, "abort")) == 3  # stopped: the 3rd (WAITING) trial never ran
+    common = [f"hydra.sweeper.storage={storage}", "hydra.sweeper.study_name=abort",
+              "x=interval(2.5, 3.5)", "hydra.sweeper.max_failure_rate=0.25"]
+    cmd, env = app_command(tmp_path, *common)
+    env["MY_APP_FAIL_ABOVE"] = "2"
+    p = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 1, p.stdout + p.stderr
+    errors = [line for line in p.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in p.stderr, p.stderr
+    assert errors[0].startswith(
+        "error: sweep aborted: 2 of this run's 4 trials failed, more than "
+        "hydra.sweeper.max_failure_rate=0.25 allows (1; valid range [0, 1])"
+    ), errors
+    trials = trials_of(storage, "abort")
+    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE, TrialState.FAIL]
+    # the bug is fixed: the same command is not blocked by the earlier run's failures
+    run_app(tmp_path, *common, "hydra.sweeper.n_trials=6")
+    states = [t.state for t in trials_of(storage, "abort")]
+    assert states.count(TrialState.COMPLETE) == 6 and states.count(TrialState.FAIL) == 2
+
+
+def test_a_failed_first_trial_does_not_abort_below_the_rate(tmp_path):
+    storage = sqlite(tmp_path)
+    _enqueue(storage, "first", [3.0])  # the first trial fails; 0.25 x 4 allows one failure
+    run_app(tmp_path, f"hydra.sweeper.storage={storage}", "hydra.sweeper.study_name=first",
+            "x=interval(-1, 1)", "fail_if_x_above=2", "hydra.sweeper.max_failure_rate=0.25")
+    states = [t.state for t in trials_of(storage, "first")]
+    assert states == [TrialState.FAIL] + [TrialState.COMPLETE] * 4
 
 
 def test_constraints_are_stored_and_feasible(tmp_path):
@@ -459,14 +553,14 @@ def test_stale_trial_is_failed_by_heartbeat_and_retried_with_same_params(tmp_pat
     trial.suggest_float("y", -4.0, 4.0)
     storage.record_heartbeat(trial._trial_id)  # ...then its process "dies"
     stale_params = dict(trial.params)
-    time.sleep(2.2)  # > grace_period
+    time.sleep(3.2)  # > grace_period
     run_app(
         tmp_path,
         f"hydra.sweeper.storage={storage_url}",
         "hydra.sweeper.study_name=hb",
         "hydra.sweeper.n_trials=3",
         "hydra.sweeper.heartbeat_interval=1",
-        "hydra.sweeper.grace_period=1",
+        "hydra.sweeper.grace_period=2",
     )
     trials = trials_of(storage_url, "hb")
     assert trials[0].state == TrialState.FAIL and trials[0].params == stale_params
@@ -475,7 +569,8 @@ def test_stale_trial_is_failed_by_heartbeat_and_retried_with_same_params(tmp_pat
     assert retried[0].state == TrialState.COMPLETE
     assert sum(t.state == TrialState.COMPLETE for t in trials) == 3
     # a dead worker is not the task's failure: max_failure_rate (0 here) did not abort
-    assert FAIL_KIND not in trials[0].system_attrs
+    assert trials[0].system_attrs[FAIL_KIND] == "dead"
+    assert trials[0].user_attrs["fail_reason"] == "worker died: no heartbeat for more than grace_period=2 s"
 
 
 def test_two_sweeper_processes_share_the_n_trials_budget(tmp_path):

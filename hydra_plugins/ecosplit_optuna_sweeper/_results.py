@@ -1,245 +1,74 @@
-"""Turn what a task returned (or raised) into what is told to Optuna."""
+"""``optimization_results.yaml`` in the sweep dir: the study's outcome, readable without Optuna."""
 
 from __future__ import annotations
 
+import logging
 import math
-import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from pathlib import Path
+from typing import Any, Dict
 
-# user-attribute names the sweeper writes itself; metrics with these names are not copied
-FAIL_REASON = "fail_reason"
-CONSTRAINTS = "constraints"
-FIXED_PARAMS = "fixed_params"
-RESERVED_USER_ATTRS = (FAIL_REASON, CONSTRAINTS, FIXED_PARAMS)
+import optuna
+from omegaconf import OmegaConf
+from optuna.trial import TrialState
 
-_MAX_REASON = 2000
+from ._search_space import SearchSpace
+from ._settings import Settings
+from .masking import mask_secrets, redact_url
 
-
-class ConfigError(ValueError):
-    """A sweeper setting is invalid. The message names the setting and the valid range."""
+log = logging.getLogger("hydra_plugins.ecosplit_optuna_sweeper")
 
 
-def _number(v: Any) -> Optional[float]:
-    """float(v) for real numbers (python, numpy, 0-d tensors); None for anything else."""
-    if isinstance(v, (str, bytes, bool)) or v is None:
-        return None
-    if isinstance(v, (int, float)):
-        return float(v)
-    if hasattr(v, "__float__"):
+def write_results(
+    study: optuna.Study, settings: Settings, space: SearchSpace, n_trials: int, out_dir: Path
+) -> Path:
+    counts = {s.name: 0 for s in TrialState}
+    for t in study.get_trials(deepcopy=False):
+        counts[t.state.name] += 1
+    res: Dict[str, Any] = {
+        "name": "ecosplit_optuna",
+        "study_name": study.study_name,
+        "storage": redact_url(settings.storage_url),
+        "directions": list(settings.directions),
+        "objectives": settings.objective_names,
+        "constraints": [c.text for c in settings.constraints] or None,
+        "n_trials": n_trials,
+        "trial_states": counts,
+    }
+    if space.fixed:
+        res["fixed_params"] = {f.name: mask_secrets(f.value_text) for f in space.fixed.values()}
+    if len(settings.directions) == 1:
         try:
-            return float(v)
-        except (TypeError, ValueError):
-            return None
-    return None
+            bt = study.best_trial
+            res.update(best_trial=bt.number, best_params=dict(bt.params), best_value=bt.value,
+                       best_user_attrs=dict(bt.user_attrs))
+        except (ValueError, RuntimeError):
+            res.update(best_trial=None, best_params=None, best_value=None)
+            log.warning("no (feasible) COMPLETE trial: no best trial to report")
+    else:
+        res["best_trials"] = [
+            {"number": t.number, "params": dict(t.params), "values": list(t.values),
+             "user_attrs": dict(t.user_attrs)}
+            for t in sorted(study.best_trials, key=lambda t: t.number)
+        ]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "optimization_results.yaml"
+    OmegaConf.save(OmegaConf.create(_yaml_safe(res)), path)
+    if len(settings.directions) == 1:
+        log.info("Best: value=%s params=%s", res.get("best_value"), res.get("best_params"))
+    else:
+        log.info("Pareto front: %d trial(s)", len(res["best_trials"]))
+    log.info("results written to %s", path)
+    return path
 
 
-def flatten(mapping: Mapping, prefix: str = "") -> Dict[str, Any]:
-    """{"val": {"acc": 1}} -> {"val.acc": 1}. Works for dicts and OmegaConf DictConfigs."""
-    out: Dict[str, Any] = {}
-    for k, v in mapping.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, Mapping) or _is_dictconfig(v):
-            out.update(flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
-
-
-def _is_dictconfig(v: Any) -> bool:
-    try:
-        from omegaconf import DictConfig
-
-        return isinstance(v, DictConfig)
-    except ImportError:  # pragma: no cover
-        return False
-
-
-def _is_sequence(v: Any) -> bool:
-    if isinstance(v, (list, tuple)):
-        return True
-    try:
-        from omegaconf import ListConfig
-
-        return isinstance(v, ListConfig)
-    except ImportError:  # pragma: no cover
-        return False
-
-
-# ---------------------------------------------------------------------------------------
-# constraints
-# ---------------------------------------------------------------------------------------
-_CONSTRAINT_RE = re.compile(r"^\s*(?P<lhs>.+?)\s*(?P<op><=|>=|==|<|>)\s*(?P<rhs>.+?)\s*$")
-
-
-@dataclass(frozen=True)
-class Constraint:
-    """``"<a> <op> <b>"`` with op in <=, <, >=, >, ==; operands are numbers or names of
-    returned metrics (dotted for nested mappings) or of trial params.
-
-    Optuna convention (<= 0 feasible): ``a <= b`` -> ``a - b``; ``a >= b`` -> ``b - a``;
-    ``a == b`` -> ``|a - b|``. ``<``/``>`` are treated as ``<=``/``>=``.
-    """
-
-    text: str
-    lhs: str
-    op: str
-    rhs: str
-
-    @classmethod
-    def parse(cls, text: str) -> "Constraint":
-        m = _CONSTRAINT_RE.match(str(text))
-        if not m:
-            raise ConfigError(
-                f"hydra.sweeper.constraints: cannot parse {text!r}; expected '<metric> <op> "
-                "<number|metric>' with op one of <=, <, >=, >, == (e.g. 'val_accuracy >= 0.97')"
-            )
-        lhs, op, rhs = m.group("lhs"), m.group("op"), m.group("rhs")
-        if _literal(lhs) is not None and _literal(rhs) is not None:
-            raise ConfigError(
-                f"hydra.sweeper.constraints: {text!r} compares two numbers; one side must "
-                "name a returned metric or a parameter"
-            )
-        return cls(text=f"{lhs} {op} {rhs}", lhs=lhs, op=op, rhs=rhs)
-
-    def value(self, names: Mapping[str, Any]) -> float:
-        a = self._operand(self.lhs, names)
-        b = self._operand(self.rhs, names)
-        if self.op in ("<=", "<"):
-            return a - b
-        if self.op in (">=", ">"):
-            return b - a
-        return abs(a - b)
-
-    def _operand(self, s: str, names: Mapping[str, Any]) -> float:
-        lit = _literal(s)
-        if lit is not None:
-            return lit
-        if s not in names:
-            raise _TrialError(
-                f"constraint '{self.text}': '{s}' is neither a returned metric nor a "
-                f"parameter (metrics: {sorted(names)})"
-            )
-        v = _number(names[s])
-        if v is None:
-            raise _TrialError(f"constraint '{self.text}': '{s}' = {names[s]!r} is not numeric")
-        if not math.isfinite(v):
-            raise _TrialError(f"constraint '{self.text}': '{s}' is {v}")
-        return v
-
-
-def _literal(s: str) -> Optional[float]:
-    try:
-        return float(s)
-    except ValueError:
-        return None
-
-
-class _TrialError(Exception):
-    """The trial failed; the message becomes its ``fail_reason``."""
-
-
-# ---------------------------------------------------------------------------------------
-# outcome
-# ---------------------------------------------------------------------------------------
-@dataclass
-class Outcome:
-    state: str  # "COMPLETE" | "FAIL" | "PRUNED"
-    values: Optional[List[float]] = None
-    user_attrs: Dict[str, Any] = field(default_factory=dict)
-    constraints: List[Tuple[str, float]] = field(default_factory=list)
-    fail_reason: Optional[str] = None
-    # a misconfiguration that makes every trial fail the same way: abort the sweep
-    config_error: Optional[str] = None
-
-
-def describe_exception(e: BaseException) -> str:
-    msg = f"{type(e).__name__}: {e}"
-    return msg if len(msg) <= _MAX_REASON else msg[: _MAX_REASON - 3] + "..."
-
-
-def interpret_return(
-    ret: Any,
-    *,
-    objective_names: Optional[Sequence[str]],
-    n_objectives: int,
-    constraints: Sequence[Constraint],
-    params: Mapping[str, Any],
-) -> Outcome:
-    """Interpret a task's return value. Never raises for bad task output: returns FAIL."""
-    user_attrs: Dict[str, Any] = {}
-    try:
-        metrics: Dict[str, Any] = {}
-        if isinstance(ret, Mapping) or _is_dictconfig(ret):
-            metrics = flatten(ret)
-            names = list(objective_names) if objective_names else None
-            if names is None:
-                if len(metrics) == 1 and n_objectives == 1:
-                    names = list(metrics)
-                else:
-                    return Outcome(
-                        "FAIL",
-                        fail_reason=f"the task returned a mapping with keys {sorted(metrics)} "
-                        "but hydra.sweeper.objectives is not set",
-                        config_error=(
-                            f"the task returns a mapping with keys {sorted(metrics)}: set "
-                            "hydra.sweeper.objectives (a list of {name, direction}) to say "
-                            "which entries are the objective(s)"
-                        ),
-                    )
-            missing = [n for n in names if n not in metrics]
-            user_attrs = _extra_attrs(metrics, exclude=names)
-            if missing:
-                raise _TrialError(
-                    f"objective(s) {missing} missing from the returned mapping "
-                    f"(keys: {sorted(metrics)})"
-                )
-            raw = [metrics[n] for n in names]
-        elif _is_sequence(ret):
-            raw = list(ret)
-            names = list(objective_names) if objective_names else [f"value[{i}]" for i in range(len(raw))]
-        else:
-            raw = [ret]
-            names = list(objective_names) if objective_names else ["value"]
-
-        if len(raw) != n_objectives:
-            raise _TrialError(
-                f"the task returned {len(raw)} objective value(s) ({raw!r}) but the study has "
-                f"{n_objectives} direction(s)"
-            )
-        values: List[float] = []
-        for n, v in zip(names, raw):
-            f = _number(v)
-            if f is None:
-                raise _TrialError(f"objective '{n}' is not numeric: {v!r} ({type(v).__name__})")
-            if not math.isfinite(f):
-                raise _TrialError(f"objective '{n}' is {f}")
-            values.append(f)
-
-        names_for_constraints: Dict[str, Any] = dict(params)
-        names_for_constraints.update(metrics)
-        if objective_names:
-            names_for_constraints.update(zip(objective_names, values))
-        cons = [(c.text, c.value(names_for_constraints)) for c in constraints]
-        return Outcome("COMPLETE", values=values, user_attrs=user_attrs, constraints=cons)
-    except _TrialError as e:
-        return Outcome("FAIL", user_attrs=user_attrs, fail_reason=str(e)[:_MAX_REASON])
-
-
-def _extra_attrs(metrics: Mapping[str, Any], exclude: Sequence[str]) -> Dict[str, Any]:
-    out: Dict[str, Any] = {}
-    for k, v in metrics.items():
-        if k in exclude or k in RESERVED_USER_ATTRS:
-            continue
-        if isinstance(v, (str, bool)):
-            out[k] = v
-            continue
-        f = _number(v)
-        if f is None or not math.isfinite(f):
-            continue
-        if isinstance(v, int) or (hasattr(v, "dtype") and getattr(v.dtype, "kind", "") in "iu"):
-            out[k] = int(v)
-        else:
-            out[k] = f
-    return out
+def _yaml_safe(x: Any) -> Any:
+    if isinstance(x, Mapping):
+        return {str(k): _yaml_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_yaml_safe(v) for v in x]
+    if isinstance(x, float) and not math.isfinite(x):
+        return str(x)
+    if x is None or isinstance(x, (str, int, float, bool)):
+        return x
+    return str(x)

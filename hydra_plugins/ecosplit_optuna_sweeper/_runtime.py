@@ -71,32 +71,17 @@ def last_study() -> "Optional[optuna.Study]":
     return _LAST_STUDY
 
 
-def _pruner_and_sampler_from_hydra() -> Tuple[Any, Any]:
-    """Instantiate the sweep's pruner/sampler from the job's Hydra config, if present."""
-    import optuna
+def _pruner_and_sampler_from_hydra(n_objectives: int) -> Tuple[Any, Any]:
+    """The sweep's pruner and sampler, rebuilt from the job's Hydra config."""
     from hydra.core.hydra_config import HydraConfig
-    from hydra.utils import instantiate
 
-    pruner: Any = None
-    sampler: Any = None
-    try:
-        if HydraConfig.initialized():
-            sweeper_cfg = HydraConfig.get().sweeper
-            p_cfg = sweeper_cfg.get("pruner")
-            if p_cfg is not None and p_cfg.get("_target_"):
-                pruner = instantiate(p_cfg)
-            s_cfg = sweeper_cfg.get("sampler")
-            if s_cfg is not None and s_cfg.get("_target_"):
-                target = str(s_cfg.get("_target_"))
-                if not target.endswith("GridSampler"):  # needs the derived grid
-                    sampler = instantiate(s_cfg)
-    except Exception as e:  # never break the task because of this
-        log.debug("could not rebuild pruner/sampler from the Hydra config: %s", e)
-    if pruner is None:
-        pruner = optuna.pruners.NopPruner()
-    if sampler is None:
-        sampler = optuna.samplers.RandomSampler()
-    return pruner, sampler
+    from ._factory import from_job_config
+
+    sweeper_cfg = HydraConfig.get().sweeper if HydraConfig.initialized() else None
+    if sweeper_cfg is None:
+        log.warning("current_trial(): no Hydra config in this process: the trial is never "
+                    "pruned here")
+    return from_job_config(sweeper_cfg, n_objectives)
 
 
 def _real_storage_url(env_value: str) -> Optional[str]:
@@ -104,17 +89,15 @@ def _real_storage_url(env_value: str) -> Optional[str]:
     sweeper): the job's ``hydra.sweeper.storage`` when it masks to the same URL."""
     if "***" not in env_value:
         return env_value  # no password (e.g. sqlite), or set by hand
-    try:
-        from hydra.core.hydra_config import HydraConfig
+    from hydra.core.hydra_config import HydraConfig
 
-        from ._impl import _absolute_sqlite, _redact
+    from ._settings import absolute_sqlite
+    from .masking import redact_url
 
-        if HydraConfig.initialized():
-            configured = HydraConfig.get().sweeper.get("storage")
-            if configured and _redact(_absolute_sqlite(str(configured))) == env_value:
-                return _absolute_sqlite(str(configured))
-    except Exception as e:  # never break the task because of this
-        log.debug("could not read hydra.sweeper.storage: %s", e)
+    if HydraConfig.initialized():
+        configured = HydraConfig.get().sweeper.get("storage")
+        if configured and redact_url(absolute_sqlite(str(configured))) == env_value:
+            return absolute_sqlite(str(configured))
     return None
 
 
@@ -190,9 +173,13 @@ def current_trial() -> "Optional[optuna.Trial]":
         with _lock:
             study = _STUDIES.get((storage, study_name))
         if study is None:
-            pruner, sampler = _pruner_and_sampler_from_hydra()
+            from ._storage import rdb_storage
+
+            rdb = rdb_storage(storage)
+            directions = rdb.get_study_directions(rdb.get_study_id_from_name(study_name))
+            pruner, sampler = _pruner_and_sampler_from_hydra(len(directions))
             study = optuna.load_study(
-                study_name=study_name, storage=storage, sampler=sampler, pruner=pruner
+                study_name=study_name, storage=rdb, sampler=sampler, pruner=pruner
             )
             with _lock:
                 _STUDIES[(storage, study_name)] = study

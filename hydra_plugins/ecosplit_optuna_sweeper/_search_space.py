@@ -262,7 +262,14 @@ def parse_search_space(lines: Sequence[str]) -> SearchSpace:
         else:
             space.params.pop(name, None)
         if o.is_sweep_override():
-            dist = distribution_from_override(o)
+            try:
+                dist = distribution_from_override(o)
+            except SearchSpaceError:
+                raise
+            except ValueError as e:  # Optuna refuses the bounds, e.g. a log scale from 0
+                raise SearchSpaceError(
+                    f"hydra.sweeper.params.{name}: '{o.input_line or name}': {e}"
+                ) from e
             texts: Dict[str, str] = {}
             if isinstance(o.value(), ChoiceSweep):
                 for raw in o.value().list:  # type: ignore[union-attr]

@@ -1,7 +1,14 @@
 """The Hydra ``Sweeper`` plugin class (thin: the implementation is imported lazily so that
-Hydra's plugin scan, which imports this module in every Hydra app, does not import Optuna)."""
+Hydra's plugin scan, which imports this module in every Hydra app, does not import Optuna).
 
-from typing import Any, List, Optional
+Mistakes in the settings or shown by the first trial end the process with one line on stderr
+and exit status 2; an aborted sweep (max_failure_rate, a storage that stays unreachable) with
+one line and status 1; Ctrl-C with one line and status 130. Re-running the same command
+continues the study in every case.
+"""
+
+import sys
+from typing import Any, List, NoReturn
 
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
@@ -10,73 +17,50 @@ from omegaconf import DictConfig
 from . import config as _config  # noqa: F401  (registers the structured configs)
 
 
+def _exit(status: int, line: str) -> NoReturn:
+    from .masking import mask_secrets
+
+    print(mask_secrets(line), file=sys.stderr, flush=True)
+    raise SystemExit(status)
+
+
 class EcosplitOptunaSweeper(Sweeper):
     """Optuna (>= 5, ask-and-tell) sweeper; see the package README for the settings."""
 
-    def __init__(
-        self,
-        sampler: Any = "tpe",
-        pruner: Any = "none",
-        direction: Any = "minimize",
-        objectives: Any = None,
-        constraints: Any = None,
-        storage: Optional[str] = None,
-        engine_kwargs: Any = None,
-        study_name: Optional[str] = None,
-        n_trials: int = 20,
-        n_jobs: int = 1,
-        max_failure_rate: float = 0.0,
-        params: Any = None,
-        custom_search_space: Optional[str] = None,
-        search_space: Any = None,
-        heartbeat_interval: Optional[int] = None,
-        grace_period: Optional[int] = None,
-        max_retry: Optional[int] = 3,
-        progress_bar: Optional[bool] = None,
-        on_complete: Optional[str] = None,
-        on_start: Optional[str] = None,
-        on_abort: Optional[str] = None,
-        definition: Optional[str] = None,
-    ) -> None:
-        from ._impl import EcosplitOptunaSweeperImpl
+    def __init__(self, **settings: Any) -> None:
+        from ._outcome import ConfigError
+        from ._loop import EcosplitOptunaSweeperImpl
 
-        self.sweeper = EcosplitOptunaSweeperImpl(
-            sampler=sampler,
-            pruner=pruner,
-            direction=direction,
-            objectives=objectives,
-            constraints=constraints,
-            storage=storage,
-            engine_kwargs=engine_kwargs,
-            study_name=study_name,
-            n_trials=n_trials,
-            n_jobs=n_jobs,
-            max_failure_rate=max_failure_rate,
-            params=params,
-            custom_search_space=custom_search_space,
-            search_space=search_space,
-            heartbeat_interval=heartbeat_interval,
-            grace_period=grace_period,
-            max_retry=max_retry,
-            progress_bar=progress_bar,
-            on_complete=on_complete,
-            on_start=on_start,
-            on_abort=on_abort,
-            definition=definition,
-        )
+        try:
+            self.sweeper = EcosplitOptunaSweeperImpl(**settings)
+        except ConfigError as e:
+            _exit(2, f"error: {e}")
 
-    def setup(
-        self,
-        *,
-        hydra_context: HydraContext,
-        task_function: TaskFunction,
-        config: DictConfig,
-    ) -> None:
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.sweeper.setup(hydra_context=hydra_context, task_function=task_function, config=config)
 
     def sweep(self, arguments: List[str]) -> Any:
         """Run the sweep; returns the ``optuna.Study``."""
-        return self.sweeper.sweep(arguments)
+        from ._loop import SweepAbortedError
+        from ._outcome import ConfigError
+        from ._search_space import SearchSpaceError
+        from ._storage import is_connection_error
+
+        try:
+            return self.sweeper.sweep(arguments)
+        except (ConfigError, SearchSpaceError) as e:
+            _exit(2, f"error: {e}")
+        except SweepAbortedError as e:
+            _exit(1, f"error: {e}")
+        except KeyboardInterrupt:
+            _exit(130, "interrupted: the running trials were failed and re-queued; re-run the "
+                       "same command to continue the study")
+        except Exception as e:
+            if is_connection_error(e):
+                _exit(1, f"error: the Optuna storage is unreachable ({type(e).__name__}: "
+                         f"{str(e).splitlines()[0] if str(e) else ''}); re-run the same command "
+                         "to continue once it is back")
+            raise
 
     def get_study(self) -> Any:
         """The ``optuna.Study`` of the last sweep (None before)."""

@@ -3,6 +3,7 @@
 import json
 import math
 import os
+import signal
 import time
 from pathlib import Path
 
@@ -19,8 +20,20 @@ def main(cfg: DictConfig):
     loss = (x - 1.0) ** 2 + (y + 2.0) ** 2
     if cfg.sleep:
         time.sleep(float(cfg.sleep))
-    if cfg.fail_if_x_above is not None and x > cfg.fail_if_x_above:
+    # $MY_APP_FAIL_ABOVE: a bug in the task, fixed between runs without changing the config
+    fail_above = cfg.fail_if_x_above if cfg.fail_if_x_above is not None else os.environ.get("MY_APP_FAIL_ABOVE")
+    if fail_above is not None and x > float(fail_above):
         raise ValueError(f"x={x} is too large")
+    if cfg.exit_code is not None:  # an app's usage error: "error: ..." and exit status 2
+        try:
+            raise RuntimeError(f"x={x}: bad input (valid: anything else)")
+        except RuntimeError as e:
+            raise SystemExit(int(cfg.exit_code)) from e
+    if cfg.interrupt_at_trial is not None and trial_number() == cfg.interrupt_at_trial:
+        os.kill(os.getpid(), signal.SIGINT)  # as Ctrl-C in the terminal
+        time.sleep(5)
+    if cfg.kill_at_trial is not None and trial_number() == cfg.kill_at_trial:
+        os.kill(os.getpid(), signal.SIGKILL)
 
     trial = current_trial()
     for step in range(int(cfg.report_steps)):
@@ -36,6 +49,10 @@ def main(cfg: DictConfig):
         return loss
     if cfg.return_kind == "list":
         return [loss, size]
+    if cfg.return_kind == "numpy":
+        import numpy as np
+
+        return np.array([loss])
     return {
         "loss": loss,
         "size": size,
@@ -47,6 +64,10 @@ def main(cfg: DictConfig):
         "trial_seen": trial.number if trial is not None else -1,
         "pid": os.getpid(),
     }
+
+
+def trial_number() -> int:
+    return int(os.environ.get("ECOSPLIT_OPTUNA_TRIAL_NUMBER", "-1"))
 
 
 def extend_space(cfg: DictConfig, trial: optuna.Trial):

@@ -1,0 +1,346 @@
+"""RDB storage, heartbeats, and freeing the trials of processes that died.
+
+A trial is RUNNING while a sweeper process owns it. The owner records who it is on the trial
+(host, boot id, PID and the PID's start time) and, with heartbeats on (the default for RDB
+storages), beats for it every ``heartbeat_interval`` seconds from a thread. A RUNNING trial
+is freed - told FAIL with its reason and re-queued with the same params, at most
+``max_retry`` times - when
+
+* its owner ran on this host and that process is gone (at once: no grace period), or
+* its heartbeat is older than ``grace_period`` seconds (any host), or
+* its owner had heartbeats on but none was ever recorded and it started more than
+  ``grace_period`` seconds ago (the owner died between ``ask`` and its first beat).
+
+A RUNNING trial with neither an owner record nor a heartbeat (made by another tool, or a
+sweeper with heartbeats off) is never freed here: nothing tells whether it is alive.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime
+import logging
+import os
+import socket
+import threading
+import time
+import warnings
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple, TypeVar
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from ._outcome import FAIL_REASON
+
+log = logging.getLogger("hydra_plugins.ecosplit_optuna_sweeper")
+
+# trial system attributes written by this sweeper
+FAIL_KIND = "ecosplit_optuna:fail_kind"  # why it failed: see _loop.FailKind
+OWNER = "ecosplit_optuna:owner"  # {"host", "boot", "pid", "start", "heartbeat"}
+# overrides the host name recorded on trials (containers whose host names collide)
+ENV_HOST = "ECOSPLIT_OPTUNA_HOST"
+
+T = TypeVar("T")
+
+
+# --------------------------------------------------------------------------- storage
+def rdb_storage(
+    url: str,
+    engine_kwargs: Optional[Dict[str, Any]] = None,
+    heartbeat_interval: Optional[int] = None,
+    grace_period: Optional[int] = None,
+    attempts: int = 5,
+) -> optuna.storages.RDBStorage:
+    """RDBStorage(url). Server databases get ``pool_pre_ping`` (a restarted server's dropped
+    connections are replaced instead of failing the next query). Processes started together
+    on an empty database race to create Optuna's schema (unique violations): the losers retry."""
+    from sqlalchemy.exc import IntegrityError, ProgrammingError
+
+    kwargs: Dict[str, Any] = {"engine_kwargs": dict(engine_kwargs or {})}
+    if not url.startswith("sqlite"):
+        kwargs["engine_kwargs"].setdefault("pool_pre_ping", True)
+    if heartbeat_interval:
+        kwargs["heartbeat_interval"] = heartbeat_interval
+        kwargs["grace_period"] = grace_period
+    for attempt in range(1, attempts + 1):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(url, **kwargs)
+        except (IntegrityError, ProgrammingError) as e:
+            if attempt == attempts:
+                raise
+            log.info("Optuna's tables are being created by another process (%s); retrying",
+                     type(getattr(e, "orig", e)).__name__)
+            time.sleep(0.5 * attempt)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def is_connection_error(e: BaseException) -> bool:
+    """A database that went away (restart, network): worth retrying."""
+    try:
+        from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+    except ImportError:  # pragma: no cover
+        return False
+    if isinstance(e, (OperationalError, InterfaceError)):
+        return True
+    return isinstance(e, DBAPIError) and bool(getattr(e, "connection_invalidated", False))
+
+
+def retrying(fn: Callable[[], T], what: str, timeout_s: float = 60.0) -> T:
+    """fn(), retried with back-off while the database is unreachable (up to timeout_s)."""
+    deadline = time.monotonic() + timeout_s
+    delay = 0.5
+    while True:
+        try:
+            return fn()
+        except Exception as e:
+            if not is_connection_error(e) or time.monotonic() + delay > deadline:
+                raise
+            log.warning("storage unreachable while %s (%s); retrying in %.1f s",
+                        what, type(e).__name__, delay)
+            time.sleep(delay)
+            delay = min(2 * delay, 8.0)
+
+
+# --------------------------------------------------------------------------- owners
+def _boot_id() -> Optional[str]:
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def _proc_start(pid: int) -> Optional[int]:
+    """The start time of process pid in clock ticks since boot (Linux), or None."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2:].split()
+    return int(fields[19]) if len(fields) > 19 else None
+
+
+def _proc_state(pid: int) -> Optional[str]:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    return stat[stat.rindex(")") + 2:].split()[0]
+
+
+def host_name() -> str:
+    return os.environ.get(ENV_HOST) or socket.gethostname()
+
+
+def owner_record(heartbeat_interval: Optional[int]) -> Dict[str, Any]:
+    """Who owns a trial: this process on this host."""
+    pid = os.getpid()
+    return {"host": host_name(), "boot": _boot_id(), "pid": pid, "start": _proc_start(pid),
+            "heartbeat": heartbeat_interval}
+
+
+def owner_gone(owner: Any) -> Optional[str]:
+    """Why the owner of a trial is certainly dead (it ran on this host), or None."""
+    if not isinstance(owner, dict) or owner.get("host") != host_name():
+        return None
+    pid, host = owner.get("pid"), owner.get("host")
+    boot = _boot_id()
+    if owner.get("boot") and boot and owner["boot"] != boot:
+        return f"its owner (PID {pid} on {host}) ran before this host restarted"
+    if not isinstance(pid, int):
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return f"its owner process (PID {pid} on {host}) is gone"
+    except PermissionError:
+        pass  # exists, another user's
+    if _proc_state(pid) == "Z":
+        return f"its owner process (PID {pid} on {host}) is gone (zombie)"
+    start = _proc_start(pid)
+    if owner.get("start") is not None and start is not None and start != owner["start"]:
+        return f"its owner process (PID {pid} on {host}) is gone (the PID was reused)"
+    return None
+
+
+def _trial_ids_without_heartbeat(storage: Any, study_id: int) -> Set[int]:
+    """RUNNING trials of the study that never recorded a heartbeat (RDB storage)."""
+    from optuna.storages._rdb import models
+    from optuna.storages._rdb.storage import _create_scoped_session
+    from sqlalchemy import orm
+
+    with _create_scoped_session(storage.scoped_session) as session:
+        running = (
+            session.query(models.TrialModel)
+            .options(orm.selectinload(models.TrialModel.heartbeats))
+            .filter(models.TrialModel.state == TrialState.RUNNING)
+            .filter(models.TrialModel.study_id == study_id)
+            .all()
+        )
+        return {t.trial_id for t in running if not t.heartbeats}
+
+
+def _rdb(storage: Any) -> Optional[optuna.storages.RDBStorage]:
+    """The RDBStorage behind a study's storage (Optuna wraps it in a cache), or None."""
+    backend = getattr(storage, "_backend", storage)
+    return backend if isinstance(backend, optuna.storages.RDBStorage) else None
+
+
+def dead_trials(
+    study: optuna.Study, grace_period: Optional[int], own_ids: Iterable[int] = ()
+) -> List[Tuple[FrozenTrial, str]]:
+    """The RUNNING trials of the study whose owner is dead, each with the reason."""
+    storage = _rdb(study._storage)
+    own = set(own_ids)
+    running = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+               if t._trial_id not in own]
+    if not running or storage is None:
+        return []
+    stale: Set[int] = set()
+    silent: Set[int] = set()
+    if grace_period:
+        if storage.get_heartbeat_interval() is not None:
+            stale = set(storage._get_stale_trial_ids(study._study_id))
+        silent = _trial_ids_without_heartbeat(storage, study._study_id)
+    now = datetime.datetime.now()
+    out = []
+    for t in running:
+        owner = t.system_attrs.get(OWNER)
+        reason = owner_gone(owner)
+        if reason is None and t._trial_id in stale:
+            reason = f"no heartbeat for more than grace_period={grace_period} s"
+        if (
+            reason is None
+            and t._trial_id in silent
+            and isinstance(owner, dict)
+            and owner.get("heartbeat")
+            and t.datetime_start is not None
+            and (now - t.datetime_start).total_seconds() > grace_period  # type: ignore[operator]
+        ):
+            reason = f"no heartbeat since it started, more than grace_period={grace_period} s ago"
+        if reason is not None:
+            out.append((t, reason))
+    return out
+
+
+def unwatched(study: optuna.Study, trials: Sequence[FrozenTrial]) -> List[int]:
+    """Numbers of RUNNING trials nothing can ever free: no owner record and no heartbeat."""
+    storage = _rdb(study._storage)
+    if storage is None:
+        return []
+    silent = _trial_ids_without_heartbeat(storage, study._study_id)
+    return [t.number for t in trials
+            if t.state == TrialState.RUNNING and t._trial_id in silent and OWNER not in t.system_attrs]
+
+
+# --------------------------------------------------------------------------- fail + re-queue
+def fail_trial(study: optuna.Study, trial_id: int, number: int, reason: str, kind: str) -> bool:
+    """Tell a RUNNING trial FAIL with its reason; False if someone finished it first."""
+    storage = study._storage
+
+    def do() -> None:
+        storage.set_trial_user_attr(trial_id, FAIL_REASON, reason)
+        storage.set_trial_system_attr(trial_id, FAIL_KIND, kind)
+        storage.set_trial_state_values(trial_id, state=TrialState.FAIL)
+
+    try:
+        retrying(do, f"failing trial {number}")
+        return True
+    except optuna.exceptions.UpdateFinishedTrialError:
+        return False
+    except Exception as e:
+        log.warning("could not mark trial %d as FAIL (%s): %s", number, reason, e)
+        return False
+
+
+def requeue(study: optuna.Study, trial_id: int, number: int, max_retry: Optional[int]) -> None:
+    """Add a WAITING copy of the FAILed trial (same params; ``failed_trial`` and
+    ``retry_history`` system attrs as Optuna's retry callback), at most ``max_retry`` times.
+    The copy carries neither the FAIL's reason nor its owner."""
+    retry_cls = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None)
+    retry_cls = retry_cls or optuna.storages.RetryFailedTrialCallback
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        warnings.simplefilter("ignore", FutureWarning)
+        callback = retry_cls(max_retry=max_retry)
+    try:
+        frozen = copy.deepcopy(retrying(lambda: study._storage.get_trial(trial_id), "re-queueing"))
+        frozen.user_attrs.pop(FAIL_REASON, None)
+        for key in (FAIL_KIND, OWNER):
+            frozen.system_attrs.pop(key, None)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            retrying(lambda: callback(study, frozen), "re-queueing")
+    except Exception as e:
+        log.warning("could not re-queue trial %d with the same params: %s", number, e)
+
+
+def free_dead_trials(
+    study: optuna.Study, grace_period: Optional[int], max_retry: Optional[int],
+    own_ids: Iterable[int] = (),
+) -> List[int]:
+    """Fail and re-queue the trials of dead owners; returns their numbers."""
+    freed = []
+    for t, reason in dead_trials(study, grace_period, own_ids):
+        if fail_trial(study, t._trial_id, t.number, f"worker died: {reason}", "dead"):
+            log.warning("trial %d was RUNNING but %s: failed and re-queued with the same params",
+                        t.number, reason)
+            requeue(study, t._trial_id, t.number, max_retry)
+            freed.append(t.number)
+    return freed
+
+
+# --------------------------------------------------------------------------- heartbeat
+class Heartbeat:
+    """Record Optuna heartbeats for the trials of the running batch (the sweeper process is
+    alive exactly as long as the batch is being run on its behalf). A failed write is a
+    WARNING (once per outage): a trial that cannot beat is freed by other workers."""
+
+    def __init__(self, storage: Any, interval: int) -> None:
+        self._storage = storage
+        self._interval = interval
+        self._ids: set = set()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._failing = False
+        self._thread = threading.Thread(target=self._run, name="optuna-heartbeat", daemon=True)
+        self._thread.start()
+
+    def _beat(self, ids: Sequence[int]) -> None:
+        for i in ids:
+            try:
+                self._storage.record_heartbeat(i)
+            except Exception as e:
+                if not self._failing:
+                    self._failing = True
+                    log.warning(
+                        "heartbeat for trial id %s failed (%s: %s); other workers free this "
+                        "run's trials after grace_period if it lasts", i, type(e).__name__, e,
+                    )
+                continue
+            if self._failing:
+                self._failing = False
+                log.warning("heartbeats recorded again")
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            with self._lock:
+                ids = list(self._ids)
+            self._beat(ids)
+
+    def add(self, ids: Sequence[int]) -> None:
+        with self._lock:
+            self._ids.update(ids)
+        self._beat(ids)
+
+    def remove(self, ids: Sequence[int]) -> None:
+        with self._lock:
+            self._ids.difference_update(ids)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)

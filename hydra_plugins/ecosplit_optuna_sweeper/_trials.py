@@ -1,0 +1,216 @@
+"""One trial's bookkeeping: its params and job overrides, its outcome, what is told to Optuna."""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from collections.abc import Mapping
+from typing import Any, Callable, Dict, List, Optional
+
+import optuna
+from hydra.core.utils import JobReturn, JobStatus
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+)
+from optuna.trial import FrozenTrial, Trial, TrialState
+
+from . import _runtime
+from ._outcome import (
+    CONSTRAINTS,
+    FAIL_REASON,
+    FIXED_PARAMS,
+    ConfigError,
+    Outcome,
+    describe_exception,
+    interpret_return,
+)
+from ._search_space import SearchSpace, SearchSpaceError, encode_value, quote
+from ._settings import Settings
+from ._storage import FAIL_KIND, retrying
+from .masking import mask_secrets, redact_url
+
+log = logging.getLogger("hydra_plugins.ecosplit_optuna_sweeper")
+
+# exit status of a task that stops on a usage error (bad setting, missing data): the
+# convention of argparse and of this project's entry points
+USAGE_EXIT_STATUS = 2
+
+
+def suggest(trial: Trial, name: str, d: BaseDistribution) -> Any:
+    try:
+        if isinstance(d, CategoricalDistribution):
+            return trial.suggest_categorical(name, list(d.choices))
+        if isinstance(d, IntDistribution):
+            return trial.suggest_int(name, d.low, d.high, step=d.step, log=d.log)
+        if isinstance(d, FloatDistribution):
+            return trial.suggest_float(name, d.low, d.high, step=d.step, log=d.log)
+    except ValueError as e:  # e.g. a log scale over a range that includes 0
+        raise SearchSpaceError(f"hydra.sweeper.params.{name}: {e}") from e
+    raise SearchSpaceError(f"unsupported distribution for {name}: {d}")  # pragma: no cover
+
+
+def env_overrides(settings: Settings, study: optuna.Study, trial: Trial) -> List[str]:
+    """How the job finds its trial (see _runtime). Hydra logs and saves the overrides: the
+    storage password stays out (masked); the job reads the real URL from its own config."""
+    env = {
+        _runtime.ENV_TRIAL_ID: str(trial._trial_id),
+        _runtime.ENV_TRIAL_NUMBER: str(trial.number),
+        _runtime.ENV_STUDY: study.study_name,
+    }
+    if settings.storage_url and ":memory:" not in settings.storage_url:
+        env[_runtime.ENV_STORAGE] = redact_url(settings.storage_url)  # type: ignore[assignment]
+    return [f"++hydra.job.env_set.{k}={quote(v)}" for k, v in env.items()]
+
+
+def configure(
+    settings: Settings, study: optuna.Study, trial: Trial, space: SearchSpace,
+    custom_fn: Optional[Callable[..., Any]], config: Any,
+) -> List[str]:
+    """Suggest the params of ``trial`` and return the overrides of its job."""
+    for name, d in space.distributions.items():
+        suggest(trial, name, d)
+    extra_fixed: Dict[str, Any] = {}
+    if custom_fn is not None:
+        ret = custom_fn(config, trial)
+        if ret:
+            if not isinstance(ret, Mapping):
+                raise ConfigError(
+                    f"hydra.sweeper.custom_search_space {settings.custom_search_space} must "
+                    f"return None or a dict of fixed params, got {type(ret).__name__}"
+                )
+            extra_fixed = dict(ret)
+    overlap = set(trial.params) & (set(space.fixed) | set(extra_fixed))
+    if overlap:
+        raise ConfigError(
+            f"hydra.sweeper.params: {sorted(overlap)} are both searched and fixed; remove one"
+        )
+    fixed_attr = {f.name: mask_secrets(f.value_text) for f in space.fixed.values()}
+    fixed_attr.update({k: mask_secrets(encode_value(v)) for k, v in extra_fixed.items()})
+    if fixed_attr:
+        trial.set_user_attr(FIXED_PARAMS, fixed_attr)
+    overrides = space.overrides_for(trial.params)
+    overrides += [f"{k}={encode_value(v)}" for k, v in extra_fixed.items()]
+    return overrides + env_overrides(settings, study, trial)
+
+
+def usage_error(exc: BaseException) -> Optional[str]:
+    """The message of a task's ``SystemExit(2)`` (a usage error), else None: the chained
+    error's text (``raise SystemExit(2) from err``) when there is one."""
+    if not isinstance(exc, SystemExit) or exc.code != USAGE_EXIT_STATUS:
+        return None
+    cause = exc.__cause__ or exc.__context__
+    if cause is not None and str(cause):
+        return str(cause)
+    return "the task exited with status 2 (a usage error; its message is in the job's log)"
+
+
+class TaskExit(Exception):
+    """A task called ``sys.exit(code)``: carried as an ordinary job failure, so the launcher
+    returns the other jobs of the batch and the sweeper process goes on to tell them."""
+
+    def __init__(self, code: Any, message: str) -> None:
+        super().__init__(code, message)
+        self.code, self.message = code, message
+
+    def __str__(self) -> str:
+        return f"exit status {self.code}: {self.message}"
+
+
+class GuardedTask:
+    """The task function as launched: ``SystemExit`` -> :class:`TaskExit`. Picklable by
+    reference (launchers that use other processes ship it there)."""
+
+    def __init__(self, fn: Callable[[Any], Any]) -> None:
+        self.fn = fn
+
+    def __call__(self, cfg: Any) -> Any:
+        try:
+            return self.fn(cfg)
+        except SystemExit as e:
+            cause = e.__cause__ or e.__context__
+            message = usage_error(e) or (str(cause) if cause is not None else "sys.exit() in the task")
+            raise TaskExit(e.code, message) from e
+
+
+class OutcomeReader:
+    """JobReturn -> Outcome; logs the first traceback of the run in full."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._logged_traceback = False
+
+    def __call__(self, trial: Trial, ret: JobReturn) -> Outcome:
+        if ret.status == JobStatus.COMPLETED:
+            return interpret_return(
+                ret.return_value,
+                objective_names=self.settings.objective_names,
+                n_objectives=len(self.settings.directions),
+                constraints=self.settings.constraints,
+                params=trial.params,
+            )
+        exc = ret._return_value
+        if isinstance(exc, optuna.TrialPruned):
+            return Outcome("PRUNED")
+        if isinstance(exc, TaskExit):
+            if exc.code == USAGE_EXIT_STATUS:
+                return Outcome("FAIL", fail_reason=exc.message, config_error=exc.message)
+            return Outcome("FAIL", fail_reason=f"the task exited with status {exc.code}: {exc.message}")
+        if isinstance(exc, BaseException):
+            tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+            if not self._logged_traceback:
+                self._logged_traceback = True
+                log.warning("trial %d raised (first failure of this run):\n%s", trial.number, tb)
+            else:
+                log.debug("trial %d raised:\n%s", trial.number, tb)
+            return Outcome("FAIL", fail_reason=f"the task raised {describe_exception(exc)}")
+        return Outcome("FAIL", fail_reason=f"the job did not complete (status {ret.status})")
+
+
+def tell(study: optuna.Study, trial: Trial, outcome: Outcome, kind: str) -> Optional[FrozenTrial]:
+    """Tell the outcome (retrying while the database is unreachable); None when another
+    process finished the trial first (e.g. failed it as stale)."""
+
+    def do() -> FrozenTrial:
+        for k, v in outcome.user_attrs.items():
+            trial.set_user_attr(k, v)
+        if outcome.state == "COMPLETE":
+            for name, value in outcome.constraints:
+                trial.set_constraint(name, value)
+            if outcome.constraints:
+                trial.set_user_attr(CONSTRAINTS, [v for _, v in outcome.constraints])
+            return _safe_tell(study, trial, values=outcome.values)
+        if outcome.state == "PRUNED":
+            return _safe_tell(study, trial, state=TrialState.PRUNED)
+        trial.set_user_attr(FAIL_REASON, outcome.fail_reason or "unknown")
+        trial.storage.set_trial_system_attr(trial._trial_id, FAIL_KIND, kind)
+        return _safe_tell(study, trial, state=TrialState.FAIL)
+
+    try:
+        return retrying(do, f"telling trial {trial.number}")
+    except optuna.exceptions.UpdateFinishedTrialError as e:
+        log.warning(
+            "trial %d was finished by another process (failed as stale?); its result is "
+            "discarded: %s", trial.number, e,
+        )
+        return None
+
+
+def _safe_tell(study: optuna.Study, trial: Trial, **kwargs: Any) -> FrozenTrial:
+    try:
+        return study.tell(trial, **kwargs)
+    except RuntimeError as e:
+        # GridSampler calls study.stop() once the grid is exhausted, which is only allowed
+        # inside optimize(); the trial itself has been stored by then.
+        if "Study.stop" not in str(e):
+            raise
+        return study._storage.get_trial(trial._trial_id)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        raise
+    except ValueError as e:
+        # Optuna 5 raises ValueError for a finished trial in tell(); normalise it
+        if str(e).startswith("Cannot tell a"):
+            raise optuna.exceptions.UpdateFinishedTrialError(str(e)) from e
+        raise
