@@ -12,6 +12,9 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet -e .
+	# the released hydra-optuna-sweeper beside ours (--no-deps: it pins optuna<3), for the test
+	# that both plugins' configs coexist; never on the app's path
+	$(PY) -m pip install --quiet --no-deps --target $(VENV)/coexist hydra-optuna-sweeper==1.2.0
 	touch $(STAMP)
 
 # The main job: the Optuna sweep over eq. (8) (ARGS passes overrides, e.g. ARGS="hydra.sweeper.n_trials=10").

@@ -6,6 +6,8 @@ tmp_path.
 """
 
 import json
+import re
+import signal
 import os
 import subprocess
 import sys
@@ -26,7 +28,7 @@ if str(REPO) not in sys.path:
 
 from hydra_plugins.ecosplit_optuna_sweeper import current_trial, feasible  # noqa: E402
 from hydra_plugins.ecosplit_optuna_sweeper._loop import EcosplitOptunaSweeperImpl  # noqa: E402
-from hydra_plugins.ecosplit_optuna_sweeper._storage import FAIL_KIND  # noqa: E402
+from hydra_plugins.ecosplit_optuna_sweeper._storage import FAIL_KIND, OWNER  # noqa: E402
 from hydra_plugins.ecosplit_optuna_sweeper._outcome import (  # noqa: E402
     ConfigError,
     Constraint,
@@ -541,7 +543,9 @@ def test_joblib_launcher_parallel_trials_on_sqlite(tmp_path):
     assert all(t.state == TrialState.COMPLETE for t in trials)
     assert all(t.user_attrs["trial_seen"] == t.number for t in trials)
     assert all(t.intermediate_values == {0: t.value} for t in trials)
-    assert len({t.user_attrs["pid"] for t in trials} - {os.getpid()}) >= 1
+    # the tasks ran in joblib's worker processes, not in the sweeper process that owns the trials
+    assert all(t.user_attrs["pid"] != t.system_attrs[OWNER]["pid"] for t in trials)
+    assert len({t.system_attrs[OWNER]["pid"] for t in trials}) == 1
 
 
 def test_stale_trial_is_failed_by_heartbeat_and_retried_with_same_params(tmp_path):
@@ -595,9 +599,24 @@ def test_two_sweeper_processes_share_the_n_trials_budget(tmp_path):
     trials = trials_of(storage, "shared")
     assert sum(t.state == TrialState.COMPLETE for t in trials) == 6
     # a trial asked while the other process filled the study is told FAIL, never run
+    assert len({t.system_attrs[OWNER]["pid"] for t in trials}) == 2  # both processes ran trials
     for t in trials:
         if t.state != TrialState.COMPLETE:
             assert t.state == TrialState.FAIL and t.system_attrs[FAIL_KIND] == "surplus", t
+
+
+def test_a_trial_asked_after_the_study_filled_up_is_surplus_and_never_runs():
+    impl = EcosplitOptunaSweeperImpl(n_trials=2)
+    study = optuna.create_study()
+    others = [study.ask(), study.ask()]  # two other processes asked first: the study is full
+    space = parse_search_space(["x=interval(0,1)"])
+    kept = impl._ask_batch(study, space, k=1, n_trials=2)
+    assert kept == []
+    late = study.trials[-1]
+    assert late.number == 2 and late.state == TrialState.FAIL
+    assert late.system_attrs[FAIL_KIND] == "surplus"
+    assert late.user_attrs["fail_reason"] == "surplus: the study already had n_trials=2"
+    assert [t.state for t in study.trials[:2]] == [TrialState.RUNNING] * 2 and len(others) == 2
 
 
 @pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
@@ -612,7 +631,14 @@ def test_every_sampler_config_instantiates(name):
     extra = {"search_space": {"x": [0, 1]}} if name == "grid" else {}
     sampler = instantiate(cfg, _convert_="all", **extra)
     assert isinstance(sampler, optuna.samplers.BaseSampler)
-    assert type(sampler).__name__ == cfg._target_.rsplit(".", 1)[1]
+    expected = {
+        "tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler,
+        "cmaes": optuna.samplers.CmaEsSampler, "nsgaii": optuna.samplers.NSGAIISampler,
+        "nsgaiii": optuna.samplers.NSGAIIISampler, "grid": optuna.samplers.GridSampler,
+        "qmc": optuna.samplers.QMCSampler, "gp": optuna.samplers.GPSampler,
+        "bruteforce": optuna.samplers.BruteForceSampler,
+    }[name]
+    assert type(sampler) is expected
 
 
 @pytest.mark.parametrize("name", ["none", "median", "percentile", "successive_halving", "hyperband"])
@@ -624,3 +650,233 @@ def test_every_pruner_config_instantiates(name):
 
     pruner = instantiate(OmegaConf.structured(PRUNERS[name]()), _convert_="all")
     assert isinstance(pruner, optuna.pruners.BasePruner)
+
+
+# --------------------------------------------------------------------------- faults and recovery
+def _run(tmp_path, *overrides, env_extra=None, timeout=120):
+    cmd, env = app_command(tmp_path, *overrides)
+    env.pop("HYDRA_FULL_ERROR")
+    env.update(env_extra or {})
+    return subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def _job_trial_numbers(sweep_dir):
+    """job folder -> the trial number its overrides name (what ran there)."""
+    out = {}
+    for d in sorted(p for p in sweep_dir.iterdir() if p.is_dir() and p.name.isdigit()):
+        hydra_cfg = yaml.safe_load((d / ".hydra" / "hydra.yaml").read_text())
+        out[int(d.name)] = int(hydra_cfg["hydra"]["job"]["env_set"]["ECOSPLIT_OPTUNA_TRIAL_NUMBER"])
+    return out
+
+
+def test_sigkill_with_default_settings_then_the_same_command_finishes_the_study(tmp_path):
+    storage = sqlite(tmp_path)
+    common = [f"hydra.sweeper.storage={storage}", "hydra.sweeper.study_name=killed", "kill_at_trial=1"]
+    first = _run(tmp_path, *common)
+    assert first.returncode == -signal.SIGKILL, first.stdout + first.stderr
+    before = trials_of(storage, "killed")
+    assert [t.state for t in before] == [TrialState.COMPLETE, TrialState.RUNNING]
+    owner = before[1].system_attrs[OWNER]
+    assert owner["pid"] == first_pid(first) and owner["heartbeat"] == 10  # heartbeats on by default
+    folders_before = _job_trial_numbers(tmp_path / "multirun")
+
+    again = _run(tmp_path, *common)  # the very same command
+    assert again.returncode == 0, again.stdout + again.stderr
+    trials = trials_of(storage, "killed")
+    assert sum(t.state == TrialState.COMPLETE for t in trials) == 4
+    assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    dead = trials[1]
+    assert dead.state == TrialState.FAIL and dead.system_attrs[FAIL_KIND] == "dead"
+    # freed at once by the same-host check (not after the 30 s grace period)
+    assert dead.user_attrs["fail_reason"].startswith(f"worker died: its owner process (PID {owner['pid']} on ")
+    retry = next(t for t in trials if t.system_attrs.get("failed_trial") == 1)
+    assert retry.params == dead.params and retry.state == TrialState.COMPLETE
+    # resumed job folders continue: nothing of the first run was overwritten
+    folders = _job_trial_numbers(tmp_path / "multirun")
+    assert {k: folders[k] for k in folders_before} == folders_before
+    assert sorted(folders.values()) == sorted(t.number for t in trials)
+
+
+def first_pid(proc):
+    """The PID the killed sweep logged on its first line of 'resuming'/'Optuna study' output."""
+    m = re.search(r"sweeper pid (\d+)", proc.stdout + proc.stderr)
+    assert m, proc.stdout + proc.stderr
+    return int(m.group(1))
+
+
+def test_ctrl_c_fails_and_requeues_the_trial_and_rerun_continues(tmp_path):
+    storage = sqlite(tmp_path)
+    common = [f"hydra.sweeper.storage={storage}", "hydra.sweeper.study_name=sigint", "interrupt_at_trial=2"]
+    first = _run(tmp_path, *common)
+    assert first.returncode == 130, first.stdout + first.stderr
+    errors = [line for line in first.stderr.splitlines() if line.startswith("interrupted:")]
+    assert len(errors) == 1 and "Traceback" not in first.stderr, first.stderr
+    trials = trials_of(storage, "sigint")
+    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.COMPLETE, TrialState.FAIL, TrialState.WAITING]
+    assert trials[2].user_attrs["fail_reason"] == "interrupted"
+    assert trials[2].system_attrs[FAIL_KIND] == "interrupted" and trials[3].params == trials[2].params
+    again = _run(tmp_path, *common)
+    assert again.returncode == 0, again.stdout + again.stderr
+    states = [t.state for t in trials_of(storage, "sigint")]
+    assert states.count(TrialState.COMPLETE) == 4 and states.count(TrialState.FAIL) == 1
+
+
+def test_a_running_trial_nothing_can_free_is_not_waited_for(tmp_path):
+    storage = sqlite(tmp_path)
+    study = optuna.create_study(study_name="blind", storage=storage)
+    study.ask()  # RUNNING forever: no owner record, no heartbeat (another tool's trial)
+    p = _run(tmp_path, f"hydra.sweeper.storage={storage}", "hydra.sweeper.study_name=blind",
+             "hydra.sweeper.n_trials=2", timeout=60)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "not waiting for trials [0]: they have neither a heartbeat nor an owner record" in p.stdout + p.stderr
+    assert [t.state for t in trials_of(storage, "blind")] == [TrialState.RUNNING, TrialState.COMPLETE]
+
+
+def _trial_owned_by(storage, name, owner):
+    study = optuna.create_study(study_name=name, storage=storage)
+    t = study.ask({"x": FloatDistribution(-4, 4), "y": FloatDistribution(-4, 4)})
+    study._storage.set_trial_system_attr(t._trial_id, OWNER, owner)
+    return t
+
+
+def test_dead_owner_on_this_host_is_freed_even_with_heartbeats_off(tmp_path):
+    storage = sqlite(tmp_path)
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # a PID that no longer runs
+    import socket
+
+    t = _trial_owned_by(storage, "gone", {"host": socket.gethostname(), "pid": gone.pid, "heartbeat": None})
+    p = _run(tmp_path, f"hydra.sweeper.storage={storage}", "hydra.sweeper.study_name=gone",
+             "hydra.sweeper.n_trials=2", "hydra.sweeper.heartbeat_interval=null")
+    assert p.returncode == 0, p.stdout + p.stderr
+    trials = trials_of(storage, "gone")
+    assert trials[0].state == TrialState.FAIL and f"PID {gone.pid}" in trials[0].user_attrs["fail_reason"]
+    assert [x.state for x in trials[1:]] == [TrialState.COMPLETE] * 2 and trials[1].params == t.params
+
+
+def test_owner_elsewhere_that_never_beat_is_freed_after_grace(tmp_path):
+    storage = sqlite(tmp_path)
+    _trial_owned_by(storage, "silent", {"host": "elsewhere", "pid": 1, "heartbeat": 1})
+    time.sleep(2.5)  # > grace_period below
+    p = _run(tmp_path, f"hydra.sweeper.storage={storage}", "hydra.sweeper.study_name=silent",
+             "hydra.sweeper.n_trials=2", "hydra.sweeper.heartbeat_interval=1", "hydra.sweeper.grace_period=2",
+             timeout=60)
+    assert p.returncode == 0, p.stdout + p.stderr
+    trials = trials_of(storage, "silent")
+    assert trials[0].user_attrs["fail_reason"] == (
+        "worker died: no heartbeat since it started, more than grace_period=2 s ago")
+    assert sum(t.state == TrialState.COMPLETE for t in trials) == 2
+
+
+def test_live_owner_elsewhere_is_left_alone(tmp_path):
+    """A trial of another host that beats is waited for, not freed."""
+    storage_url = sqlite(tmp_path)
+    storage = optuna.storages.RDBStorage(storage_url, heartbeat_interval=1)
+    t = _trial_owned_by(storage, "alive", {"host": "elsewhere", "pid": 1, "heartbeat": 1})
+    stop = time.monotonic() + 6
+    cmd, env = app_command(tmp_path, f"hydra.sweeper.storage={storage_url}", "hydra.sweeper.study_name=alive",
+                           "hydra.sweeper.n_trials=2", "hydra.sweeper.heartbeat_interval=1",
+                           "hydra.sweeper.grace_period=2")
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    while time.monotonic() < stop:  # the other host's worker beats for 6 s, then finishes its trial
+        storage.record_heartbeat(t._trial_id)
+        time.sleep(0.5)
+    study = optuna.load_study(study_name="alive", storage=storage_url)
+    study.tell(t.number, 0.5)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out
+    trials = trials_of(storage_url, "alive")
+    assert [x.state for x in trials] == [TrialState.COMPLETE, TrialState.COMPLETE]  # not freed, waited for
+    assert "waiting for trials [0] RUNNING elsewhere" in out
+
+
+def test_multi_objective_with_a_pruner_runs_unpruned_with_a_notice(tmp_path):
+    storage = sqlite(tmp_path)
+    out = run_app(tmp_path, f"hydra.sweeper.storage={storage}", "hydra.sweeper.study_name=mo-prune",
+                  "hydra.sweeper.objectives=[{name:loss,direction:minimize},{name:size,direction:minimize}]",
+                  "hydra/sweeper/ecosplit_pruner=median", "report_steps=0")
+    assert "hydra.sweeper.pruner (optuna.pruners.MedianPruner) is not used: Optuna cannot prune multi-objective" in out
+    assert [t.state for t in trials_of(storage, "mo-prune")] == [TrialState.COMPLETE] * 4
+
+
+def test_numpy_return_end_to_end(tmp_path):
+    storage = sqlite(tmp_path)
+    run_app(tmp_path, f"hydra.sweeper.storage={storage}", "hydra.sweeper.study_name=np",
+            "return_kind=numpy", "hydra.sweeper.objectives=null")
+    trials = trials_of(storage, "np")
+    assert all(t.state == TrialState.COMPLETE for t in trials) and len(trials) == 4
+    for t in trials:
+        assert t.value == pytest.approx((t.params["x"] - 1) ** 2 + (t.params["y"] + 2) ** 2)
+
+
+def test_a_changed_definition_is_refused_before_any_trial(tmp_path):
+    storage = sqlite(tmp_path)
+    common = [f"hydra.sweeper.storage={storage}", "hydra.sweeper.study_name=defn", "hydra.sweeper.n_trials=2"]
+    run_app(tmp_path, *common, "tag=a")
+    p = _run(tmp_path, *common, "tag=b", "hydra.sweeper.n_trials=3")
+    assert p.returncode == 2, p.stdout + p.stderr
+    errors = [line for line in p.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "fixed: ['tag=a'] -> ['tag=b']" in errors[0]
+    assert "hydra.sweeper.study_name=defn-2" in errors[0]
+    assert len(trials_of(storage, "defn")) == 2  # nothing ran
+    run_app(tmp_path, *common, "tag=a", "hydra.sweeper.n_trials=3")  # a bigger budget is the same study
+    assert len(trials_of(storage, "defn")) == 3
+
+
+# --------------------------------------------------------------------------- coexistence
+COEXIST = REPO / ".venv" / "coexist"  # `make install` puts hydra-optuna-sweeper here (--no-deps)
+
+
+@pytest.fixture(scope="module")
+def official_plugin():
+    if not (COEXIST / "hydra_plugins" / "hydra_optuna_sweeper").is_dir():
+        message = f"hydra-optuna-sweeper is not in {COEXIST} (make install puts it there)"
+        if os.environ.get("CI", "").lower() not in ("", "0", "false"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return COEXIST
+
+
+def test_every_sampler_and_pruner_composes_beside_the_official_plugin(tmp_path, official_plugin):
+    from hydra_plugins.ecosplit_optuna_sweeper.config import PRUNERS, SAMPLERS
+
+    script = f"""
+import json
+import re
+import signal
+from hydra import compose, initialize_config_dir
+from hydra.core.plugins import Plugins
+Plugins.instance()  # scans every plugin: both register their configs
+out = {{}}
+with initialize_config_dir(version_base="1.3", config_dir={str(APP.parent / "conf")!r}):
+    for group, names in (("sampler", {sorted(SAMPLERS)!r}), ("pruner", {sorted(PRUNERS)!r})):
+        for name in names:
+            cfg = compose("config", [f"hydra/sweeper/ecosplit_{{group}}={{name}}"], return_hydra_config=True)
+            out[f"{{group}}/{{name}}"] = dict(cfg.hydra.sweeper[group])
+print(json.dumps(out))
+"""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(official_plugin)])}
+    p = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    composed = json.loads(p.stdout.strip().splitlines()[-1])
+    for group, known in (("sampler", SAMPLERS), ("pruner", PRUNERS)):
+        for name, node in known.items():
+            from omegaconf import OmegaConf
+
+            ours = OmegaConf.to_container(OmegaConf.structured(node()))
+            got = dict(composed[f"{group}/{name}"])
+            if "seed" in got:
+                got["seed"] = None  # the toy app's config sets the sampler seed
+            # every setting of ours is there, with our defaults (TPE's constant_liar, ...)
+            assert got == ours, (group, name)
+
+
+def test_grid_sweep_runs_beside_the_official_plugin(tmp_path, official_plugin):
+    storage = sqlite(tmp_path)
+    cmd, env = app_command(tmp_path, f"hydra.sweeper.storage={storage}", "hydra.sweeper.study_name=grid",
+                           "hydra/sweeper/ecosplit_sampler=grid", "x=choice(0,1)", "y=range(-2,0)")
+    env["PYTHONPATH"] = os.pathsep.join([env["PYTHONPATH"], str(official_plugin)])
+    p = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stdout + p.stderr
+    trials = trials_of(storage, "grid")
+    assert sorted((t.params["x"], t.params["y"]) for t in trials) == [(0, -2), (0, -1), (1, -2), (1, -1)]

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import re
 import time
 import warnings
@@ -54,6 +55,7 @@ from ._storage import (
     Heartbeat,
     fail_trial,
     free_dead_trials,
+    host_name,
     owner_record,
     rdb_storage,
     requeue,
@@ -170,11 +172,12 @@ class EcosplitOptunaSweeperImpl(Sweeper):
         self.study = study
         log.info(
             "Optuna study '%s' | storage: %s | sampler: %s | pruner: %s | directions: %s%s | "
-            "n_trials=%d (study total) n_jobs=%d | heartbeat: %s",
+            "n_trials=%d (study total) n_jobs=%d | heartbeat: %s | sweeper pid %d on %s",
             study.study_name, redact_url(s.storage_url) or "in-memory", type(study.sampler).__name__,
             type(pruner).__name__, s.directions,
             f" (objectives: {s.objective_names})" if s.objective_names else "", n_trials, s.n_jobs,
             f"every {s.heartbeat_interval} s, grace {s.grace_period} s" if s.heartbeat_on else "off",
+            os.getpid(), host_name(),
         )
         for name, p in space.params.items():
             log.info("  search space: %s ~ %s", name, p.distribution)
