@@ -112,24 +112,20 @@ def _boot_id() -> Optional[str]:
         return None
 
 
+def _proc_stat(pid: int) -> List[str]:
+    """The fields of /proc/<pid>/stat after the command name (Linux; [] when absent)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+    except OSError:
+        return []
+    return stat[stat.rindex(")") + 2:].split()
+
+
 def _proc_start(pid: int) -> Optional[int]:
-    """The start time of process pid in clock ticks since boot (Linux), or None."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            stat = f.read()
-    except OSError:
-        return None
-    fields = stat[stat.rindex(")") + 2:].split()
+    """The start time of process pid in clock ticks since boot, or None."""
+    fields = _proc_stat(pid)
     return int(fields[19]) if len(fields) > 19 else None
-
-
-def _proc_state(pid: int) -> Optional[str]:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            stat = f.read()
-    except OSError:
-        return None
-    return stat[stat.rindex(")") + 2:].split()[0]
 
 
 def host_name() -> str:
@@ -159,7 +155,7 @@ def owner_gone(owner: Any) -> Optional[str]:
         return f"its owner process (PID {pid} on {host}) is gone"
     except PermissionError:
         pass  # exists, another user's
-    if _proc_state(pid) == "Z":
+    if _proc_stat(pid)[:1] == ["Z"]:
         return f"its owner process (PID {pid} on {host}) is gone (zombie)"
     start = _proc_start(pid)
     if owner.get("start") is not None and start is not None and start != owner["start"]:
