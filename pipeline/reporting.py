@@ -85,10 +85,15 @@ class Models:
 def load_models(cfg: DictConfig) -> Models:
     """From ``train_run_id`` (its checkpoints) or ``checkpoint`` (dense file, or a folder with both)."""
     if cfg.train_run_id:
+        if not tracking.store_exists(cfg.tracking.uri):  # reading it would create an empty store
+            raise ConfigError(f"train_run_id={cfg.train_run_id}: tracking.uri={cfg.tracking.uri} does not exist "
+                              f"(set tracking.uri to the store train.py recorded the run in)")
+        tracking.use(cfg.tracking.uri)  # the run is read from the configured store, not MLflow's default
         try:
             folder = tracking.download(cfg.train_run_id, "checkpoints")
         except Exception as exc:  # MLflow raises several types for a bad id
-            raise ConfigError(f"train_run_id={cfg.train_run_id}: no checkpoints found in {cfg.tracking.uri} "
+            raise ConfigError(f"train_run_id={cfg.train_run_id}: no checkpoints found in "
+                              f"{tracking.mask_secrets(cfg.tracking.uri)} "
                               f"({type(exc).__name__})") from None
         return Models(load_checkpoint(folder / "dense.pt"), load_checkpoint(folder / "pruned.pt"), cfg.train_run_id)
     if cfg.checkpoint:

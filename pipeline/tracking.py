@@ -75,17 +75,41 @@ def flatten(tree: Mapping, prefix: str = "") -> dict[str, Any]:
 _EXPERIMENTS: dict[tuple[str, str], str] = {}
 
 
+def use(uri: str) -> None:
+    """Point MLflow at ``uri`` (reading runs needs it too), with secrets masked in its output."""
+    install_log_masking()
+    if mask_secrets(uri) != uri:
+        # MLflow prints "View run ... at <tracking uri>/#/..." on stdout, password included
+        os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
+    mlflow.set_tracking_uri(uri)
+
+
+def existing_experiment(uri: str, experiment: str) -> str | None:
+    """The id of ``experiment`` in the store at ``uri``, or None; unlike ``configure`` it creates
+    neither the store nor the experiment."""
+    if not store_exists(uri):
+        return None
+    use(uri)
+    found = MlflowClient().get_experiment_by_name(experiment)
+    return found.experiment_id if found is not None else None
+
+
+def store_exists(uri: str) -> bool:
+    """False for a ``sqlite:///<path>`` tracking URI whose file (relative to the working
+    directory) does not exist: opening it would create an empty store. True otherwise (a server
+    cannot be checked without a request)."""
+    prefix = "sqlite:///"
+    path = uri[len(prefix):].split("?", 1)[0] if uri.startswith(prefix) else ""
+    return path in ("", ":memory:") or Path(path).is_file()
+
+
 def configure(uri: str, experiment: str, artifact_location: str | None = None) -> str:
     """Point MLflow at ``uri`` and return the id of ``experiment`` (created if missing).
 
     Called once in the parent process before trials start, so parallel workers never race to
     create the database schema or the experiment.
     """
-    install_log_masking()
-    if mask_secrets(uri) != uri:
-        # MLflow prints "View run ... at <tracking uri>/#/..." on stdout, password included
-        os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
-    mlflow.set_tracking_uri(uri)
+    use(uri)
     if (uri, experiment) in _EXPERIMENTS:  # once per process: every sweep trial calls this
         return _EXPERIMENTS[(uri, experiment)]
     client = MlflowClient()
@@ -111,14 +135,32 @@ def run(experiment_id: str, run_name: str, tags: Mapping[str, str] | None = None
     active = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags)
     try:
         yield active
-    except KeyboardInterrupt:
-        mlflow.end_run("KILLED")
-        raise
-    except BaseException:
-        mlflow.end_run("FAILED")
+    except BaseException as exc:  # SystemExit and KeyboardInterrupt too: never leave it RUNNING
+        status = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
+        try:
+            if "failure_reason" not in MlflowClient().get_run(active.info.run_id).data.tags:  # keep a set one
+                set_tags({"failure_reason": failure_reason(exc)})
+            mlflow.end_run(status)
+        except Exception as e:  # the store is gone: report it, but raise what ended the run
+            log.warning("could not end MLflow run %s as %s: %s", active.info.run_id, status, e)
         raise
     else:
         mlflow.end_run("FINISHED")
+
+
+MAX_TAG_CHARS = 5000  # MLflow 3 tag value limit is 8000
+
+
+def failure_reason(exc: BaseException) -> str:
+    """Why a run ended early, in one line: the user error behind an exit status 2 (its cause), an
+    interruption, or the exception's type and message."""
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted (KeyboardInterrupt)"
+    if isinstance(exc, SystemExit):
+        cause = exc.__cause__
+        return failure_reason(cause) if cause is not None else f"exit status {exc.code}"
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}"[:MAX_TAG_CHARS] if text else type(exc).__name__
 
 
 def log_params(params: Mapping[str, Any]) -> None:

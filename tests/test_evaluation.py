@@ -1,6 +1,7 @@
 """The glue from torch models and config to the energy math, and evaluate.py end to end."""
 import csv
 
+import mlflow
 import numpy as np
 import yaml
 import pytest
@@ -11,6 +12,7 @@ from pipeline.config import ConfigError
 from pipeline.evaluation import EnergyConstants, cut_table, layer_shapes, run_methods
 from pipeline.model import SplitCNN, save_checkpoint
 from pipeline.reporting import run_evaluate
+from pipeline.stages import run_train
 from pipeline.simulation import Link, Route, Scenario
 from tests.conftest import compose_cfg
 
@@ -118,3 +120,28 @@ def test_evaluate_bad_input(eval_cfg, override, message):
     OmegaConf.update(cfg, key, yaml.safe_load(value))
     with pytest.raises(ConfigError, match=message):
         run_evaluate(cfg)
+
+
+def test_evaluate_reads_the_training_run_from_the_configured_tracking_uri(small_train_cfg, tmp_path, monkeypatch):
+    trained = run_train(small_train_cfg)  # into sqlite:///<tmp>/mlflow.db, not MLflow's default store
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    mlflow.set_tracking_uri(f"sqlite:///{elsewhere}/mlflow.db")  # what a fresh process starts with
+    cfg = compose_cfg("evaluate", [
+        f"train_run_id={trained['run_id']}", f"data.root={small_train_cfg.data.root}", "data.download=false",
+        f"tracking.uri={small_train_cfg.tracking.uri}", f"tracking.artifact_location={tmp_path}/art",
+        "trajectory.duration_s=20", "fig5_thresholds=[0.0,0.05]",
+    ])
+    metrics = run_evaluate(cfg)
+    run = MlflowClient(small_train_cfg.tracking.uri).get_run(metrics["run_id"])
+    assert run.data.tags["ecosplit.train_run_id"] == trained["run_id"]
+    assert run.data.metrics["compression_ratio"] == pytest.approx(trained["compression_ratio"])
+    assert not (elsewhere / "mlflow.db").exists()
+
+
+def test_evaluate_refuses_a_tracking_uri_that_does_not_exist(small_train_cfg, tmp_path):
+    cfg = compose_cfg("evaluate", ["train_run_id=0123abcd", f"tracking.uri=sqlite:///{tmp_path}/none.db"])
+    with pytest.raises(ConfigError, match=r"train_run_id=0123abcd: tracking.uri=sqlite:///.*/none.db does not exist"):
+        run_evaluate(cfg)
+    assert not (tmp_path / "none.db").exists()  # reading it would have created an empty store
