@@ -1,9 +1,20 @@
-"""What the thin entry scripts share: one clear line and exit status 2 for bad input."""
+"""What the thin entry scripts share: one clear line and exit status 2 for bad input.
+
+Two layers: ``user_errors_exit`` wraps the task (bad settings, missing data, unknown cut points
+found by our own checks) and ``run_cli`` wraps the Hydra main (mistakes Hydra finds while
+composing the config: an unknown preset or group option, an override of a key that does not
+exist, override grammar, interpolations).
+"""
 from __future__ import annotations
 
 import functools
 import logging
+import os
 import sys
+from typing import Callable
+
+from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
+from omegaconf.errors import OmegaConfBaseException
 
 from .config import ConfigError
 from .data import DataUnavailableError
@@ -12,17 +23,79 @@ from .model import UnknownCutError
 log = logging.getLogger("ecosplit")
 
 USER_ERRORS = (ConfigError, DataUnavailableError, UnknownCutError)
+COMPOSITION_ERRORS = (ConfigCompositionException, OverrideParseException, OmegaConfBaseException)
+USER_ERROR_EXIT = 2  # the exit status of every user error (usage error, as argparse)
+
+
+def refuse(message: str, cause: BaseException | None = None, quiet: bool = False):
+    """Print ``error: <message>`` on stderr (unless ``quiet``) and exit with status 2.
+
+    The SystemExit is chained to ``cause``: the sweeper reads the trial's failure reason from it.
+    """
+    if not quiet:
+        print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(USER_ERROR_EXIT) from cause
+
+
+def in_sweeper_trial() -> bool:
+    """True inside a trial the ecosplit_optuna sweeper launched: the sweeper prints the trial's
+    one error line itself (from the SystemExit's cause), so the task must not print a second."""
+    from hydra_plugins.ecosplit_optuna_sweeper import ENV_TRIAL_ID
+    return bool(os.environ.get(ENV_TRIAL_ID))
 
 
 def user_errors_exit(fn):
-    """Turn a user error into ``error: <message>`` on stderr and exit status 2 (no traceback)."""
+    """Turn a user error into ``error: <message>`` on stderr and exit status 2 (no traceback);
+    in a sweeper's trial only the exit, chained to the error (the sweeper prints the line)."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
         except USER_ERRORS as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            sys.exit(2)
+            refuse(str(exc), exc, quiet=in_sweeper_trial())
 
     return wrapper
+
+
+def one_line(text: str) -> str:
+    return " ".join(line.strip() for line in str(text).splitlines() if line.strip())
+
+
+def composition_message(exc: BaseException) -> str:
+    """One line for what Hydra or OmegaConf refused while composing the config."""
+    if isinstance(exc, MissingConfigException) and exc.missing_cfg_file and exc.options is not None:
+        group, _, name = exc.missing_cfg_file.rpartition("/")
+        kind = "preset" if group == "experiment" else "option"
+        available = ", ".join(sorted(exc.options)) or "none"
+        return f"{group}={name}: no such {kind} in conf/{group}/ (available: {available})"
+    if isinstance(exc, OverrideParseException):
+        return (f"bad override {exc.override!r}: {one_line(exc.message).split(' See https')[0]} "
+                "(grammar: https://hydra.cc/docs/advanced/override_grammar/basic/)")
+    message = one_line(exc)
+    cause = exc.__cause__
+    if isinstance(cause, OmegaConfBaseException) and one_line(cause) not in message:
+        message = f"{message}: {one_line(cause)}"  # e.g. which key is not in the config
+    return message
+
+
+def run_cli(main: Callable[[], object]) -> object:
+    """Run a ``@hydra.main`` function; a composition error becomes one line and exit status 2.
+
+    HYDRA_FULL_ERROR=1 during the call makes Hydra raise instead of printing its own multi-line
+    report and exiting 1; the variable is restored afterwards. A user who set it keeps the full
+    traceback.
+    """
+    saved = os.environ.get("HYDRA_FULL_ERROR")
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        return main()
+    except COMPOSITION_ERRORS as exc:
+        if saved == "1":
+            raise
+        refuse(composition_message(exc), exc)
+    finally:
+        if saved is None:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+        else:
+            os.environ["HYDRA_FULL_ERROR"] = saved
