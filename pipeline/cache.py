@@ -35,7 +35,7 @@ from .model import SplitCNN, load_checkpoint, save_checkpoint
 log = logging.getLogger(__name__)
 
 # data settings that do not change the samples: where the files are and whether to fetch them
-_DATA_KEYS_IGNORED = ("root", "download")
+DATA_KEYS_IGNORED = ("root", "download")
 
 ROLE = "trained-model"
 CLAIM_BEAT_S = 2.0     # a claim's beat metric moves this often (waiting or training)
@@ -54,7 +54,7 @@ def data_fingerprint(data: MnistSplits) -> str:
 
 def training_key(cfg: DictConfig, data: MnistSplits) -> str:
     """sha256 of the resolved training config and the training data's content."""
-    data_cfg = {k: v for k, v in OmegaConf.to_container(cfg.data, resolve=True).items() if k not in _DATA_KEYS_IGNORED}
+    data_cfg = {k: v for k, v in OmegaConf.to_container(cfg.data, resolve=True).items() if k not in DATA_KEYS_IGNORED}
     blob = {
         "data": data_cfg,
         "data_sha256": data_fingerprint(data),

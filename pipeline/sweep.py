@@ -1,15 +1,18 @@
 """One Optuna trial = train (cached) -> prune -> evaluate -> eq. (8); and the sweep's MLflow edges.
 
-``run_trial`` is the task ``sweep.py`` hands to the ecosplit_optuna sweeper. ``on_start`` runs
-once in the sweeper process before any trial (tracking store, experiment, parent run);
-``on_complete`` once at the end (Pareto front, best trial, registered model).
+``run_trial`` is the task ``sweep.py`` hands to the ecosplit_optuna sweeper. In the sweeper
+process: ``study_definition`` first, before the study is opened (validates the settings and says
+what a re-run must not change), ``on_start`` before any trial (tracking store, experiment, parent
+run), ``on_complete`` at the end (Pareto front, best trial, registered model), or ``on_abort``
+when the sweep stops early (parent and orphaned trial runs FAILED or KILLED with the reason).
 
 Several workers (``sweep.py -m`` on several machines, one study, one tracking server) share one
 parent run (the oldest tagged with the study). Every worker's ``on_complete`` recomputes the
 front over the whole study; a worker that sees fewer COMPLETE trials than the parent run already
 records leaves the parent's artifacts alone, and the parent run is only ended once no trial is
-RUNNING or WAITING. With ``hydra.sweeper.heartbeat_interval`` set the sweeper waits for the other
-workers' trials before ``on_complete``, so every worker logs the whole front.
+RUNNING or WAITING. With heartbeats (``hydra.sweeper.heartbeat_interval``, on by default) the
+sweeper waits for the other workers' trials before ``on_complete``, so every worker logs the
+whole front.
 """
 from __future__ import annotations
 
@@ -26,15 +29,16 @@ import mlflow
 import numpy as np
 import optuna
 from mlflow.tracking import MlflowClient
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from . import objective, tracking
-from .cache import ModelCache, training_key
-from .config import ConfigError, check_range
+from .cache import DATA_KEYS_IGNORED, ModelCache, training_key
+from .cli import user_errors_exit
+from .config import ConfigError, check_range, validate_training
+from .data import MnistSplits
 from .model import load_checkpoint, save_checkpoint
 from .pruning import layer_table
 from .reporting import evaluate_models, validate_evaluation
-from .config import validate_training
 from .stages import load_data, measure, prune_model, train_dense
 from .training import EpochRecord, evaluate
 
@@ -56,8 +60,63 @@ def validate_sweep(cfg: DictConfig) -> None:
     check_range(cfg, "selection.min_val_accuracy", 0, 1)
 
 
-def _study_name(cfg: DictConfig) -> str:
-    return str(cfg.hydra.sweeper.study_name) if "hydra" in cfg else str(_hydra_sweeper().study_name)
+# What defines a study besides its search space: the sections that change a trial's metrics,
+# without the settings that only say where things are or how fast they run.
+DEFINING_SECTIONS = ("objective", "data", "model", "train", "prune", "energy", "channel", "trajectory")
+NOT_DEFINING = {*(f"data.{k}" for k in DATA_KEYS_IGNORED), "train.num_threads",
+                # read by evaluate.py's report only, never by a trial
+                "channel.bandwidths_hz", "trajectory.locations", "trajectory.location_radius_m"}
+
+
+def _searched_keys(cfg: DictConfig) -> set[str]:
+    """Keys the sweeper searches: hydra.sweeper.params plus command-line sweeps, less the keys a
+    plain command-line override fixes."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    searched = set(OmegaConf.select(cfg, "hydra.sweeper.params") or {})
+    lines = list(OmegaConf.select(cfg, "hydra.overrides.task") or [])
+    for override in OverridesParser.create().parse_overrides(lines):
+        key = override.key_or_group.lstrip("+~")
+        if override.is_sweep_override():
+            searched.add(key)
+        else:
+            searched.discard(key)
+    return searched
+
+
+def _defining_values(node: DictConfig, prefix: str, searched: set[str]) -> dict:
+    """The resolved values under ``node`` except the searched keys, the values interpolated from
+    them (train.mu from search.one_minus_mu) and NOT_DEFINING."""
+    raw = OmegaConf.to_container(node, resolve=False)
+    out = {}
+    for key in node:
+        name = f"{prefix}.{key}"
+        depends = isinstance(raw[key], str) and "${" in raw[key] and any(k in raw[key] for k in searched)
+        if name in searched or name in NOT_DEFINING or depends:
+            continue
+        value = node[key]
+        if isinstance(value, DictConfig):
+            out[key] = _defining_values(value, name, searched)
+        else:
+            out[key] = OmegaConf.to_container(value, resolve=True) if isinstance(value, ListConfig) else value
+    return out
+
+
+@user_errors_exit
+def study_definition(cfg: DictConfig) -> dict:
+    """``hydra.sweeper.definition``: validate the sweep, then return what defines its experiment
+    besides the search space: objective mode and lambda (eq. 8), data selection, seed, model,
+    training (eq. 10), pruning, energy (eqs. 1-2, 6), channel (eqs. 3-5) and trajectory settings.
+
+    Runs in the sweeper process before the study is opened; a bad setting is one line and exit
+    status 2 with nothing recorded. The sweeper refuses a re-run whose definition differs.
+    """
+    validate_sweep(cfg)
+    searched = _searched_keys(cfg)
+    definition = {"seed": cfg.seed}
+    for section in DEFINING_SECTIONS:
+        if section not in searched:  # a whole group searched (objective=scalar,multi) is search space
+            definition[section] = _defining_values(cfg[section], section, searched)
+    return definition
 
 
 def _hydra_sweeper():
@@ -98,12 +157,20 @@ def find_parent_run(experiment_id: str, study_name: str):
 
 
 def on_start(study: optuna.Study, cfg: DictConfig) -> None:
-    """Create the tracking store, experiment and parent run in the sweeper process, before trials."""
-    validate_sweep(cfg)
+    """Create the tracking store, experiment and parent run in the sweeper process, before trials.
+
+    If an earlier, aborted run of the sweep ended the parent run FAILED or KILLED, it is RUNNING
+    again: the study resumes."""
+    validate_sweep(cfg)  # study_definition checked it before the study was opened; cheap
     experiment_id = tracking.configure(cfg.tracking.uri, cfg.tracking.experiment, cfg.tracking.artifact_location)
     sweeper = cfg.hydra.sweeper
     parent = find_parent_run(experiment_id, study.study_name)
     client = MlflowClient()
+    if parent is not None and parent.info.status != "RUNNING":
+        log.info("parent run %s was %s: RUNNING again, the study resumes", parent.info.run_id, parent.info.status)
+        client.update_run(parent.info.run_id, status="RUNNING")
+        if "failure_reason" in parent.data.tags:
+            client.delete_tag(parent.info.run_id, "failure_reason")
     if parent is None:
         run = client.create_run(experiment_id, run_name=f"sweep-{study.study_name}", tags={
             "ecosplit.role": "sweep", "ecosplit.study": study.study_name,
@@ -123,22 +190,57 @@ def on_start(study: optuna.Study, cfg: DictConfig) -> None:
     reconcile_killed_runs(study, experiment_id)
 
 
-def reconcile_killed_runs(study: optuna.Study, experiment_id: str) -> int:
-    """A worker killed mid-trial leaves its MLflow runs RUNNING (the trial's run and a cache claim
-    it held); once Optuna has failed that trial (heartbeat), mark them KILLED so the UI tells the
-    truth."""
+WORKER_DIED = "worker died (heartbeat stale)"
+
+
+def reconcile_killed_runs(study: optuna.Study, experiment_id: str, status: str = "KILLED") -> int:
+    """A trial that ended without ending its MLflow runs (the trial's run and a cache claim it
+    held; e.g. its worker was killed) leaves them RUNNING; once Optuna has failed that trial,
+    end them with ``status`` and the trial's reason (the sweeper's ``fail_reason`` attribute, else
+    a dead worker) so the UI tells the truth."""
     client = MlflowClient()
     runs = client.search_runs([experiment_id], filter_string=(
         f"tags.`ecosplit.study` = '{study.study_name}' and attributes.status = 'RUNNING'"), max_results=5000)
-    states = {t._trial_id: t.state for t in study.get_trials(deepcopy=False)}
+    trials = {t._trial_id: t for t in study.get_trials(deepcopy=False)}
     fixed = 0
     for run in runs:
-        trial_id = int(run.data.tags.get("optuna.trial_id", -1))
-        if states.get(trial_id) == optuna.trial.TrialState.FAIL:
-            client.set_tag(run.info.run_id, "failure_reason", "worker died (heartbeat stale)")
-            client.set_terminated(run.info.run_id, "KILLED")
+        trial = trials.get(int(run.data.tags.get("optuna.trial_id", -1)))
+        if trial is not None and trial.state == optuna.trial.TrialState.FAIL:
+            reason = str(trial.user_attrs.get("fail_reason") or WORKER_DIED)
+            client.set_tag(run.info.run_id, "failure_reason", tracking.mask_secrets(reason)[:tracking.MAX_TAG_CHARS])
+            client.set_terminated(run.info.run_id, status)
             fixed += 1
     return fixed
+
+
+def _unfinished_trials(study: optuna.Study) -> list[int]:
+    """Trials some worker still owns: while there are any, the parent run stays RUNNING."""
+    return [t.number for t in study.get_trials(deepcopy=False, states=(
+        optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING))]
+
+
+def on_abort(study: optuna.Study, cfg: DictConfig, status: str, reason: str) -> None:
+    """``hydra.sweeper.on_abort``: the sweep stopped before completing (status FAILED: a setting,
+    too many failures, a crash; KILLED: interrupted). End the trial runs of failed trials still
+    RUNNING and, unless another worker still runs trials, the parent run, with the reason."""
+    status = status if status in ("FAILED", "KILLED") else "FAILED"
+    reason = tracking.mask_secrets(" ".join(str(reason).split()))[:tracking.MAX_TAG_CHARS]
+    experiment_id = tracking.existing_experiment(cfg.tracking.uri, cfg.tracking.experiment)
+    if experiment_id is None:  # stopped before on_start: nothing recorded, nothing to end
+        return
+    reconcile_killed_runs(study, experiment_id, status)
+    parent = find_parent_run(experiment_id, study.study_name)
+    if parent is None:
+        return
+    unfinished = _unfinished_trials(study)
+    if unfinished:
+        log.info("sweep %s (%s); trials %s still RUNNING/WAITING in other workers: the parent run stays RUNNING",
+                 status, reason, unfinished)
+        return
+    client = MlflowClient()
+    client.set_tag(parent.info.run_id, "failure_reason", reason)
+    client.set_terminated(parent.info.run_id, status)
+    log.info("parent run %s ended %s: %s", parent.info.run_id, status, reason)
 
 
 # -- one trial --------------------------------------------------------------------------------
@@ -146,12 +248,16 @@ def run_trial(cfg: DictConfig) -> dict:
     """Train (or reuse) the dense model, prune, evaluate energy; return every metric.
 
     The returned mapping carries the objectives named in hydra.sweeper.objectives plus all other
-    metrics, which the sweeper stores as trial user attributes.
+    metrics, which the sweeper stores as trial user attributes. However the trial ends (an
+    exception, exit, Ctrl-C) its MLflow run ends with it, FAILED or KILLED with failure_reason.
     """
     from hydra_plugins.ecosplit_optuna_sweeper import current_trial
 
     start = time.perf_counter()
     validate_sweep(cfg)
+    t = time.perf_counter()
+    data = load_data(cfg)  # missing data fails before any run is opened
+    time_data_s = time.perf_counter() - t
     trial = current_trial()
     study_name = str(_hydra_sweeper().study_name)
     experiment_id = tracking.configure(cfg.tracking.uri, cfg.tracking.experiment, cfg.tracking.artifact_location)
@@ -165,13 +271,11 @@ def run_trial(cfg: DictConfig) -> dict:
         if trial is not None:
             tracking.log_params({f"trial.{k}": v for k, v in trial.params.items()})
         try:
-            metrics = _trial_metrics(cfg, trial, experiment_id)
+            metrics = _trial_metrics(cfg, trial, experiment_id, data)
         except optuna.TrialPruned as exc:
             tracking.set_tags({"pruned": "true", "failure_reason": f"pruned: {exc}"})
             raise
-        except Exception as exc:
-            tracking.set_tags({"failure_reason": f"{type(exc).__name__}: {exc}"})
-            raise
+        metrics["time_data_s"] = time_data_s
         tracking.log_metrics({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
         bad = [k for k in ("objective", "val_loss", ENERGY_KEY) if not math.isfinite(metrics[k])]
         if bad:
@@ -187,22 +291,21 @@ def run_trial(cfg: DictConfig) -> dict:
 _DENSE_TEST: dict = {}
 
 
-def _trial_metrics(cfg: DictConfig, trial, experiment_id: str) -> dict:
-    """The trial's work. time_*_s: seconds of data loading, dense training (0 on a cache hit),
-    pruning + fine-tuning and evaluation; what time_task_s adds is tracking/storage overhead."""
-    times = {"time_data_s": 0.0, "time_train_s": 0.0, "time_prune_s": 0.0, "time_eval_s": 0.0}
-    t = time.perf_counter()
-    data = load_data(cfg)
-    times["time_data_s"] = time.perf_counter() - t
-
+def _trial_metrics(cfg: DictConfig, trial, experiment_id: str, data: MnistSplits) -> dict:
+    """The trial's work. time_*_s: seconds of dense training (0 on a cache hit), pruning +
+    fine-tuning and evaluation; what time_task_s adds to these and time_data_s is tracking/storage
+    overhead."""
+    times = {"time_train_s": 0.0, "time_prune_s": 0.0, "time_eval_s": 0.0}
     reporting_s = [0.0]  # MLflow/Optuna calls inside training: overhead, not training
+    # Optuna refuses trial.report in multi-objective studies: no pruning there
+    can_prune = trial is not None and len(trial.study.directions) == 1
 
     def report(rec: EpochRecord) -> None:
         t = time.perf_counter()
         try:
             tracking.log_metrics({"dense_val_loss": rec.val_loss, "dense_val_accuracy": rec.val_accuracy},
                                  step=rec.epoch)
-            if trial is not None:
+            if can_prune:
                 trial.report(rec.val_loss, rec.epoch)
                 if trial.should_prune():
                     raise optuna.TrialPruned(f"epoch {rec.epoch}: val_loss={rec.val_loss:.4f}")
@@ -300,8 +403,7 @@ def on_complete(study: optuna.Study, cfg: DictConfig) -> None:
     (out / "pareto.csv").write_text(tracking.rows_to_csv(rows))
     client = MlflowClient()
     run_id = parent.info.run_id
-    unfinished = [t.number for t in study.get_trials(deepcopy=False, states=(
-        optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING))]
+    unfinished = _unfinished_trials(study)
     recorded = client.get_run(run_id).data.metrics.get("trials_complete", 0)
     if recorded > len(rows):
         # another worker finished later and already logged a front over more trials

@@ -1,5 +1,6 @@
 """`python sweep.py -m experiment=smoke` end to end: the CI smoke run, resume, cache and records."""
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -10,13 +11,16 @@ import numpy as np
 import optuna
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
-from omegaconf import OmegaConf
+from omegaconf import OmegaConf, open_dict
 
 from pipeline.cache import ModelCache, training_key
+from pipeline.config import ConfigError
 from pipeline.model import SplitCNN
 from pipeline.stages import load_data
-from tests.conftest import REPO, compose_cfg
+from pipeline.sweep import find_parent_run, on_abort, on_start, run_trial, study_definition
+from tests.conftest import REPO
 
 
 def smoke(workdir: Path, data_root: Path, *extra: str, timeout=600) -> subprocess.CompletedProcess:
@@ -32,10 +36,14 @@ def data_root(fake_mnist) -> Path:
     return Path(root) if root and (Path(root) / "MNIST" / "raw").is_dir() else fake_mnist
 
 
+# one 1 - mu for every trial: the same training config, so every trial after the first reuses it
+FIXED_MU = ("search.one_minus_mu=1e-5",)
+
+
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory, fake_mnist):
     work = tmp_path_factory.mktemp("smoke")
-    proc = smoke(work, data_root(fake_mnist))
+    proc = smoke(work, data_root(fake_mnist), *FIXED_MU)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return work, proc
 
@@ -47,7 +55,7 @@ def test_smoke_sweep_leaves_parent_children_pareto_and_registered_model(smoke_ru
     parents = client.search_runs([exp.experiment_id], "tags.`ecosplit.role` = 'sweep'")
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     parent = parents[0]
-    assert parent.data.tags["ecosplit.study"] == "smoke" and parent.data.tags["git_commit"]
+    assert parent.data.tags["ecosplit.study"] == "smoke-scalar" and parent.data.tags["git_commit"]
     assert parent.data.params["objective.lam"] == "0.5"
     children = client.search_runs([exp.experiment_id], "tags.`ecosplit.role` = 'trial'")
     assert len(children) == 3
@@ -68,21 +76,91 @@ def test_smoke_sweep_leaves_parent_children_pareto_and_registered_model(smoke_ru
 
 def test_rerun_resumes_instead_of_adding_trials_and_reuses_training(smoke_run, fake_mnist):
     work, _ = smoke_run
-    again = smoke(work, data_root(fake_mnist))
+    again = smoke(work, data_root(fake_mnist), *FIXED_MU)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "Launching" not in again.stdout + again.stderr  # n_trials already reached
-    study = optuna.load_study(study_name="smoke", storage=f"sqlite:///{work}/optuna-smoke.db")
+    storage = f"sqlite:///{work}/optuna-smoke.db"
+    study = optuna.load_study(study_name="smoke-scalar", storage=storage)
     assert len(study.trials) == 3
-    more = smoke(work, data_root(fake_mnist), "hydra.sweeper.n_trials=4")
+    more = smoke(work, data_root(fake_mnist), *FIXED_MU, "hydra.sweeper.n_trials=4")
     assert more.returncode == 0, more.stderr[-3000:]
-    study = optuna.load_study(study_name="smoke", storage=f"sqlite:///{work}/optuna-smoke.db")
-    assert len([t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]) == 4
+    study = optuna.load_study(study_name="smoke-scalar", storage=storage)
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(complete) == 4
+    assert len({t.user_attrs["train_mu"] for t in complete}) == 1  # one training config
+    client = MlflowClient(f"sqlite:///{work}/mlflow.db")
+    exp = client.get_experiment_by_name("ecosplit")
+    sources = {r.data.tags["optuna.trial_number"]: r.data.tags["ecosplit.dense_source"]
+               for r in client.search_runs([exp.experiment_id], "tags.`ecosplit.role` = 'trial'")}
+    assert sources["0"] == "trained"
+    assert sources["3"] in ("local", "mlflow")  # the re-run reused the first run's training
+    assert list(sources.values()).count("trained") == 1
 
 
 def test_bad_sweep_setting_is_refused_with_one_line(tmp_path, fake_mnist):
     proc = smoke(tmp_path, fake_mnist, "objective.lam=2")
-    assert proc.returncode != 0
-    assert "objective.lam must be in [0, 1] (got 2)" in proc.stderr + proc.stdout
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert [line for line in proc.stderr.splitlines() if line.strip()] == [
+        "error: objective.lam must be in [0, 1] (got 2)"]
+    assert not (tmp_path / "optuna-smoke.db").exists() and not (tmp_path / "mlflow.db").exists()
+
+
+def test_missing_data_stops_the_sweep_with_exit_2_and_the_same_command_then_finishes(tmp_path, fake_mnist):
+    bad = smoke(tmp_path, Path("/nonexistent"))
+    assert bad.returncode == 2, bad.stderr[-3000:]
+    errors = [line for line in bad.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "data.root" in errors[0], bad.stderr[-3000:]
+    storage = f"sqlite:///{tmp_path}/optuna-smoke.db"
+    (failed,) = optuna.load_study(study_name="smoke-scalar", storage=storage).trials  # stopped at the first
+    assert failed.state == optuna.trial.TrialState.FAIL and "data.root" in failed.user_attrs["fail_reason"]
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    exp_id = client.get_experiment_by_name("ecosplit").experiment_id
+    assert client.search_runs([exp_id], "tags.`ecosplit.role` = 'trial'") == []  # refused before its run opened
+    (parent,) = client.search_runs([exp_id], "tags.`ecosplit.role` = 'sweep'")
+    assert parent.info.status == "FAILED" and parent.data.tags["failure_reason"]
+
+    good = smoke(tmp_path, data_root(fake_mnist))
+    assert good.returncode == 0, good.stderr[-3000:]
+    trials = optuna.load_study(study_name="smoke-scalar", storage=storage).trials
+    assert [t.state for t in trials].count(optuna.trial.TrialState.COMPLETE) == 3
+    assert optuna.trial.TrialState.RUNNING not in [t.state for t in trials]
+    parent = client.get_run(parent.info.run_id)
+    assert parent.info.status == "FINISHED" and "failure_reason" not in parent.data.tags
+    runs = client.search_runs([exp_id], "tags.`ecosplit.role` = 'trial'")
+    assert sorted(r.info.status for r in runs) == ["FINISHED"] * 3
+
+
+@pytest.fixture(scope="module")
+def multi_run(tmp_path_factory, fake_mnist):
+    work = tmp_path_factory.mktemp("multi")
+    proc = smoke(work, data_root(fake_mnist), "objective=multi")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return work, proc
+
+
+def test_multi_objective_sweep_leaves_pareto_front_and_registered_model(multi_run):
+    work, proc = multi_run
+    study = optuna.load_study(study_name="smoke-multi", storage=f"sqlite:///{work}/optuna-smoke.db")
+    assert [d.name for d in study.directions] == ["MINIMIZE", "MINIMIZE"]
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(complete) == 3 and study.best_trials  # every trial trained, none refused a report
+    client = MlflowClient(f"sqlite:///{work}/mlflow.db")
+    exp = client.get_experiment_by_name("ecosplit")
+    (parent,) = client.search_runs([exp.experiment_id], "tags.`ecosplit.role` = 'sweep'")
+    assert parent.info.status == "FINISHED" and parent.data.params["objective.mode"] == "multi"
+    assert parent.data.tags["ecosplit.study"] == "smoke-multi"
+    assert {"pareto.csv", "pareto.png"} <= {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert parent.data.metrics["pareto_size"] >= 1 and "selected_trial" in parent.data.tags
+    children = client.search_runs([exp.experiment_id], "tags.`ecosplit.role` = 'trial'")
+    assert sorted(c.info.status for c in children) == ["FINISHED"] * 3
+    rows = list(csv.DictReader(open(next(work.glob("multirun/*/*/pareto.csv")))))
+    assert len(rows) == 3 and sum(r["selected"] == "True" for r in rows) == 1
+    assert {"val_loss", "energy_total_j_ps", "on_front"} <= set(rows[0])
+    mlflow.set_tracking_uri(f"sqlite:///{work}/mlflow.db")
+    version = MlflowClient().get_model_version_by_alias("ecosplit-selected", "champion")
+    assert version.run_id == next(r["mlflow_run_id"] for r in rows if r["selected"] == "True")
+    model = mlflow.pytorch.load_model("models:/ecosplit-selected@champion")
+    assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
 
 
 def test_cache_hits_locally_and_through_mlflow(tmp_path, small_train_cfg):
@@ -108,3 +186,126 @@ def test_cache_hits_locally_and_through_mlflow(tmp_path, small_train_cfg):
     assert (src1, src2, src3) == ("trained", "local", "mlflow") and len(calls) == 1
     x = torch.randn(2, 1, 28, 28)
     assert torch.equal(first(x), again(x)) and torch.equal(first(x), other_machine(x))
+
+
+# -- the sweeper's hooks and the trial's run, in process ------------------------------------------
+def sweep_cfg(*overrides: str):
+    """sweep.yaml composed as the sweeper process sees it (hydra node included)."""
+    with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "conf")):
+        return compose("sweep", list(overrides), return_hydra_config=True)
+
+
+def test_study_definition_is_what_changes_a_trial_not_where_it_runs():
+    base = study_definition(sweep_cfg("experiment=smoke"))
+    json.dumps(base)  # the sweeper stores it on the study
+    assert base["objective"] == {"mode": "scalar", "lam": 0.5}
+    assert base["data"] == {"val_fraction": 0.1, "split_seed": 0, "train_subset": 600, "test_subset": 500}
+    assert base["seed"] == 0 and base["train"]["epochs"] == 1
+    # searched keys and what derives from them are the search space, not the definition
+    assert "mu" not in base["train"] and "threshold" not in base["prune"] and "search" not in base
+    same = ["data.root=/elsewhere", "data.download=false", "train.num_threads=1", "tracking.uri=sqlite:///x.db",
+            "cache.dir=/tmp/c", "hydra.sweeper.n_trials=9", "channel.bandwidths_hz=[1e3]"]
+    assert study_definition(sweep_cfg("experiment=smoke", *same)) == base
+    for changed in ("objective.lam=0.2", "objective=multi", "data.train_subset=100", "seed=1", "train.epochs=2",
+                    "channel.bandwidth_hz=1e6", "trajectory.duration_s=30", "energy.precision=int8"):
+        assert study_definition(sweep_cfg("experiment=smoke", changed)) != base, changed
+    fixed_mu = study_definition(sweep_cfg("experiment=smoke", "search.one_minus_mu=1e-5"))
+    assert fixed_mu["train"]["mu"] == pytest.approx(1 - 1e-5)  # no longer searched: it defines the study
+
+
+def test_study_definition_refuses_a_bad_setting_with_one_line(capsys):
+    with pytest.raises(SystemExit) as exc:
+        study_definition(sweep_cfg("experiment=smoke", "objective.lam=2"))
+    assert exc.value.code == 2 and isinstance(exc.value.__cause__, ConfigError)
+    assert capsys.readouterr().err.splitlines() == ["error: objective.lam must be in [0, 1] (got 2)"]
+
+
+@pytest.fixture
+def hook_env(tmp_path):
+    """A study in SQLite, the sweep config pointing at a throwaway MLflow store, the parent run."""
+    cfg = sweep_cfg("experiment=smoke", f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
+                    f"tracking.artifact_location={tmp_path}/art", f"sweep.storage=sqlite:///{tmp_path}/optuna.db")
+    study = optuna.create_study(study_name=cfg.hydra.sweeper.study_name, storage=cfg.hydra.sweeper.storage)
+    on_start(study, cfg)
+    client = MlflowClient(cfg.tracking.uri)
+    exp_id = client.get_experiment_by_name("ecosplit").experiment_id
+    return cfg, study, client, exp_id
+
+
+def _trial_run(client, exp_id, study, trial):
+    """A trial's MLflow run left RUNNING, as by a worker that died."""
+    return client.create_run(exp_id, tags={"ecosplit.role": "trial", "ecosplit.study": study.study_name,
+                                           "optuna.trial_id": str(trial._trial_id)}).info.run_id
+
+
+@pytest.mark.parametrize("status", ["FAILED", "KILLED"])
+def test_on_abort_ends_parent_and_orphaned_trial_runs_with_the_reason(hook_env, status):
+    cfg, study, client, exp_id = hook_env
+    failed, done = study.ask(), study.ask()
+    failed_run, done_run = _trial_run(client, exp_id, study, failed), _trial_run(client, exp_id, study, done)
+    failed.set_user_attr("fail_reason", "DataUnavailableError: no MNIST in /nonexistent")
+    study.tell(failed, state=optuna.trial.TrialState.FAIL)
+    study.tell(done, 1.0)
+    client.set_terminated(done_run, "FINISHED")
+    on_abort(study, cfg, status, "sweep stopped: configuration error")
+    parent = find_parent_run(exp_id, study.study_name)
+    assert parent.info.status == status
+    assert parent.data.tags["failure_reason"] == "sweep stopped: configuration error"
+    run = client.get_run(failed_run)
+    assert run.info.status == status
+    assert run.data.tags["failure_reason"] == "DataUnavailableError: no MNIST in /nonexistent"
+    assert client.get_run(done_run).info.status == "FINISHED"
+    # the same command again resumes the study: the parent run is live again
+    on_start(study, cfg)
+    parent = client.get_run(parent.info.run_id)
+    assert parent.info.status == "RUNNING" and "failure_reason" not in parent.data.tags
+
+
+def test_on_abort_leaves_the_parent_running_while_another_worker_runs_trials(hook_env):
+    cfg, study, client, exp_id = hook_env
+    study.ask()  # RUNNING in another worker
+    on_abort(study, cfg, "KILLED", "interrupted")
+    parent = find_parent_run(exp_id, study.study_name)
+    assert parent.info.status == "RUNNING" and "failure_reason" not in parent.data.tags
+
+
+def test_on_abort_before_on_start_creates_no_store(tmp_path):
+    cfg = sweep_cfg("experiment=smoke", f"tracking.uri=sqlite:///{tmp_path}/mlflow.db")
+    on_abort(optuna.create_study(), cfg, "FAILED", "hydra.sweeper.constraints: malformed")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("raised,status,reason", [
+    (KeyboardInterrupt(), "KILLED", "interrupted (KeyboardInterrupt)"),
+    (RuntimeError("disk full"), "FAILED", "RuntimeError: disk full"),
+    ("user error", "FAILED", "DataUnavailableError: no MNIST here"),
+])
+def test_trial_run_ends_with_status_and_reason_however_the_trial_ends(tmp_path, fake_mnist, monkeypatch,
+                                                                      raised, status, reason):
+    from hydra.core.hydra_config import HydraConfig
+    from pipeline.cli import user_errors_exit
+    from pipeline.data import DataUnavailableError
+    cfg = sweep_cfg("experiment=smoke", f"data.root={fake_mnist}", "data.download=false",
+                    f"tracking.uri=sqlite:///{tmp_path}/mlflow.db", f"tracking.artifact_location={tmp_path}/art")
+    monkeypatch.setattr(HydraConfig.instance(), "cfg", None)  # restored after the test
+    HydraConfig.instance().set_config(cfg)  # as in a job: the task reads hydra.sweeper from here
+    task_cfg = cfg.copy()
+    with open_dict(task_cfg):
+        del task_cfg["hydra"]
+
+    @user_errors_exit  # the task's protocol: exit status 2 chained to the user error
+    def missing_data():
+        raise DataUnavailableError("no MNIST here")
+
+    def fail(*args):
+        if raised == "user error":
+            missing_data()
+        raise raised
+
+    monkeypatch.setattr("pipeline.sweep._trial_metrics", fail)
+    with pytest.raises((KeyboardInterrupt, RuntimeError, SystemExit)):
+        run_trial(task_cfg)
+    client = MlflowClient(task_cfg.tracking.uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("ecosplit").experiment_id])
+    assert run.info.status == status
+    assert run.data.tags["failure_reason"] == reason

@@ -1,0 +1,116 @@
+"""The command line of train.py, evaluate.py and sweep.py: presets compose with each, and a mistake
+is one line on stderr, exit status 2 and nothing recorded (no store created, none changed)."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import REPO
+
+ENTRY = {"train": ["train.py"], "evaluate": ["evaluate.py"], "sweep": ["sweep.py", "-m"]}
+
+
+def run(entry: str, cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    env["PYTHONPATH"] = str(REPO)
+    script, *flags = ENTRY[entry]
+    return subprocess.run([sys.executable, str(REPO / script), *flags, *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=600, env=env)
+
+
+def assert_refused(proc: subprocess.CompletedProcess, line: str) -> None:
+    """Exit status 2 and exactly one non-empty line on stderr, the given one (or containing it)."""
+    lines = [x for x in proc.stderr.splitlines() if x.strip()]
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and line in lines[0], proc.stderr[-3000:]
+
+
+def stores(folder: Path) -> dict[str, bytes]:
+    """Every MLflow/Optuna store and artifact file under folder, with its bytes."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file() and (p.suffix == ".db" or "mlruns" in p.parts or "art" in p.parts)}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, fake_mnist):
+    """train.py with the smoke preset into a non-default store: (work dir, tracking uri, run id)."""
+    work = tmp_path_factory.mktemp("cli")
+    uri = f"sqlite:///{work}/runs.db"
+    proc = run("train", work, "experiment=smoke", f"data.root={fake_mnist}", "data.download=false",
+               f"tracking.uri={uri}", f"tracking.artifact_location={work}/art", f"hydra.run.dir={work}/out")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (only,) = MlflowClient(uri).search_runs([MlflowClient(uri).get_experiment_by_name("ecosplit").experiment_id])
+    return work, uri, only.info.run_id
+
+
+def test_smoke_preset_composes_with_train_and_evaluate_reading_the_configured_store(trained, fake_mnist):
+    work, uri, run_id = trained
+    client = MlflowClient(uri)
+    assert client.get_run(run_id).data.params["train.epochs"] == "1"  # the preset applied
+    proc = run("evaluate", work, "experiment=smoke", f"train_run_id={run_id}", f"data.root={fake_mnist}",
+               "data.download=false", f"tracking.uri={uri}", f"hydra.run.dir={work}/eval", "fig5_thresholds=[0.0]")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    evaluations = client.search_runs([client.get_experiment_by_name("ecosplit").experiment_id],
+                                     "tags.stage = 'evaluate'")
+    assert [r.data.tags["ecosplit.train_run_id"] for r in evaluations] == [run_id]
+    assert not (work / "mlflow.db").exists()  # MLflow's default store was never touched
+
+
+@pytest.mark.parametrize("entry", ["train", "evaluate", "sweep"])
+def test_unknown_preset_is_refused_with_the_available_ones(tmp_path, entry):
+    proc = run(entry, tmp_path, "experiment=smok")
+    assert_refused(proc, "error: experiment=smok: no such preset in conf/experiment/ (available: smoke)")
+    assert list(tmp_path.iterdir()) == []  # no store, no output folder
+
+
+@pytest.mark.parametrize("entry,override,line", [
+    ("train", "train.muu=1", "Could not override 'train.muu'"),
+    ("train", "train.mu=[", "bad override 'train.mu=['"),
+    ("evaluate", "data=fashion", "data=fashion: no such option in conf/data/ (available: mnist)"),
+    ("evaluate", "energy=bogus", "energy=bogus: no such option in conf/energy/ (available: default, with_activations)"),
+    ("sweep", "hydra/sweeper/ecosplit_sampler=tpee", "hydra/sweeper/ecosplit_sampler=tpee: no such option"),
+    ("sweep", "objective.lamda=0.2", "Could not override 'objective.lamda'"),
+])
+def test_composition_errors_are_one_line_and_exit_2(tmp_path, entry, override, line):
+    proc = run(entry, tmp_path, override)
+    assert_refused(proc, line)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("override,line", [
+    ("channel.bandwidth_hz=0", "error: channel.bandwidth_hz must be in (0, inf) (got 0)"),
+    ("co2.region=Mars", "error: co2.region must be one of EU, FR, SE, DE, PL, FI, IT, ES (got 'Mars')"),
+    ("train_run_id=0123abcd", "error: train_run_id=0123abcd: no checkpoints found in sqlite:///"),
+    ("train_run_id=null", "error: give the model to evaluate: train_run_id="),
+])
+def test_evaluate_bad_input_is_one_line_exit_2_and_nothing_recorded(trained, fake_mnist, override, line):
+    work, uri, run_id = trained
+    before = stores(work)
+    proc = run("evaluate", work, f"train_run_id={run_id}", f"data.root={fake_mnist}", "data.download=false",
+               f"tracking.uri={uri}", f"hydra.run.dir={work}/bad", override)
+    assert_refused(proc, line)
+    assert stores(work) == before
+
+
+def test_evaluate_refuses_a_store_that_does_not_exist_without_creating_it(tmp_path):
+    proc = run("evaluate", tmp_path, "train_run_id=0123abcd", f"tracking.uri=sqlite:///{tmp_path}/none.db",
+               f"hydra.run.dir={tmp_path}/out")
+    assert_refused(proc, "does not exist (set tracking.uri to the store train.py recorded the run in)")
+    assert stores(tmp_path) == {}
+
+
+# Refused by pipeline.sweep.study_definition, the sweeper's definition hook, before the study opens.
+@pytest.mark.parametrize("override,line", [
+    ("objective.lam=-0.1", "error: objective.lam must be in [0, 1] (got -0.1)"),
+    ("selection.rule=best", "error: selection.rule must be one of min_energy, knee (got 'best')"),
+    ("train.epochs=0", "error: train.epochs must be in [1, inf) (got 0)"),
+    ("channel.decision=psychic", "error: channel.decision must be one of oracle, causal (got 'psychic')"),
+    ("data.val_fraction=1.0", "error: data.val_fraction must be in (0, 1) (got 1.0)"),
+])
+def test_sweep_bad_setting_is_one_line_exit_2_and_nothing_recorded(tmp_path, fake_mnist, override, line):
+    proc = run("sweep", tmp_path, "experiment=smoke", f"data.root={fake_mnist}", "data.download=false", override)
+    assert_refused(proc, line)
+    assert stores(tmp_path) == {}
