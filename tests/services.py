@@ -14,6 +14,8 @@ and waits for ``GET /health``.
 
 Both are context managers; leaving the ``with`` (or ``stop()``) shuts the server down: postgres
 with ``pg_ctl stop -m fast``, mlflow by SIGTERM to its process group (SIGKILL after a timeout).
+``shutdown()`` / ``start_again()`` / ``restart(down_s)`` stop a server and bring it back on the
+same port with the same data, as an administrator restarting it mid-sweep would.
 Should the test process die without tearing down, the servers get a parent-death signal (Linux).
 Nothing here talks to anything but 127.0.0.1.
 """
@@ -51,7 +53,8 @@ class ServiceError(RuntimeError):
 
 
 def strict_services() -> bool:
-    """True when an unavailable service must fail the tests instead of skipping them (CI)."""
+    """True under CI: then even a service that is not installed fails its tests instead of skipping
+    them (one that is installed but does not start fails them everywhere, see conftest.py)."""
     value = os.environ.get("CI", "").strip().lower()
     return value not in ("", "0", "false", "no", "off")
 
@@ -291,6 +294,32 @@ class PostgresServer:
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    def shutdown(self, mode: str = "fast") -> None:
+        """Stop the server as an administrator restarting it would: ``pg_ctl stop -m mode``
+        (``fast`` closes every client connection). Data, port and password stay, so
+        ``start_again()`` brings the same database back on the same address."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        proc = self._run([self.bin / "pg_ctl", "stop", "-D", self.data_dir, "-m", mode, "-w", "-t", "30"],
+                         timeout=40, log=self.log_path)
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            raise ServiceError(self._failure(f"pg_ctl stop -m {mode} did not stop PostgreSQL "
+                                             f"(exit {proc.returncode})")) from None
+
+    def start_again(self, timeout: float = 60.0) -> None:
+        """Start the server shut down by ``shutdown()`` on the same port (same URLs)."""
+        if self.running:
+            return
+        self._start(timeout, self.port)
+
+    def restart(self, down_s: float = 0.0, mode: str = "fast") -> None:
+        """``shutdown()``, ``down_s`` seconds with no server, ``start_again()``."""
+        self.shutdown(mode)
+        time.sleep(down_s)
+        self.start_again()
+
     def stop(self) -> None:
         if self._stopped:
             return
@@ -509,12 +538,30 @@ class MlflowServer:
         except (urllib.error.URLError, OSError):
             return False
 
+    def shutdown(self) -> None:
+        """Stop the server process (SIGTERM to its group); ``start_again()`` restarts it on the
+        same port with the same stores, as a restart of a production tracking server."""
+        if self.proc is not None:
+            _stop_group(self.proc, signal.SIGTERM, 20)
+
+    def start_again(self, timeout: float = 60.0) -> None:
+        if self.running:
+            return
+        if not self._start_once(timeout):
+            raise ServiceError(self._failure(
+                f"mlflow server did not answer {self.uri}/health within {timeout:.0f} s after a restart"))
+
+    def restart(self, down_s: float = 0.0) -> None:
+        """``shutdown()``, ``down_s`` seconds with no server, ``start_again()``."""
+        self.shutdown()
+        time.sleep(down_s)
+        self.start_again()
+
     def stop(self) -> None:
         if self._stopped:
             return
         self._stopped = True
-        if self.proc is not None:
-            _stop_group(self.proc, signal.SIGTERM, 20)
+        self.shutdown()
 
     def __enter__(self) -> "MlflowServer":
         return self
