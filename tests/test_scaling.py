@@ -26,6 +26,8 @@ from tests.conftest import REPO
 # tests using the postgres / mlflow_server fixtures are marked `services` by conftest.py
 
 HEARTBEAT = ("hydra.sweeper.heartbeat_interval=1", "hydra.sweeper.grace_period=3")
+FAIL_KIND = "ecosplit_optuna:fail_kind"  # the sweeper's trial system attributes
+OWNER = "ecosplit_optuna:owner"
 FIXED_MU = "search.one_minus_mu=1.0e-5"  # fixed (not searched): one training config for all trials
 
 
@@ -53,7 +55,7 @@ class Sweep:
         work.mkdir(exist_ok=True)
         args = [sys.executable, str(REPO / "sweep.py"), "-m", *self.common, f"hydra.sweeper.sampler.seed={i}",
                 f"cache.dir={work / 'cache'}", f"hydra.sweep.dir={work / 'multirun'}", *extra]
-        env = {**os.environ, "PYTHONPATH": str(REPO), "MLFLOW_DISABLE_TELEMETRY": "true"}
+        env = {**os.environ, "PYTHONPATH": pythonpath(), "MLFLOW_DISABLE_TELEMETRY": "true"}
         log = work / f"console-{len(self.logs)}.txt"  # stdout + stderr of this start
         self.logs.append(log)
         out = open(log, "w")
@@ -111,6 +113,11 @@ class Sweep:
                     return run
             time.sleep(0.1)
         raise AssertionError(f"trial id {trial_id} never claimed a training")
+
+
+def pythonpath() -> str:
+    """The repository, after any PYTHONPATH given to pytest (e.g. a patched copy of a module)."""
+    return os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH"), str(REPO)]))
 
 
 def data_root(fake_mnist) -> Path:
@@ -174,9 +181,13 @@ def test_workers_complete_exactly_n_trials_under_one_parent_with_one_front(three
     for i in range(3):
         local = next((sweep.base / f"w{i}" / "multirun").glob("pareto.csv"))
         assert len(pareto_rows(local.read_text())) == sweep.n_trials
-    # the budget was shared: FAIL trials (if any) are surplus asks that never ran
-    for t in sweep.study().get_trials(deepcopy=False, states=(TrialState.FAIL,)):
-        assert t.user_attrs["fail_reason"].startswith("surplus"), t
+    # the budget was shared: the study is the n_trials COMPLETE trials plus, if two workers asked
+    # at the same moment, surplus asks that never ran (test_concurrent_asks_... makes that happen)
+    trials = sweep.study().get_trials(deepcopy=False)
+    surplus = [t for t in trials if t.state == TrialState.FAIL and t.system_attrs.get(FAIL_KIND) == "surplus"]
+    assert len(trials) == sweep.n_trials + len(surplus), [(t.number, t.state.name, t.user_attrs) for t in trials]
+    ran = {r.data.tags["optuna.trial_number"] for r in sweep.runs("trial")}
+    assert not ran & {str(t.number) for t in surplus}
 
 
 def test_a_model_trained_by_one_worker_is_reused_by_the_others_through_mlflow(three_workers):
@@ -194,6 +205,47 @@ def test_a_model_trained_by_one_worker_is_reused_by_the_others_through_mlflow(th
     trained = sweep.client().search_runs(
         [sweep.experiment_id()], "tags.`ecosplit.role` = 'trained-model' and attributes.status = 'FINISHED'")
     assert len(trained) == 1
+
+
+def _wait_for_lock_waiters(postgres, n: int, procs, timeout: float = 180) -> None:
+    """Until n sessions on the `optuna` database wait for a lock (the workers, inside ask())."""
+    deadline = time.monotonic() + timeout
+    with postgres.connect("postgres", autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            waiting = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = 'optuna' "
+                                   "AND wait_event_type = 'Lock'").fetchone()[0]
+            if waiting >= n:
+                return
+            assert all(p.poll() is None for p in procs), "a worker ended before asking"
+            time.sleep(0.1)
+    raise AssertionError(f"{n} workers never waited in ask()")
+
+
+def test_concurrent_asks_beyond_n_trials_are_failed_as_surplus_and_never_run(tmp_path, postgres, mlflow_server, fake_mnist):
+    """Two workers on a study of n_trials=1 both find it empty and ask at the same moment (made
+    certain: trial creation is held back by a table lock until both wait in ask()). The later
+    trial is surplus: told FAIL with its reason, never run, and the study ends with 1 trial."""
+    sweep = Sweep(tmp_path, postgres, mlflow_server.uri, data_root(fake_mnist), 1, FIXED_MU)
+    optuna.storages.RDBStorage(sweep.storage).engine.dispose()  # Optuna's tables exist
+    with postgres.connect("optuna") as lock:
+        # reads go on (the workers sync and count 0 trials); no trial can be created
+        lock.execute("LOCK TABLE trials IN SHARE MODE")
+        first = sweep.start(0)
+        _wait_for_lock_waiters(postgres, 1, [first])  # the first waits in ask() (the study exists)
+        second = sweep.start(1)
+        _wait_for_lock_waiters(postgres, 2, [first, second])
+        lock.commit()  # both asks go through: trials 0 and 1 of a 1-trial study
+    sweep.wait([first, second])
+
+    trials = sweep.study().get_trials(deepcopy=False)
+    assert [(t.number, t.state) for t in trials] == [(0, TrialState.COMPLETE), (1, TrialState.FAIL)], trials
+    surplus = trials[1]
+    assert surplus.system_attrs[FAIL_KIND] == "surplus", surplus.system_attrs
+    assert surplus.user_attrs["fail_reason"] == "surplus: the study already had n_trials=1"
+    assert [r.data.tags["optuna.trial_number"] for r in sweep.runs("trial")] == ["0"]  # never ran
+    check_study_and_runs(sweep)
+    logs = [log.read_text() for log in sweep.logs]
+    assert sum("trial 1 is surplus (the study reached n_trials=1)" in text for text in logs) == 1, logs
 
 
 @pytest.mark.parametrize("text, masked", [
@@ -269,7 +321,9 @@ def test_a_killed_worker_trial_is_failed_retried_and_its_run_ends_killed(tmp_pat
     check_study_and_runs(sweep)
     study = sweep.study()
     killed = next(t for t in study.get_trials(deepcopy=False) if t._trial_id == killed_id)
-    assert killed.state == TrialState.FAIL  # heartbeat went stale
+    # freed by whichever worker looked first: the owner (the killed sweeper process) is gone
+    assert killed.state == TrialState.FAIL and killed.system_attrs[FAIL_KIND] == "dead", killed
+    assert killed.user_attrs["fail_reason"].startswith(f"worker died: its owner process (PID {victim.pid} "), killed
     retries = [t for t in study.get_trials(deepcopy=False) if killed.number in t.system_attrs.get("retry_history", [])]
     assert len(retries) == 1 and retries[0].state == TrialState.COMPLETE and retries[0].params == killed.params
     assert sweep.client().get_run(run.info.run_id).info.status in ("KILLED", "FAILED")
@@ -283,7 +337,7 @@ def test_ctrl_c_then_the_same_command_continues_the_study(tmp_path, postgres, ml
     proc = sweep.start(0)
     run = sweep.wait_for_running_trial(0, after=1)  # trial 0 done, trial >= 1 running
     proc.send_signal(signal.SIGINT)
-    assert proc.wait(timeout=60) != 0
+    assert proc.wait(timeout=60) == 130, sweep.logs[-1].read_text()[-3000:]
     study = sweep.study()
     trial_id = int(run.data.tags["optuna.trial_id"])
     interrupted = next(t for t in study.get_trials(deepcopy=False) if t._trial_id == trial_id)
@@ -310,16 +364,21 @@ def test_launcher_subprocesses_reach_the_trial_without_the_password_in_overrides
     URL masked, the job reads the real one from its own hydra.sweeper.storage."""
     app = REPO / "tests" / "sweeper_app" / "my_app.py"
     env = {k: v for k, v in os.environ.items() if not k.startswith("ECOSPLIT_OPTUNA_")}
-    env["PYTHONPATH"] = str(REPO)
+    env["PYTHONPATH"] = pythonpath()
     name = f"joblib-{uuid.uuid4().hex[:8]}"
     cmd = [sys.executable, str(app), "--multirun", f"hydra.sweep.dir={tmp_path / 'multirun'}",
            f"hydra.sweeper.storage={postgres.url('optuna')}", f"hydra.sweeper.study_name={name}",
            "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "hydra.sweeper.n_jobs=2", "hydra.sweeper.n_trials=2",
            "report_steps=1", "hydra/sweeper/ecosplit_pruner=median"]  # the app asserts current_trial() is not None
-    p = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180)
-    assert p.returncode == 0, p.stdout + p.stderr
-    assert postgres.password not in p.stdout + p.stderr
-    assert "ECOSPLIT_OPTUNA_STORAGE='postgresql://ecosplit:***@" in p.stdout + p.stderr
+    sweeper = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out, err = sweeper.communicate(timeout=180)
+    assert sweeper.returncode == 0, out + err
+    assert postgres.password not in out + err
+    assert "ECOSPLIT_OPTUNA_STORAGE='postgresql://ecosplit:***@" in out + err
     trials = optuna.load_study(study_name=name, storage=postgres.url("optuna")).trials
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 2
-    assert all(t.user_attrs["trial_seen"] == t.number and t.user_attrs["pid"] != os.getpid() for t in trials)
+    for t in trials:
+        # the sweeper process owns the trial; the job ran in a joblib worker process and reached
+        # it there (the app asserts current_trial() is not None and returns its number)
+        assert t.system_attrs[OWNER]["pid"] == sweeper.pid, t.system_attrs
+        assert t.user_attrs["pid"] != sweeper.pid and t.user_attrs["trial_seen"] == t.number, t.user_attrs
