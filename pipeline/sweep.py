@@ -232,10 +232,11 @@ def on_abort(study: optuna.Study, cfg: DictConfig, status: str, reason: str) -> 
     parent = find_parent_run(experiment_id, study.study_name)
     if parent is None:
         return
-    unfinished = _unfinished_trials(study)
-    if unfinished:
-        log.info("sweep %s (%s); trials %s still RUNNING/WAITING in other workers: the parent run stays RUNNING",
-                 status, reason, unfinished)
+    # WAITING trials (re-queued by this very abort) have no worker: only RUNNING ones keep it open
+    running = [t.number for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))]
+    if running:
+        log.info("sweep %s (%s); trials %s still RUNNING in other workers: the parent run stays RUNNING",
+                 status, reason, running)
         return
     client = MlflowClient()
     client.set_tag(parent.info.run_id, "failure_reason", reason)

@@ -12,7 +12,6 @@ import csv
 import io
 import logging
 import os
-import re
 import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -20,44 +19,12 @@ from typing import Any, Iterable, Mapping
 import mlflow
 from mlflow.tracking import MlflowClient
 
+# the one home of secret masking, shared with the sweeper plugin (which never imports pipeline)
+from hydra_plugins.ecosplit_optuna_sweeper.masking import MASK, install_log_masking, mask_secrets  # noqa: F401
+
 log = logging.getLogger(__name__)
 
-# also in Hydra's override grammar, which escapes the colons: http\://user\:pw@host
-_URL_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.\-]*\\*://[^:/@\s\\]*\\*:)(?P<pw>[^@\s]+)(?P<tail>@)")
-MASK = "***"
 MAX_PARAM_CHARS = 6000  # MLflow 3 param value limit
-
-
-def mask_secrets(value: Any) -> Any:
-    """``scheme://user:password@host`` -> ``scheme://user:***@host`` inside any string."""
-    if isinstance(value, str):
-        return _URL_PASSWORD.sub(lambda m: m["head"] + MASK + m["tail"], value)
-    return value
-
-
-class _MaskingRecordFactory:
-    """Log-record factory: URL passwords masked in every record, whoever logs it."""
-
-    def __init__(self, inner):
-        self.inner = inner
-
-    def __call__(self, *args, **kwargs) -> logging.LogRecord:
-        record = self.inner(*args, **kwargs)
-        try:
-            message = record.getMessage()
-        except Exception:  # a broken format: the handler reports it
-            return record
-        masked = mask_secrets(message)
-        if masked != message:
-            record.msg, record.args = masked, ()
-        return record
-
-
-def install_log_masking() -> None:
-    """Mask ``scheme://user:password@`` in all log records of this process (idempotent)."""
-    factory = logging.getLogRecordFactory()
-    if type(factory).__name__ != "_MaskingRecordFactory":  # this one or the sweeper plugin's
-        logging.setLogRecordFactory(_MaskingRecordFactory(factory))
 
 
 def flatten(tree: Mapping, prefix: str = "") -> dict[str, Any]:
