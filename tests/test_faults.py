@@ -42,6 +42,20 @@ RUN_TIMEOUT_S = 300
 FAST = ("search.one_minus_mu=1e-5", "selection.min_val_accuracy=1.0")
 
 
+_STARTED: list[subprocess.Popen] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_sweep_left_behind():
+    """A test that fails while its sweep is paused must not leave the process waiting."""
+    yield
+    while _STARTED:
+        proc = _STARTED.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 @pytest.fixture(scope="session")
 def mlflow_db_template(tmp_path_factory) -> Path:
     """An empty, migrated MLflow SQLite store: copied into a test's working directory it saves
@@ -166,6 +180,7 @@ class Sweep:
             # SIGINT must raise KeyboardInterrupt even if pytest was started with it ignored
             proc = subprocess.Popen(cmd, cwd=self.work, env=env, stdout=o, stderr=e, text=True,
                                     preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        _STARTED.append(proc)
         return Run(proc, out, err, fault_dir)
 
     def run(self, fault: str | None = None, trial: int = 1, args: tuple[str, ...] = ()) -> Run:
