@@ -23,8 +23,8 @@
     trial of T seconds: measured side by side with --default-trial (one real default trial,
     30 epochs on $MNIST_ROOT, heartbeats on), else README's estimate of 50 s.
 
-    .venv/bin/python benchmarks/bench_recovery.py                    # ~3 min on 2 cores
-    .venv/bin/python benchmarks/bench_recovery.py --repeats 3 --default-trial
+    .venv/bin/python benchmarks/bench_recovery.py --repeats 3   # ~4.5 min on 2 cores (1 repeat: ~1.5 min)
+    MNIST_ROOT=../shared/mnist .venv/bin/python benchmarks/bench_recovery.py --skip-a --default-trial  # ~2 min
 
 No assertions: it prints the figures and ratios.
 """
