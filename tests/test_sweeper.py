@@ -880,3 +880,28 @@ def test_grid_sweep_runs_beside_the_official_plugin(tmp_path, official_plugin):
     assert p.returncode == 0, p.stdout + p.stderr
     trials = trials_of(storage, "grid")
     assert sorted((t.params["x"], t.params["y"]) for t in trials) == [(0, -2), (0, -1), (1, -2), (1, -1)]
+
+
+def test_a_lost_database_connection_is_recognised_through_optunas_wrapper():
+    from sqlalchemy.exc import OperationalError
+
+    from hydra_plugins.ecosplit_optuna_sweeper._storage import is_connection_error, retrying
+
+    lost = OperationalError("SELECT 1", {}, Exception("server closed the connection unexpectedly"))
+    try:
+        try:
+            raise lost
+        except OperationalError as e:  # what Optuna's RDB storage does with every database error
+            raise optuna.exceptions.StorageInternalError("An exception is raised during the commit.") from e
+    except optuna.exceptions.StorageInternalError as wrapped:
+        assert is_connection_error(wrapped)
+    assert not is_connection_error(ValueError("not a database problem"))
+    calls = []
+
+    def flaky():
+        calls.append(1)
+        if len(calls) < 3:
+            raise optuna.exceptions.StorageInternalError("commit failed") from lost
+        return "told"
+
+    assert retrying(flaky, "telling a trial", timeout_s=10) == "told" and len(calls) == 3

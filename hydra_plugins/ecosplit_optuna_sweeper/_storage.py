@@ -77,14 +77,22 @@ def rdb_storage(
 
 
 def is_connection_error(e: BaseException) -> bool:
-    """A database that went away (restart, network): worth retrying."""
+    """A database that went away (restart, network): worth retrying. Optuna wraps database
+    errors in StorageInternalError, so the whole chain of causes is looked at."""
     try:
         from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
     except ImportError:  # pragma: no cover
         return False
-    if isinstance(e, (OperationalError, InterfaceError)):
-        return True
-    return isinstance(e, DBAPIError) and bool(getattr(e, "connection_invalidated", False))
+    seen = set()
+    cur: Optional[BaseException] = e
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if isinstance(cur, (OperationalError, InterfaceError)):
+            return True
+        if isinstance(cur, DBAPIError) and getattr(cur, "connection_invalidated", False):
+            return True
+        cur = cur.__cause__ or cur.__context__
+    return False
 
 
 def retrying(fn: Callable[[], T], what: str, timeout_s: float = 60.0) -> T:
