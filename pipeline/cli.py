@@ -50,12 +50,19 @@ def user_errors_exit(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        global _task_started
+        _task_started = True
         try:
             return fn(*args, **kwargs)
         except USER_ERRORS as exc:
             refuse(str(exc), exc, quiet=in_sweeper_trial())
 
     return wrapper
+
+
+# Set once a task has started in this process: from then on an OmegaConf error is a bug in our
+# code (e.g. a misspelt key), not a composition mistake of the user's, and keeps its traceback.
+_task_started = False
 
 
 def one_line(text: str) -> str:
@@ -91,7 +98,7 @@ def run_cli(main: Callable[[], object]) -> object:
     try:
         return main()
     except COMPOSITION_ERRORS as exc:
-        if saved == "1":
+        if saved == "1" or _task_started:
             raise
         refuse(composition_message(exc), exc)
     finally:

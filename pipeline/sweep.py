@@ -228,12 +228,17 @@ def on_abort(study: optuna.Study, cfg: DictConfig, status: str, reason: str) -> 
     experiment_id = tracking.existing_experiment(cfg.tracking.uri, cfg.tracking.experiment)
     if experiment_id is None:  # stopped before on_start: nothing recorded, nothing to end
         return
-    reconcile_killed_runs(study, experiment_id, status)
     parent = find_parent_run(experiment_id, study.study_name)
+    try:
+        reconcile_killed_runs(study, experiment_id, status)
+        # WAITING trials (re-queued by this very abort) have no worker: only RUNNING ones keep it open
+        running = [t.number for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))]
+    except Exception as exc:  # the Optuna storage is gone too: still end the parent run
+        log.warning("could not read study %s while aborting (%s): its parent run ends %s", study.study_name,
+                    type(exc).__name__, status)
+        running = []
     if parent is None:
         return
-    # WAITING trials (re-queued by this very abort) have no worker: only RUNNING ones keep it open
-    running = [t.number for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))]
     if running:
         log.info("sweep %s (%s); trials %s still RUNNING in other workers: the parent run stays RUNNING",
                  status, reason, running)

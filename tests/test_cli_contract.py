@@ -114,3 +114,25 @@ def test_sweep_bad_setting_is_one_line_exit_2_and_nothing_recorded(tmp_path, fak
     proc = run("sweep", tmp_path, "experiment=smoke", f"data.root={fake_mnist}", "data.download=false", override)
     assert_refused(proc, line)
     assert stores(tmp_path) == {}
+
+
+def test_an_omegaconf_error_inside_a_task_is_a_bug_and_keeps_its_traceback(monkeypatch):
+    """Only what Hydra refuses while composing is a user's mistake (one line, exit 2); the same
+    kind of error raised by our own code once the task runs is a bug."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import ConfigAttributeError
+
+    from pipeline import cli
+
+    cfg = OmegaConf.create({"train": {"mu": 0.5}})
+    OmegaConf.set_struct(cfg, True)
+
+    monkeypatch.setattr(cli, "_task_started", False)
+    with pytest.raises(SystemExit) as refused:  # before any task: a composition mistake
+        cli.run_cli(lambda: cfg.train.muu)
+    assert refused.value.code == 2
+
+    monkeypatch.setattr(cli, "_task_started", False)
+    task = cli.user_errors_exit(lambda: cfg.train.muu)  # a misspelt key in our own code
+    with pytest.raises(ConfigAttributeError):
+        cli.run_cli(task)

@@ -214,6 +214,8 @@ def test_heartbeats_are_on_by_default_with_grace_three_intervals():
         (["hydra.sweeper.objectives=null"], "error: trial 0: hydra.sweeper.objectives is not set"),
         (["hydra.sweeper.on_complete=my_app.nope"], "error: hydra.sweeper.on_complete: cannot import 'my_app.nope'"),
         (["exit_code=2"], "error: trial 0: x="),
+        (["xx=interval(0, 1)"], "error: hydra.sweeper.params: 'xx' is not a key of the config"),
+        (["hydra.sweeper.params.y=0.5", "+hydra.sweeper.params.yy=1"], "error: hydra.sweeper.params: 'yy' is not a key"),
     ],
 )
 def test_mistakes_stop_at_the_first_trial_with_one_line_and_status_2(tmp_path, overrides, message):
@@ -728,7 +730,7 @@ def test_a_running_trial_nothing_can_free_is_not_waited_for(tmp_path):
     p = _run(tmp_path, f"hydra.sweeper.storage={storage}", "hydra.sweeper.study_name=blind",
              "hydra.sweeper.n_trials=2", timeout=60)
     assert p.returncode == 0, p.stdout + p.stderr
-    assert "not waiting for trials [0]: they have neither a heartbeat nor an owner record" in p.stdout + p.stderr
+    assert "not waiting for trials [0]: nothing here can free them" in p.stdout + p.stderr
     assert [t.state for t in trials_of(storage, "blind")] == [TrialState.RUNNING, TrialState.COMPLETE]
 
 
@@ -743,9 +745,10 @@ def test_dead_owner_on_this_host_is_freed_even_with_heartbeats_off(tmp_path):
     storage = sqlite(tmp_path)
     gone = subprocess.Popen(["true"])
     gone.wait()  # a PID that no longer runs
-    import socket
+    from hydra_plugins.ecosplit_optuna_sweeper._storage import owner_record
 
-    t = _trial_owned_by(storage, "gone", {"host": socket.gethostname(), "pid": gone.pid, "heartbeat": None})
+    here = owner_record(None)  # this host, boot and PID namespace
+    t = _trial_owned_by(storage, "gone", {**here, "pid": gone.pid, "start": None})
     p = _run(tmp_path, f"hydra.sweeper.storage={storage}", "hydra.sweeper.study_name=gone",
              "hydra.sweeper.n_trials=2", "hydra.sweeper.heartbeat_interval=null")
     assert p.returncode == 0, p.stdout + p.stderr
@@ -905,3 +908,35 @@ def test_a_lost_database_connection_is_recognised_through_optunas_wrapper():
         return "told"
 
     assert retrying(flaky, "telling a trial", timeout_s=10) == "told" and len(calls) == 3
+
+
+def test_same_host_name_on_another_machine_or_namespace_is_not_judged_by_pid(monkeypatch):
+    """Two machines named alike, or containers sharing a host name: a PID recorded there means
+    nothing here, so the heartbeat decides (a live trial must never be freed by the PID check)."""
+    from hydra_plugins.ecosplit_optuna_sweeper import _storage
+
+    here = _storage.owner_record(10)
+    dead_pid = subprocess.Popen(["true"])
+    dead_pid.wait()
+    assert _storage.owner_gone({**here, "pid": dead_pid.pid, "start": None}) is not None
+    assert _storage.owner_gone({**here, "pid": dead_pid.pid, "boot": "another-machine"}) is None
+    assert _storage.owner_gone({**here, "pid": dead_pid.pid, "pidns": "pid:[1]"}) is None
+    assert _storage.owner_gone({**here, "pid": dead_pid.pid, "host": "elsewhere"}) is None
+    assert _storage.owner_gone(here) is None  # this very process: alive
+    assert _storage.owner_gone({**here, "start": here["start"] + 1}) is not None  # PID reused
+
+
+def test_fixed_values_of_the_params_setting_define_the_study_even_with_an_app_definition():
+    from hydra_plugins.ecosplit_optuna_sweeper._study import definition, digest
+
+    def digest_for(params):
+        impl = EcosplitOptunaSweeperImpl(params=params)
+        space = parse_search_space(params_config_to_lines(params) + ["data.root=/here"])
+        return digest(definition(impl.settings, space, app={"lam": 0.5}))
+
+    a = digest_for({"x": "interval(0, 1)", "epochs": "1"})
+    assert a != digest_for({"x": "interval(0, 1)", "epochs": "2"})  # the jobs get another value
+    assert a == digest_for({"x": "interval(0, 1)", "epochs": "1"})
+    # a command-line fixed value (data.root here) is the app's to judge: not in the definition
+    assert "data.root" not in str(definition(EcosplitOptunaSweeperImpl().settings,
+                                             parse_search_space(["data.root=/x"]), app={}))

@@ -24,22 +24,26 @@ interrupt, crash) first finishes or re-queues every trial this process owns, the
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
 import re
+import signal
+import threading
 import time
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import optuna
 from hydra.core.plugins import Plugins
 from hydra.core.utils import JobReturn
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig
+from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
+from omegaconf import DictConfig, OmegaConf
 from optuna.trial import FrozenTrial, Trial, TrialState
 
 from . import _runtime
@@ -68,6 +72,7 @@ from .masking import install_log_masking, mask_secrets, redact_url
 
 log = logging.getLogger("hydra_plugins.ecosplit_optuna_sweeper")
 
+HYDRA_USAGE_ERRORS = (ConfigCompositionException, MissingConfigException, OverrideParseException)
 COUNTED_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
 
 
@@ -102,6 +107,7 @@ class EcosplitOptunaSweeperImpl(Sweeper):
         self._read_outcome = OutcomeReader(self.settings)
         self._custom_fn: Any = None
         self._owned: Dict[int, Trial] = {}  # trial id -> trial this process has RUNNING
+        self._heartbeat: Optional[Heartbeat] = None
 
     # ------------------------------------------------------------------ hydra API
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
@@ -136,6 +142,7 @@ class EcosplitOptunaSweeperImpl(Sweeper):
                 "set a study_name to resume the study and share n_trials across runs"
             )
         space = parse_search_space(params_config_to_lines(s.params) + list(arguments))
+        check_keys(space, self.config)
         if not space.params and not s.custom_search_space:
             log.warning(
                 "the search space is empty: set hydra.sweeper.params or pass sweeps such as "
@@ -185,6 +192,7 @@ class EcosplitOptunaSweeperImpl(Sweeper):
             log.info("  fixed: %s", mask_secrets(f.override))
 
         heartbeat = Heartbeat(study._storage, s.heartbeat_interval) if s.heartbeat_on else None
+        self._heartbeat = heartbeat
         try:
             if hooks["on_start"] is not None:
                 hooks["on_start"](study, self.config)
@@ -222,7 +230,7 @@ class EcosplitOptunaSweeperImpl(Sweeper):
         for trial_id, trial in list(self._owned.items()):
             if fail_trial(study, trial_id, trial.number, reason, kind):
                 requeue(study, trial_id, trial.number, self.settings.max_retry)
-            self._owned.pop(trial_id, None)
+            self._disown(trial_id)
 
     # ------------------------------------------------------------------ main loop
     def _run(self, study: optuna.Study, space: SearchSpace, n_trials: int, heartbeat: Optional[Heartbeat]) -> None:
@@ -278,7 +286,7 @@ class EcosplitOptunaSweeperImpl(Sweeper):
                 if not batch:
                     continue
                 progress.before_batch()
-                returns = self._launch(study, batch, heartbeat)
+                returns = self._launch(study, batch)
                 outcomes = [self._read_outcome(t, r) for (t, _), r in zip(batch, returns)]
                 told = self._tell_batch(study, batch, outcomes)
                 trials = study.get_trials(deepcopy=False)
@@ -321,23 +329,39 @@ class EcosplitOptunaSweeperImpl(Sweeper):
         blind = set(unwatched(study, trials))
         if blind and not getattr(self, "_told_blind", False):
             self._told_blind = True
-            log.warning("not waiting for trials %s: they have neither a heartbeat nor an owner "
-                        "record (made by another tool, or a sweeper with heartbeats off)", sorted(blind))
+            log.warning("not waiting for trials %s: nothing here can free them (no heartbeat, and no "
+                        "owner record or an owner with heartbeats off on another machine)", sorted(blind))
         return [n for n in running if n not in blind]
+
+    def _own(self, study: optuna.Study, owner: Dict[str, Any]) -> Trial:
+        """Ask a trial and make it this process's at once: registered (so an interrupt frees
+        it), owner recorded, heartbeat started. Ctrl-C is held back until that is done: a
+        RUNNING trial without an owner could never be freed. ``ask`` is not retried: a lost
+        acknowledgement would leave a trial nobody owns."""
+        with _sigint_deferred(), warnings.catch_warnings():
+            # heartbeats are recorded by this sweeper, not by Study.optimize
+            warnings.filterwarnings("ignore", message=".*Heartbeat of storage.*")
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            trial = study.ask()
+            self._owned[trial._trial_id] = trial
+            if self.settings.storage_url:
+                retrying(lambda: trial.storage.set_trial_system_attr(trial._trial_id, OWNER, owner),
+                         "recording the trial's owner")
+            if self._heartbeat is not None:
+                self._heartbeat.add([trial._trial_id])
+        return trial
+
+    def _disown(self, trial_id: int) -> None:
+        self._owned.pop(trial_id, None)
+        if self._heartbeat is not None:
+            self._heartbeat.remove([trial_id])
 
     def _ask_batch(self, study: optuna.Study, space: SearchSpace, k: int, n_trials: int) -> List[Tuple[Trial, List[str]]]:
         s = self.settings
         owner = owner_record(s.heartbeat_interval if s.heartbeat_on else None)
         batch: List[Tuple[Trial, List[str]]] = []
         for _ in range(k):
-            with warnings.catch_warnings():
-                # heartbeats are recorded by this sweeper, not by Study.optimize
-                warnings.filterwarnings("ignore", message=".*Heartbeat of storage.*")
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                trial = retrying(study.ask, "asking for a trial")
-            self._owned[trial._trial_id] = trial
-            if s.storage_url:
-                trial.storage.set_trial_system_attr(trial._trial_id, OWNER, owner)
+            trial = self._own(study, owner)
             try:
                 overrides = configure(s, study, trial, space, self._custom_fn, self.config)
             except (ConfigError, SearchSpaceError) as e:
@@ -363,20 +387,25 @@ class EcosplitOptunaSweeperImpl(Sweeper):
 
     def _finish(self, study: optuna.Study, trial: Trial, reason: str, kind: str) -> bool:
         """FAIL a trial of this process with its reason (it is no longer owned here)."""
-        self._owned.pop(trial._trial_id, None)
-        return fail_trial(study, trial._trial_id, trial.number, reason, kind)
+        done = fail_trial(study, trial._trial_id, trial.number, reason, kind)
+        self._disown(trial._trial_id)
+        return done
 
-    def _launch(self, study: optuna.Study, batch: List[Tuple[Trial, List[str]]], heartbeat: Optional[Heartbeat]) -> Sequence[JobReturn]:
-        ids = [t._trial_id for t, _ in batch]
+    def _launch(self, study: optuna.Study, batch: List[Tuple[Trial, List[str]]]) -> Sequence[JobReturn]:
         for t, _ in batch:
             _runtime.register_trial(study.study_name, t)
-        if heartbeat is not None:
-            heartbeat.add(ids)
         # job folders continue from the study's trials and from what the sweep dir holds,
         # so a resumed sweep never overwrites an earlier job's folder
         first = max(self.job_idx, self._next_job_dir, min(t.number for t, _ in batch))
         try:
             returns = self.launcher.launch([o for _, o in batch], initial_job_idx=first)
+        except HYDRA_USAGE_ERRORS as e:
+            # a job's config does not compose (e.g. a key of hydra.sweeper.params that the
+            # config lacks): every trial would fail alike
+            reason = f"the job's config does not compose: {' '.join(str(e).split())}"
+            for t, _ in batch:
+                self._finish(study, t, reason, FailKind.CONFIG)
+            raise UsageError(f"trial {batch[0][0].number}: {reason}") from e
         except BaseException as e:
             if not isinstance(e, KeyboardInterrupt):
                 # the launcher itself failed (e.g. a worker process died): free the batch
@@ -385,8 +414,6 @@ class EcosplitOptunaSweeperImpl(Sweeper):
                         requeue(study, t._trial_id, t.number, self.settings.max_retry)
             raise  # KeyboardInterrupt: _release_owned re-queues the batch
         finally:
-            if heartbeat is not None:
-                heartbeat.remove(ids)
             for t, _ in batch:
                 _runtime.unregister_trial(study.study_name, t)
         self.job_idx = first + len(batch)
@@ -407,7 +434,7 @@ class EcosplitOptunaSweeperImpl(Sweeper):
                 log.warning("could not tell trial %d (%s): %s", trial.number, outcome.state, describe_exception(e))
                 first_error = first_error or e
                 continue
-            self._owned.pop(trial._trial_id, None)
+            self._disown(trial._trial_id)  # beats until told: a slow tell must not look dead
             if frozen is not None:
                 told.append((frozen, outcome))
         if first_error is not None:
@@ -445,6 +472,41 @@ class EcosplitOptunaSweeperImpl(Sweeper):
                 f"sweep aborted: the last {fail_streak} trials all failed (n_trials={n_trials} "
                 f"failures in a row, with hydra.sweeper.max_failure_rate=1); last failure: {last}"
             )
+
+
+@contextlib.contextmanager
+def _sigint_deferred() -> Iterator[None]:
+    """Hold SIGINT (Ctrl-C) back until the block is done; it is delivered right after."""
+    main = threading.current_thread() is threading.main_thread()
+    if main and hasattr(signal, "pthread_sigmask"):
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            yield
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+    else:  # pragma: no cover - not the main thread, or no POSIX signal masks
+        yield
+
+
+def check_keys(space: SearchSpace, config: Any) -> None:
+    """Every searched or fixed key without a +/++/~ prefix must exist in the config (Hydra
+    would refuse every job); checked before the study is opened or defined."""
+    if config is None:
+        return
+    groups = set(OmegaConf.select(config, "hydra.runtime.choices", default=None) or {})
+    lines = [(p.name, p.prefix) for p in space.params.values()]
+    lines += [(f.name, f.override[: len(f.override) - len(f.override.lstrip("+~"))]) for f in space.fixed.values()]
+    for name, prefix in lines:
+        if prefix or "@" in name or "/" in name or name in groups:  # config groups choose files
+            continue
+        if OmegaConf.select(config, name, default=_ABSENT) is _ABSENT:
+            raise ConfigError(
+                f"hydra.sweeper.params: '{name}' is not a key of the config; fix the name, or "
+                f"add a new key with '+{name}=...'"
+            )
+
+
+_ABSENT = object()
 
 
 def _next_free_job_number(sweep_dir: Path) -> int:

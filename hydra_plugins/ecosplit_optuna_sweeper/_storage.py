@@ -140,21 +140,39 @@ def host_name() -> str:
     return os.environ.get(ENV_HOST) or socket.gethostname()
 
 
+def _pid_namespace() -> Optional[str]:
+    """The PID namespace of this process (containers sharing a host name have their own)."""
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return None
+
+
 def owner_record(heartbeat_interval: Optional[int]) -> Dict[str, Any]:
     """Who owns a trial: this process on this host."""
     pid = os.getpid()
-    return {"host": host_name(), "boot": _boot_id(), "pid": pid, "start": _proc_start(pid),
-            "heartbeat": heartbeat_interval}
+    return {"host": host_name(), "boot": _boot_id(), "pidns": _pid_namespace(), "pid": pid,
+            "start": _proc_start(pid), "heartbeat": heartbeat_interval}
+
+
+def _same_machine(owner: Dict[str, Any]) -> bool:
+    """True only when a PID recorded by ``owner`` means a process we can see: same host name,
+    same boot (two machines may share a name) and same PID namespace (containers)."""
+    if owner.get("host") != host_name():
+        return False
+    for key, mine in (("boot", _boot_id()), ("pidns", _pid_namespace())):
+        if owner.get(key) != mine:
+            return False
+    return True
 
 
 def owner_gone(owner: Any) -> Optional[str]:
     """Why the owner of a trial is certainly dead (it ran on this host), or None."""
-    if not isinstance(owner, dict) or owner.get("host") != host_name():
+    # Another boot or namespace under the same name is not certainly dead (a second machine
+    # with the same host name, another container): the heartbeat decides there.
+    if not isinstance(owner, dict) or not _same_machine(owner):
         return None
     pid, host = owner.get("pid"), owner.get("host")
-    boot = _boot_id()
-    if owner.get("boot") and boot and owner["boot"] != boot:
-        return f"its owner (PID {pid} on {host}) ran before this host restarted"
     if not isinstance(pid, int):
         return None
     try:
@@ -232,13 +250,20 @@ def dead_trials(
 
 
 def unwatched(study: optuna.Study, trials: Sequence[FrozenTrial]) -> List[int]:
-    """Numbers of RUNNING trials nothing can ever free: no owner record and no heartbeat."""
+    """Numbers of RUNNING trials nothing here can ever free: no heartbeat, and either no owner
+    record or an owner with heartbeats off on another machine."""
     storage = _rdb(study._storage)
     if storage is None:
         return []
     silent = _trial_ids_without_heartbeat(storage, study._study_id)
-    return [t.number for t in trials
-            if t.state == TrialState.RUNNING and t._trial_id in silent and OWNER not in t.system_attrs]
+    out = []
+    for t in trials:
+        if t.state != TrialState.RUNNING or t._trial_id not in silent:
+            continue
+        owner = t.system_attrs.get(OWNER)
+        if not isinstance(owner, dict) or (not owner.get("heartbeat") and not _same_machine(owner)):
+            out.append(t.number)
+    return out
 
 
 # --------------------------------------------------------------------------- fail + re-queue
@@ -278,7 +303,8 @@ def requeue(study: optuna.Study, trial_id: int, number: int, max_retry: Optional
             frozen.system_attrs.pop(key, None)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            retrying(lambda: callback(study, frozen), "re-queueing")
+            # not retried: a commit whose acknowledgement was lost would queue a second copy
+            callback(study, frozen)
     except Exception as e:
         log.warning("could not re-queue trial %d with the same params: %s", number, e)
 

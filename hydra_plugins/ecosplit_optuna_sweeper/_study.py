@@ -42,6 +42,11 @@ def definition(settings: Settings, space: SearchSpace, app: Optional[Mapping[str
         out["fixed"] = sorted(mask_secrets(f.override) for f in space.fixed.values())
     else:
         out["app"] = json.loads(json.dumps(app, sort_keys=True, default=str))
+        # fixed values of hydra.sweeper.params reach the jobs only, never the config the app
+        # sees here (command-line ones do, and the app judges which of them matter)
+        from_params = sorted(mask_secrets(f.override) for f in space.fixed.values() if f.name in settings.params)
+        if from_params:
+            out["fixed_params"] = from_params
     return json.loads(mask_secrets(json.dumps(out, sort_keys=True)))
 
 
