@@ -940,3 +940,23 @@ def test_fixed_values_of_the_params_setting_define_the_study_even_with_an_app_de
     # a command-line fixed value (data.root here) is the app's to judge: not in the definition
     assert "data.root" not in str(definition(EcosplitOptunaSweeperImpl().settings,
                                              parse_search_space(["data.root=/x"]), app={}))
+
+
+def test_a_storage_error_telling_one_trial_still_tells_the_rest_of_the_batch(monkeypatch):
+    from hydra_plugins.ecosplit_optuna_sweeper import _loop
+    from hydra_plugins.ecosplit_optuna_sweeper._outcome import Outcome
+
+    impl = EcosplitOptunaSweeperImpl(n_trials=3)
+    study = optuna.create_study()
+    batch = [(study.ask(), []) for _ in range(3)]
+    real_tell = _loop.tell
+
+    def flaky_tell(study_, trial, outcome, kind):
+        if trial.number == 0:
+            raise RuntimeError("database went away")
+        return real_tell(study_, trial, outcome, kind)
+
+    monkeypatch.setattr(_loop, "tell", flaky_tell)
+    with pytest.raises(RuntimeError, match="database went away"):
+        impl._tell_batch(study, batch, [Outcome("COMPLETE", values=[1.0])] * 3)
+    assert [t.state for t in study.trials] == [TrialState.RUNNING, TrialState.COMPLETE, TrialState.COMPLETE]
