@@ -41,6 +41,19 @@ def fake_mnist(tmp_path_factory) -> Path:
     return make_fake_mnist(tmp_path_factory.mktemp("mnist"))
 
 
+def study_runs(client, experiment: str, study_name: str, role: str | None = None, status: str | None = None) -> list:
+    """The MLflow runs of one sweep (tag ecosplit.study), optionally of one role and status."""
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return []
+    flt = [f"tags.`ecosplit.study` = '{study_name}'"]
+    if role:
+        flt.append(f"tags.`ecosplit.role` = '{role}'")
+    if status:
+        flt.append(f"attributes.status = '{status}'")
+    return client.search_runs([exp.experiment_id], " and ".join(flt), max_results=1000)
+
+
 def compose_cfg(config_name: str, overrides: list[str]):
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
         return compose(config_name=config_name, overrides=overrides)

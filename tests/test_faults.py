@@ -31,7 +31,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
-from tests.conftest import REPO
+from tests.conftest import REPO, study_runs
 
 APP = REPO / "tests" / "fault_app.py"
 FAIL_KIND = "ecosplit_optuna:fail_kind"
@@ -205,15 +205,7 @@ class Sweep:
         return MlflowClient(self.tracking_uri)
 
     def runs(self, role: str | None = None, status: str | None = None) -> list:
-        exp = self.client().get_experiment_by_name(self.experiment)
-        if exp is None:
-            return []
-        flt = [f"tags.`ecosplit.study` = '{self.study_name}'"]
-        if role:
-            flt.append(f"tags.`ecosplit.role` = '{role}'")
-        if status:
-            flt.append(f"attributes.status = '{status}'")
-        return self.client().search_runs([exp.experiment_id], " and ".join(flt), max_results=1000)
+        return study_runs(self.client(), self.experiment, self.study_name, role, status)
 
     def trial_run(self, number: int):
         (run,) = [r for r in self.runs("trial") if r.data.tags.get("optuna.trial_number") == str(number)]
@@ -275,17 +267,22 @@ def this_host() -> str:
 # the rows
 
 
-def test_exception_in_a_trial_fails_it_with_its_reason_and_the_rerun_completes(tmp_path, fake_mnist, mlflow_db_template):
+@pytest.mark.parametrize("fault, reason", [
+    ("raise", "InjectedFault: injected fault in trial 1"),  # the task raises
+    ("nan", "non-finite objective"),  # eq. (8) comes out NaN
+])
+def test_a_failing_trial_is_fail_with_its_reason_and_the_rerun_completes(fault, reason, tmp_path, fake_mnist,
+                                                                           mlflow_db_template):
     sweep = Sweep(tmp_path, fake_mnist, 2, mlflow_db_template=mlflow_db_template)
-    first = sweep.run(fault="raise")
+    first = sweep.run(fault=fault)
     # one failure of a 2-trial budget is more than max_failure_rate=0.2 allows: the sweep stops
     assert first.proc.returncode == 1, first.tail()
-    assert_one_error_line(first, "sweep aborted", "InjectedFault: injected fault in trial 1")
+    assert_one_error_line(first, "sweep aborted", reason)
     failed = sweep.trial(1)
     assert failed.state == TrialState.FAIL and failed.system_attrs[FAIL_KIND] == "task"
-    assert "InjectedFault: injected fault in trial 1" in failed.user_attrs["fail_reason"]
+    assert reason in failed.user_attrs["fail_reason"]
     run = sweep.trial_run(1)
-    assert run.info.status == "FAILED" and "injected fault" in run.data.tags["failure_reason"]
+    assert run.info.status == "FAILED" and reason.split(": ")[-1] in run.data.tags["failure_reason"]
     assert sweep.parent().info.status == "FAILED"  # on_abort
     assert not sweep.runs(status="RUNNING")
     before = sweep.complete_values()
@@ -372,23 +369,6 @@ def test_sigkill_with_default_settings_the_rerun_frees_the_trial_at_once(backend
     assert retry.state == TrialState.COMPLETE and retry.params == killed.params
     run = sweep.trial_run(1)
     assert run.info.status == "KILLED" and run.data.tags["failure_reason"] == expected
-    check_finished(sweep, before)
-
-
-def test_nan_objective_fails_the_trial_with_its_reason_and_the_rerun_completes(tmp_path, fake_mnist, mlflow_db_template):
-    sweep = Sweep(tmp_path, fake_mnist, 2, mlflow_db_template=mlflow_db_template)
-    first = sweep.run(fault="nan")
-    assert first.proc.returncode == 1, first.tail()
-    assert_one_error_line(first, "sweep aborted", "non-finite objective")
-    failed = sweep.trial(1)
-    assert failed.state == TrialState.FAIL and failed.system_attrs[FAIL_KIND] == "task"
-    assert "non-finite objective" in failed.user_attrs["fail_reason"]
-    run = sweep.trial_run(1)
-    assert run.info.status == "FAILED" and "non-finite objective" in run.data.tags["failure_reason"]
-    before = sweep.complete_values()
-
-    again = sweep.run()
-    assert again.proc.returncode == 0, again.tail()
     check_finished(sweep, before)
 
 

@@ -21,7 +21,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
-from tests.conftest import REPO
+from tests.conftest import REPO, study_runs
 
 # tests using the postgres / mlflow_server fixtures are marked `services` by conftest.py
 
@@ -80,15 +80,7 @@ class Sweep:
         return exp.experiment_id if exp else None
 
     def runs(self, role: str | None = None, status: str | None = None):
-        exp_id = self.experiment_id()
-        if exp_id is None:
-            return []
-        flt = [f"tags.`ecosplit.study` = '{self.study_name}'"]
-        if role:
-            flt.append(f"tags.`ecosplit.role` = '{role}'")
-        if status:
-            flt.append(f"attributes.status = '{status}'")
-        return self.client().search_runs([exp_id], " and ".join(flt), max_results=1000)
+        return study_runs(self.client(), self.experiment, self.study_name, role, status)
 
     def wait_for_running_trial(self, worker: int, after: int = 0, timeout: float = 180):
         """The first trial run of worker i (by cache dir) that is RUNNING and has a trial number
