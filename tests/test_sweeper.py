@@ -935,6 +935,10 @@ def test_fixed_values_of_the_params_setting_define_the_study_even_with_an_app_de
         return digest(definition(impl.settings, space, app={"lam": 0.5}))
 
     a = digest_for({"x": "interval(0, 1)", "epochs": "1"})
+    settings, space = EcosplitOptunaSweeperImpl().settings, parse_search_space([])
+    # a value typed as 1 on the command line and written 1.0 in a file is the same experiment
+    assert digest(definition(settings, space, app={"lam": 1})) == digest(definition(settings, space, app={"lam": 1.0}))
+    assert digest(definition(settings, space, app={"lam": 1})) != digest(definition(settings, space, app={"lam": 0.5}))
     assert a != digest_for({"x": "interval(0, 1)", "epochs": "2"})  # the jobs get another value
     assert a == digest_for({"x": "interval(0, 1)", "epochs": "1"})
     # a command-line fixed value (data.root here) is the app's to judge: not in the definition

@@ -47,7 +47,18 @@ def definition(settings: Settings, space: SearchSpace, app: Optional[Mapping[str
         from_params = sorted(mask_secrets(f.override) for f in space.fixed.values() if f.name in settings.params)
         if from_params:
             out["fixed_params"] = from_params
-    return json.loads(mask_secrets(json.dumps(out, sort_keys=True)))
+    return _integral_floats_as_ints(json.loads(mask_secrets(json.dumps(out, sort_keys=True))))
+
+
+def _integral_floats_as_ints(x: Any) -> Any:
+    """1.0 -> 1: ``objective.lam=1`` on the command line and ``lam: 1.0`` in a file are one value."""
+    if isinstance(x, dict):
+        return {k: _integral_floats_as_ints(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_integral_floats_as_ints(v) for v in x]
+    if isinstance(x, float) and x.is_integer():
+        return int(x)
+    return x
 
 
 def digest(defn: Mapping[str, Any]) -> str:
