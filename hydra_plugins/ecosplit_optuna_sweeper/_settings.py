@@ -77,8 +77,8 @@ class Settings:
             )
         v: Dict[str, Any] = {n: plain(raw[n]) if n in raw else _default(n) for n in SETTING_NAMES}
         # sampler / pruner stay DictConfigs: instantiated later with Hydra
-        self.sampler_cfg = _resolve_group("sampler", raw.get("sampler", "tpe"), SAMPLERS)
-        self.pruner_cfg = _resolve_group("pruner", raw.get("pruner", "none"), PRUNERS)
+        self.sampler_cfg = _resolve_group("sampler", v["sampler"], SAMPLERS)
+        self.pruner_cfg = _resolve_group("pruner", v["pruner"], PRUNERS)
         self.objective_names, self.directions = _resolve_objectives(v["direction"], v["objectives"])
         self.constraints = _resolve_constraints(v["constraints"])
 
