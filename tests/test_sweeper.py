@@ -964,3 +964,19 @@ def test_a_storage_error_telling_one_trial_still_tells_the_rest_of_the_batch(mon
     with pytest.raises(RuntimeError, match="database went away"):
         impl._tell_batch(study, batch, [Outcome("COMPLETE", values=[1.0])] * 3)
     assert [t.state for t in study.trials] == [TrialState.RUNNING, TrialState.COMPLETE, TrialState.COMPLETE]
+
+
+def test_a_killed_joblib_worker_fails_the_batch_with_one_line_and_the_rerun_completes(tmp_path):
+    storage = sqlite(tmp_path)
+    common = [f"hydra.sweeper.storage={storage}", "hydra.sweeper.study_name=worker", "hydra/launcher=joblib",
+              "hydra.launcher.n_jobs=2", "hydra.sweeper.n_jobs=2", "kill_at_trial=1"]
+    first = _run(tmp_path, *common)  # trial 1's task SIGKILLs its loky worker process
+    errors = [line for line in first.stderr.splitlines() if line.startswith("error:")]
+    assert first.returncode == 1 and len(errors) == 1 and "Traceback" not in first.stderr, first.stderr
+    assert "launcher failed: TerminatedWorkerError" in errors[0] and "re-queued" in errors[0]
+    trials = trials_of(storage, "worker")
+    assert {t.system_attrs[FAIL_KIND] for t in trials if t.state == TrialState.FAIL} == {"launcher"}
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    again = _run(tmp_path, *common)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert sum(t.state == TrialState.COMPLETE for t in trials_of(storage, "worker")) == 4

@@ -92,6 +92,10 @@ class SweepAbortedError(RuntimeError):
     """Too many of this run's trials failed (max_failure_rate): the sweep stopped."""
 
 
+class LauncherError(RuntimeError):
+    """The launcher itself failed (e.g. a worker process was killed): the batch was re-queued."""
+
+
 class UsageError(ConfigError):
     """A trial showed a configuration or input error: the sweep stopped at it."""
 
@@ -406,13 +410,17 @@ class EcosplitOptunaSweeperImpl(Sweeper):
             for t, _ in batch:
                 self._finish(study, t, reason, FailKind.CONFIG)
             raise UsageError(f"trial {batch[0][0].number}: {reason}") from e
+        except KeyboardInterrupt:
+            raise  # _release_owned re-queues the batch
         except BaseException as e:
-            if not isinstance(e, KeyboardInterrupt):
-                # the launcher itself failed (e.g. a worker process died): free the batch
-                for t, _ in batch:
-                    if self._finish(study, t, f"launcher failed: {describe_exception(e)}", FailKind.LAUNCHER):
-                        requeue(study, t._trial_id, t.number, self.settings.max_retry)
-            raise  # KeyboardInterrupt: _release_owned re-queues the batch
+            # the launcher itself failed (e.g. a worker process died): free the batch
+            reason = f"launcher failed: {describe_exception(e)}"
+            for t, _ in batch:
+                if self._finish(study, t, reason, FailKind.LAUNCHER):
+                    requeue(study, t._trial_id, t.number, self.settings.max_retry)
+            numbers = [t.number for t, _ in batch]
+            raise LauncherError(f"{reason.splitlines()[0]}; trials {numbers} were re-queued with the "
+                                "same params: re-run the same command to continue") from e
         finally:
             for t, _ in batch:
                 _runtime.unregister_trial(study.study_name, t)

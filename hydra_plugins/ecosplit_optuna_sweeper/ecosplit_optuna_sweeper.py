@@ -41,7 +41,7 @@ class EcosplitOptunaSweeper(Sweeper):
 
     def sweep(self, arguments: List[str]) -> Any:
         """Run the sweep; returns the ``optuna.Study``."""
-        from ._loop import SweepAbortedError
+        from ._loop import LauncherError, SweepAbortedError
         from ._outcome import ConfigError
         from ._search_space import SearchSpaceError
         from ._storage import is_connection_error
@@ -50,7 +50,7 @@ class EcosplitOptunaSweeper(Sweeper):
             return self.sweeper.sweep(arguments)
         except (ConfigError, SearchSpaceError) as e:
             _exit(2, f"error: {e}")
-        except SweepAbortedError as e:
+        except (SweepAbortedError, LauncherError) as e:
             _exit(1, f"error: {e}")
         except KeyboardInterrupt:
             _exit(130, "interrupted: the running trials were failed and re-queued; re-run the "
