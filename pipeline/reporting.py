@@ -129,6 +129,15 @@ def evaluate_models(cfg: DictConfig, dense: SplitCNN, pruned: SplitCNN, bandwidt
     return Evaluation(compressed, uncompressed, scenario, results)
 
 
+def energy_terms(cfg: DictConfig, dense: SplitCNN, pruned: SplitCNN) -> dict[str, float]:
+    """The energy terms of eq. (8) at the default bandwidth: trajectory-average PS energy of the
+    compressed model and of the uncompressed one (PSNC, the normaliser)."""
+    bw = float(cfg.channel.bandwidth_hz)
+    results = evaluate_models(cfg, dense, pruned, [bw], methods=("ps", "psnc")).results[bw]
+    return {"energy_total_j_ps": results["ps"].means()["energy_total_j"],
+            "energy_total_j_psnc": results["psnc"].means()["energy_total_j"]}
+
+
 def ps_energy_j(cfg: DictConfig, dense: SplitCNN, pruned: SplitCNN) -> float:
     """Trajectory-average PS energy at the default bandwidth: the energy term of eq. (8)."""
     ev = evaluate_models(cfg, dense, pruned, [cfg.channel.bandwidth_hz], methods=("ps",))

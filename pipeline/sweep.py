@@ -38,7 +38,7 @@ from .config import ConfigError, check_range, validate_training
 from .data import MnistSplits
 from .model import load_checkpoint, save_checkpoint
 from .pruning import layer_table
-from .reporting import evaluate_models, validate_evaluation
+from .reporting import energy_terms, validate_evaluation
 from .stages import load_data, measure, prune_model, train_dense
 from .training import EpochRecord, evaluate
 
@@ -341,10 +341,8 @@ def _trial_metrics(cfg: DictConfig, trial, experiment_id: str, data: MnistSplits
     if key not in _DENSE_TEST:  # the dense model's test score depends on the training key only
         _DENSE_TEST[key] = evaluate(dense, data.test)
     metrics = measure(dense, pruned, data, dense_test=_DENSE_TEST[key])
-    bw = float(cfg.channel.bandwidth_hz)
-    ev = evaluate_models(cfg, dense, pruned, [bw], methods=("ps", "psnc"))
-    energy_j = ev.results[bw]["ps"].means()["energy_total_j"]
-    reference_j = ev.results[bw]["psnc"].means()["energy_total_j"]
+    terms = energy_terms(cfg, dense, pruned)
+    energy_j, reference_j = terms["energy_total_j_ps"], terms["energy_total_j_psnc"]
     metrics.update({ENERGY_KEY: energy_j, "energy_total_j_psnc": reference_j, "energy_normalised": energy_j / reference_j,
                     "objective": objective.scalar_objective(metrics["val_loss"], energy_j, reference_j, cfg.objective.lam),
                     "train_mu": float(cfg.train.mu)})
