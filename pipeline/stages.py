@@ -37,12 +37,19 @@ def train_dense(cfg: DictConfig, data: MnistSplits, on_epoch: Callable[[EpochRec
     return model
 
 
+def prune_only(cfg: DictConfig, model: SplitCNN) -> SplitCNN:
+    """Step 2 of Sec. III-A as configured in ``cfg.prune``: thresholds plus dead-unit removal, no
+    fine-tuning (cheap: what a sweep trial reports at every epoch)."""
+    p = cfg.prune
+    return prune(model, p.threshold, OmegaConf.to_container(p.per_layer) if p.per_layer else None)
+
+
 def prune_model(
     cfg: DictConfig, dense: SplitCNN, data: MnistSplits, on_epoch: Callable[[EpochRecord], None] | None = None
 ) -> SplitCNN:
     """Threshold pruning plus dead-unit removal, then optional masked fine-tuning (zeros stay zero)."""
     p = cfg.prune
-    pruned = prune(dense, p.threshold, OmegaConf.to_container(p.per_layer) if p.per_layer else None)
+    pruned = prune_only(cfg, dense)
     if p.finetune_epochs:
         seed_everything(cfg.seed + 1, cfg.train.num_threads)
         fit(pruned, data.train, data.val, epochs=p.finetune_epochs, mu=cfg.train.mu, lr=p.finetune_lr,
