@@ -196,3 +196,266 @@ def cut_out_elements(layers: Sequence[LayerShape]) -> np.ndarray:
     if len(layers) == 0:
         raise ValueError("layers must contain at least one LayerShape (got 0)")
     return np.array([layers[0].in_elements] + [layer.out_elements for layer in layers], dtype=np.int64)
+
+
+# ------------------------------------------------------------------------------------------------
+# Counting rules chosen by config (issue 9, items 3 and 5) and the two memory models of eq. (2).
+# Everything below is pure numpy; pipeline/layer_costs.py reads a torch model into LayerCounts.
+
+MEMORY_MODELS = ("per_mac", "weights")
+CONV_MAC_RULES = ("padded", "exact")
+POOL_WINDOW_RULES = ("padded", "exact")
+WEIGHT_STORAGES = ("nonzero", "dense", "auto")
+STORAGE_FORMATS = ("nonzero", "dense", "bitmask", "csr", "none")  # none: a layer without parameters
+
+
+def _axis_taps(size: int, kernel: int, padding: int) -> np.ndarray:
+    """For each kernel offset d along one axis of a stride-1 conv: the number of output positions
+    whose input tap (o + d - padding) lies inside [0, size)."""
+    out = size + 2 * padding - kernel + 1
+    d = np.arange(kernel)
+    return np.clip(np.minimum(out, size + padding - d) - np.maximum(0, padding - d), 0, None)
+
+
+def conv_mac_count(nonzeros_per_offset, height: int, width: int, padding: int, exact: bool) -> int:
+    """Multiply-accumulates of a stride-1 conv layer, the M of eq. (1) (each MAC is also one add).
+
+    ``nonzeros_per_offset[dy, dx]`` counts the non-zero weights (over all input and output
+    channels) at kernel offset (dy, dx); the input is ``height`` x ``width`` zero-padded by
+    ``padding`` on every side.
+
+    - padded: every non-zero weight runs at every output position, padding included:
+      MACs = nnz * H_out * W_out.
+    - exact: only where the tap reads a real pixel: MACs = sum over (dy, dx) of
+      nonzeros_per_offset[dy, dx] * rows(dy) * cols(dx), rows(dy) = #{y : 0 <= y + dy - p < H}.
+    """
+    nz = np.asarray(nonzeros_per_offset, dtype=np.int64)
+    if nz.ndim != 2 or np.any(nz < 0):
+        raise ValueError(f"nonzeros_per_offset must be a 2-D array of counts >= 0 (got shape {nz.shape})")
+    kh, kw = nz.shape
+    rows, cols = _axis_taps(height, kh, padding), _axis_taps(width, kw, padding)
+    if not exact:
+        return int(nz.sum() * (height + 2 * padding - kh + 1) * (width + 2 * padding - kw + 1))
+    return int(rows @ nz @ cols)
+
+
+def _window_sizes(size: int, window: int, stride: int) -> np.ndarray:
+    """Real sizes of ceil-mode pooling windows along one axis (no padding): the last window may
+    hang over the edge and holds only the elements that exist."""
+    n_out = -(-(size - window) // stride) + 1 if size > window else 1
+    starts = np.arange(n_out) * stride
+    return np.minimum(starts + window, size) - starts
+
+
+def pool_counts(height: int, width: int, window: int, stride: int, exact: bool) -> tuple[int, int]:
+    """(element reads, comparisons) of one channel of a ceil-mode max-pool; comparisons are the
+    adds of eq. (1), reads the operands of the per-MAC memory model.
+
+    - padded: every window counts window^2 elements, window^2 - 1 comparisons.
+    - exact: an edge window holds only its real elements n and takes n - 1 comparisons
+      (7x7 -> 4x4 with 2x2/2: nine 2x2, three 2x1, three 1x2 and one 1x1 window).
+    """
+    rows, cols = _window_sizes(height, window, stride), _window_sizes(width, window, stride)
+    if exact:
+        sizes = np.outer(rows, cols)
+    else:
+        sizes = np.full((len(rows), len(cols)), window * window)
+    return int(sizes.sum()), int((sizes - 1).sum())
+
+
+# -- weight storage (what the client keeps in memory and fetches under memory_model=weights) ----
+def _check_mask(mask) -> np.ndarray:
+    mask = np.asarray(mask, dtype=bool)
+    if mask.ndim != 2:
+        raise ValueError(f"mask must be 2-D (rows = output units, columns = their inputs) (got shape {mask.shape})")
+    return mask
+
+
+def csr_entries(mask, index_bits: int) -> int:
+    """Stored entries of CSR with relative indices (Han et al., Deep Compression, ICLR 2016, Sec. 3).
+
+    Each non-zero stores the number of zeros skipped since the previous entry of its row (or since
+    the row's start) in ``index_bits`` bits. A gap g > 2^b - 1 is bridged by filler zeros, each an
+    entry that skips 2^b - 1 zeros and is itself a zero: floor(g / 2^b) fillers.
+    """
+    mask = _check_mask(mask)
+    rows, cols = np.nonzero(mask)  # row-major order
+    prev = np.concatenate(([-1], cols[:-1]))
+    first_in_row = np.concatenate(([True], rows[1:] != rows[:-1]))
+    gaps = np.where(first_in_row, cols, cols - prev - 1)
+    return int(len(cols) + (gaps // 2**index_bits).sum())
+
+
+def storage_bits(mask, value_bits: int, index_bits: int) -> dict[str, int]:
+    """Bits to store one layer (weights and, as an extra column, biases) in each format.
+
+    ``mask`` (rows = output units, columns = inputs + bias) marks non-zero parameters.
+
+    - nonzero: nnz * value_bits. Eq. (2) as written (Gamma = non-zero elements): indices are free.
+    - dense: every parameter, zeros included: rows * cols * value_bits.
+    - bitmask: one presence bit per parameter plus the non-zero values: rows * cols + nnz * value_bits.
+    - csr: entries * (value_bits + index_bits) (csr_entries: non-zeros + filler zeros) plus rows + 1
+      row pointers, each ceil(log2(entries + 1)) bits wide (just wide enough to address any entry).
+    """
+    mask = _check_mask(mask)
+    n_rows, n_cols = mask.shape
+    nnz = int(mask.sum())
+    entries = csr_entries(mask, index_bits)
+    pointer_bits = max(1, math.ceil(math.log2(entries + 1)))
+    return {
+        "nonzero": nnz * value_bits,
+        "dense": n_rows * n_cols * value_bits,
+        "bitmask": n_rows * n_cols + nnz * value_bits,
+        "csr": entries * (value_bits + index_bits) + (n_rows + 1) * pointer_bits,
+    }
+
+
+def choose_storage(bits: dict[str, int], storage: str) -> tuple[str, int]:
+    """(format, bits) for ``energy.weight_storage``: ``nonzero`` or ``dense`` as named; ``auto`` the
+    cheapest of dense, bitmask and csr (ties to the simpler one, in that order)."""
+    if storage not in WEIGHT_STORAGES:
+        raise ValueError(f"energy.weight_storage must be one of {', '.join(WEIGHT_STORAGES)} (got {storage!r})")
+    if storage != "auto":
+        return storage, bits[storage]
+    fmt = min(("dense", "bitmask", "csr"), key=lambda f: bits[f])
+    return fmt, bits[fmt]
+
+
+def smallest_level(required_bytes: float, capacity_bytes: dict[str, float | None]) -> str:
+    """The smallest memory level (Table II) whose capacity holds ``required_bytes``; None = unbounded."""
+    fits = [(math.inf if cap is None else cap, name) for name, cap in capacity_bytes.items()
+            if cap is None or cap >= required_bytes]
+    if not fits:
+        raise ValueError(f"no memory level holds {required_bytes:.0f} bytes (capacities: {capacity_bytes})")
+    return min(fits)[1]
+
+
+# -- per-layer counts and the two memory models -------------------------------------------------
+@dataclass(frozen=True)
+class LayerCounts:
+    """Operation, operand and storage counts of one (possibly pruned) layer, under the configured
+    counting rules (conv_macs, pool_windows, weight_storage). ``name`` is its cut-point name."""
+
+    name: str
+    kind: str  # "conv" | "pool" | "fc"
+    in_elements: int
+    out_elements: int
+    macs: int  # multiply-accumulates: conv_mac_count (conv), non-zero weights (fc), 0 (pool)
+    bias_adds: int  # non-zero biases x output positions
+    relu_ops: int  # one comparison per output element when followed by ReLU
+    pool_reads: int  # max-pool window elements read (pool_counts)
+    pool_comparisons: int
+    params: int  # weights + biases, zeros included
+    nnz_params: int
+    stored_bits: int  # weights + biases in storage_format (storage_bits)
+    storage_format: str
+
+    def __post_init__(self):
+        if self.kind not in LAYER_KINDS:
+            raise ValueError(f"layer {self.name!r}: kind must be one of {LAYER_KINDS} (got {self.kind!r})")
+        for field in ("in_elements", "out_elements", "macs", "bias_adds", "relu_ops", "pool_reads",
+                      "pool_comparisons", "params", "nnz_params", "stored_bits"):
+            value = getattr(self, field)
+            if isinstance(value, bool) or not isinstance(value, Integral) or value < 0:
+                raise ValueError(f"layer {self.name!r}: {field} must be an integer >= 0 (got {value!r})")
+        if self.storage_format not in STORAGE_FORMATS:
+            raise ValueError(f"layer {self.name!r}: storage_format must be one of {STORAGE_FORMATS} "
+                             f"(got {self.storage_format!r})")
+
+    @property
+    def mults(self) -> int:
+        """M of eq. (1): one multiply per MAC."""
+        return self.macs
+
+    @property
+    def adds(self) -> int:
+        """A of eq. (1): one add per MAC, bias adds, ReLU and max-pool comparisons (charged as adds)."""
+        return self.macs + self.bias_adds + self.relu_ops + self.pool_comparisons
+
+
+@dataclass(frozen=True)
+class EnergyCosts:
+    """Per-operation and per-access costs (Tables I, II) and the memory model of eq. (2).
+
+    - memory_model "per_mac" (what the paper's Table III implies): every MAC fetches
+      ``operand_fetches`` operands and every max-pool window element is read once, each a full
+      Table II access at ``operand_level`` (not scaled by width); bias adds and ReLU work on the
+      accumulator and fetch nothing.
+    - memory_model "weights" (eq. 2 as written): the layer's stored weights and biases
+      (``LayerCounts.stored_bits``) are fetched once per inference from ``weight_memory`` at
+      Table II's 64-bit access cost per 64 bits; ``auto`` = the smallest level whose
+      ``capacity_bytes`` holds the client's stored weights.
+    Either way, ``activation_element_j`` > 0 also charges each layer's input read and output write.
+    """
+
+    e_mul_j: float
+    e_add_j: float
+    access_64bit_j: dict[str, float]  # Table II, per memory level
+    memory_model: str = "weights"
+    operand_fetches: float = 2.0
+    operand_level: str = "1MB"
+    weight_memory: str = "DRAM"  # a level of access_64bit_j or "auto"
+    capacity_bytes: dict[str, float | None] | None = None  # needed by weight_memory="auto"
+    activation_element_j: float = 0.0
+
+    def __post_init__(self):
+        for name, key in (("e_mul_j", "energy.e_mul_j"), ("e_add_j", "energy.e_add_j"),
+                          ("activation_element_j", "energy.e_activation_j"),
+                          ("operand_fetches", "energy.per_mac.operand_fetches")):
+            _check_energy_per_unit(getattr(self, name), key)
+        for level, value in self.access_64bit_j.items():
+            _check_energy_per_unit(value, f"energy.memory_pj_per_64bit.{level}")
+        if self.memory_model not in MEMORY_MODELS:
+            raise ValueError(f"energy.memory_model must be one of {', '.join(MEMORY_MODELS)} (got {self.memory_model!r})")
+        if self.operand_level not in self.access_64bit_j:
+            raise ValueError(f"energy.per_mac.level must be one of {', '.join(self.access_64bit_j)} "
+                             f"(got {self.operand_level!r})")
+        levels = [*self.access_64bit_j, "auto"]
+        if self.weight_memory not in levels:
+            raise ValueError(f"energy.weight_memory must be one of {', '.join(levels)} (got {self.weight_memory!r})")
+        if self.weight_memory == "auto" and set(self.capacity_bytes or {}) != set(self.access_64bit_j):
+            raise ValueError(f"energy.memory_capacity_bytes needs one entry per level {list(self.access_64bit_j)} "
+                             f"when energy.weight_memory=auto (got {self.capacity_bytes})")
+
+    def weight_level(self, stored_bits: float) -> str:
+        """Where the weights live: ``weight_memory`` (per_mac: the operand level), or under ``auto``
+        the smallest level holding ``stored_bits``."""
+        if self.memory_model == "per_mac":
+            return self.operand_level
+        if self.weight_memory == "auto":
+            return smallest_level(stored_bits / 8, self.capacity_bytes)
+        return self.weight_memory
+
+
+def layer_energies(layers: Sequence[LayerCounts], costs: EnergyCosts, level: str) -> dict[str, np.ndarray]:
+    """Per-layer E_c (eq. 1), E_m (eq. 2) and E_p = E_c + E_m (eq. 6), weights held at ``level``.
+
+    per_mac:  E_m = (operand_fetches * MACs + pool_reads) * e_access(operand_level)
+    weights:  E_m = stored_bits / 64 * e_access(level)   (Table II quotes a 64-bit access)
+    plus, for both, (in_elements + out_elements) * activation_element_j.
+    """
+    if len(layers) == 0:
+        raise ValueError("layers must contain at least one LayerCounts (got 0)")
+    col = lambda field: np.array([getattr(layer, field) for layer in layers], dtype=np.int64)  # noqa: E731
+    mults, adds = col("mults"), col("adds")
+    if costs.memory_model == "per_mac":
+        fetches = costs.operand_fetches * col("macs") + col("pool_reads")
+        weights_j = fetches * costs.access_64bit_j[costs.operand_level]
+    else:
+        weights_j = col("stored_bits") / 64 * costs.access_64bit_j[level]
+    activations_j = (col("in_elements") + col("out_elements")) * costs.activation_element_j
+    computation = computation_energy_j(mults, adds, costs.e_mul_j, costs.e_add_j)
+    memory = weights_j + activations_j
+    return {"mults": mults, "adds": adds, "computation_j": computation, "memory_j": memory,
+            "processing_j": computation + memory}
+
+
+def cut_processing_j(layers: Sequence[LayerCounts], costs: EnergyCosts) -> tuple[np.ndarray, list[str]]:
+    """E_p of eq. (6) at every cut (index 0 = input: nothing runs, E_p = 0) and the weight memory
+    level each cut's client part uses. Under weight_memory=auto a cut's level depends on the weights
+    up to that cut, so E_p(cut) is the sum over its layers at that level, not a running sum."""
+    stored = np.cumsum([layer.stored_bits for layer in layers])
+    levels = [costs.weight_level(bits) for bits in stored]
+    cumulative = {level: np.cumsum(layer_energies(layers, costs, level)["processing_j"]) for level in set(levels)}
+    processing = [cumulative[level][i] for i, level in enumerate(levels)]
+    return np.concatenate(([0.0], processing)), ["", *levels]
