@@ -1,0 +1,172 @@
+"""From a torch SplitCNN and the ``energy`` config to per-layer counts and per-cut E_p (eqs. 1, 2, 6).
+
+The bridge between the model and the pure energy math (pipeline.energy): it reads each layer's
+shape, its non-zero weights per kernel offset (exact conv MACs) and its sparsity mask (weight
+storage), applies the counting rules the config names, and costs them with Tables I and II.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from . import energy
+from .config import ConfigError, check_choice, check_range
+from .model import SplitCNN
+
+ENERGY_CHOICES = {
+    "energy.memory_model": energy.MEMORY_MODELS,
+    "energy.conv_macs": energy.CONV_MAC_RULES,
+    "energy.pool_windows": energy.POOL_WINDOW_RULES,
+    "energy.weight_storage": energy.WEIGHT_STORAGES,
+}
+
+
+def _required_choice(cfg: DictConfig, key: str, valid) -> None:
+    valid = tuple(map(str, valid))
+    if OmegaConf.select(cfg, key) is None:
+        raise ConfigError(f"{key} must be one of {', '.join(valid)} (got None)")
+    check_choice(cfg, key, valid)
+
+
+def validate_energy(cfg: DictConfig) -> None:
+    """Every ``energy.*`` setting, before any work; raises ConfigError naming the setting."""
+    e = cfg.energy
+    levels = tuple(e.memory_pj_per_64bit)
+    _required_choice(cfg, "energy.precision", [p for p in e.operations_pj if p in e.bits_per_element])
+    for p in e.operations_pj:
+        for op in ("add", "mul"):
+            if OmegaConf.select(cfg, f"energy.operations_pj.{p}.{op}") is None:
+                raise ConfigError(f"energy.operations_pj.{p}.{op} must be a number of pJ >= 0 (got None)")
+            check_range(cfg, f"energy.operations_pj.{p}.{op}", 0)
+    for p in e.bits_per_element:
+        check_range(cfg, f"energy.bits_per_element.{p}", 1, integer=True)
+    for level in levels:
+        check_range(cfg, f"energy.memory_pj_per_64bit.{level}", 0)
+    for key, valid in ENERGY_CHOICES.items():
+        _required_choice(cfg, key, valid)
+    check_range(cfg, "energy.per_mac.operand_fetches", 0)
+    _required_choice(cfg, "energy.per_mac.level", levels)
+    _required_choice(cfg, "energy.weight_memory", (*levels, "auto"))
+    if e.activation_memory is not None:
+        check_choice(cfg, "energy.activation_memory", levels)
+    for kind in ("conv", "fc"):
+        if OmegaConf.select(cfg, f"energy.csr_index_bits.{kind}") is None:
+            raise ConfigError(f"energy.csr_index_bits.{kind} must be an integer in [1, 32] (got None)")
+        check_range(cfg, f"energy.csr_index_bits.{kind}", 1, 32, integer=True)
+    capacities = e.memory_capacity_bytes
+    if set(capacities) != set(levels):
+        raise ConfigError(f"energy.memory_capacity_bytes must name every level of energy.memory_pj_per_64bit "
+                          f"({', '.join(levels)}) (got {', '.join(capacities)})")
+    for level in levels:
+        check_range(cfg, f"energy.memory_capacity_bytes.{level}", 0, low_open=True)  # null = unbounded passes
+    if e.weight_memory == "auto" and all(capacities[level] is not None for level in levels):
+        raise ConfigError("energy.memory_capacity_bytes needs an unbounded level (null) when "
+                          f"energy.weight_memory=auto (got {OmegaConf.to_container(capacities)})")
+
+
+def energy_costs(energy_cfg: DictConfig) -> energy.EnergyCosts:
+    """Tables I and II at the configured precision, memory model and levels (pJ -> J)."""
+    bits = energy_cfg.bits_per_element[energy_cfg.precision]
+    ops = energy_cfg.operations_pj[energy_cfg.precision]
+    access_j = {level: pj * 1e-12 for level, pj in energy_cfg.memory_pj_per_64bit.items()}
+    activation_j = 0.0
+    if energy_cfg.activation_memory:
+        activation_j = energy.element_access_energy_j(access_j[energy_cfg.activation_memory], bits)
+    return energy.EnergyCosts(
+        e_mul_j=ops.mul * 1e-12, e_add_j=ops.add * 1e-12, access_64bit_j=access_j,
+        memory_model=energy_cfg.memory_model, operand_fetches=energy_cfg.per_mac.operand_fetches,
+        operand_level=energy_cfg.per_mac.level, weight_memory=energy_cfg.weight_memory,
+        capacity_bytes=dict(energy_cfg.memory_capacity_bytes), activation_element_j=activation_j,
+    )
+
+
+def layer_shapes(model: SplitCNN) -> list[energy.LayerShape]:
+    """What the energy model needs of each layer: sizes and non-zero weights/biases."""
+    shapes = []
+    for info in model.infos:
+        nnz_w = nnz_b = 0
+        if info.kind != "pool":
+            layer = model.layers[info.name]
+            nnz_w, nnz_b = int(torch.count_nonzero(layer.weight)), int(torch.count_nonzero(layer.bias))
+        shapes.append(energy.LayerShape(
+            name=info.name, kind=info.kind, in_elements=info.in_elements, out_elements=info.out_elements,
+            out_positions=info.out_positions, nnz_weights=nnz_w, nnz_biases=nnz_b, relu=info.relu,
+            pool_window=4 if info.kind == "pool" else 1,
+        ))
+    return shapes
+
+
+def layer_counts(model: SplitCNN, energy_cfg: DictConfig) -> list[energy.LayerCounts]:
+    """Each layer's operations, operands and stored bits under energy.conv_macs, pool_windows and
+    weight_storage (value width = the precision's bits_per_element)."""
+    value_bits = int(energy_cfg.bits_per_element[energy_cfg.precision])
+    counts = []
+    for info, shape in zip(model.infos, layer_shapes(model)):
+        module = model.layers[info.name]
+        macs = bias_adds = reads = comparisons = params = stored = 0
+        fmt = "none"
+        if info.kind == "pool":
+            channels, height, width = info.in_shape
+            reads, comparisons = (channels * n for n in energy.pool_counts(
+                height, width, module.kernel_size, module.stride, energy_cfg.pool_windows == "exact"))
+        else:
+            weight, bias = module.weight.detach(), module.bias.detach()
+            if info.kind == "conv":
+                _, height, width = info.in_shape
+                macs = energy.conv_mac_count((weight != 0).sum(dim=(0, 1)).numpy(), height, width,
+                                             module.padding[0], energy_cfg.conv_macs == "exact")
+            else:
+                macs = shape.nnz_weights
+            bias_adds = shape.nnz_biases * info.out_positions
+            mask = torch.cat([weight.reshape(len(weight), -1) != 0, (bias != 0)[:, None]], dim=1).numpy()
+            params = mask.size
+            fmt, stored = energy.choose_storage(
+                energy.storage_bits(mask, value_bits, int(energy_cfg.csr_index_bits[info.kind])),
+                energy_cfg.weight_storage)
+        counts.append(energy.LayerCounts(
+            name=info.name, kind=info.kind, in_elements=info.in_elements, out_elements=info.out_elements,
+            macs=int(macs), bias_adds=bias_adds, relu_ops=info.out_elements if info.relu else 0,
+            pool_reads=reads, pool_comparisons=comparisons, params=params,
+            nnz_params=shape.nnz_weights + shape.nnz_biases, stored_bits=int(stored), storage_format=fmt,
+        ))
+    return counts
+
+
+@dataclass
+class ProcessingTable:
+    """Per cut point (input, conv1, ..., fc5, C = L + 1) the client's E_p and what it sends; per
+    layer (L) its costs as part of the whole client model (all L layers on the client)."""
+
+    names: list[str]
+    processing_j: np.ndarray  # (C,) E_p of eq. (6); index 0 (input) = 0
+    out_elements: np.ndarray  # (C,) elements sent; index 0 = the raw image
+    macs: np.ndarray  # (C,) multiplies the client runs up to the cut (compute time)
+    layers: dict[str, np.ndarray]  # (L,) mults, adds, macs, computation_j, memory_j, processing_j, ...
+    weight_level: list[str] = field(default_factory=list)  # (C,) memory level of the client's weights
+
+    def index(self, cut: str) -> int:
+        return self.names.index(cut)
+
+
+def processing_table(model: SplitCNN, energy_cfg: DictConfig) -> ProcessingTable:
+    """E_p of eq. (6) per cut and the per-layer breakdown (eqs. 1, 2), under ``energy_cfg``."""
+    counts = layer_counts(model, energy_cfg)
+    costs = energy_costs(energy_cfg)
+    processing, levels = energy.cut_processing_j(counts, costs)
+    whole_level = costs.weight_level(sum(c.stored_bits for c in counts))
+    layers = energy.layer_energies(counts, costs, whole_level)
+    for name in ("macs", "stored_bits", "params", "nnz_params", "pool_reads"):
+        layers[name] = np.array([getattr(c, name) for c in counts], dtype=np.int64)
+    layers["storage_format"] = np.array([c.storage_format for c in counts])
+    layers["memory_level"] = np.array([whole_level] * len(counts))
+    return ProcessingTable(
+        names=["input", *(c.name for c in counts)],
+        processing_j=processing,
+        out_elements=np.array([counts[0].in_elements, *(c.out_elements for c in counts)], dtype=np.int64),
+        macs=np.concatenate(([0], np.cumsum(layers["mults"]))),
+        layers=layers,
+        weight_level=levels,
+    )
