@@ -4,6 +4,12 @@ Pure numpy. Energies are in joules; per-operation costs come from Table I (arith
 Table II (memory, quoted per 64-bit access).
 
 Table I, 45 nm 0.9 V, 32-bit floating point: e_A = 0.9 pJ per add, e_M = 3.7 pJ per multiply.
+
+Two layers of API: ``LayerShape`` / ``op_counts`` / ``processing_energy_per_cut_j`` (padded
+counts, non-zero weights fetched at one per-element cost; used by benchmarks), and the configurable
+one pipeline.layer_costs uses: counting rules (``conv_mac_count``, ``pool_counts``), weight
+storage (``storage_bits``), ``LayerCounts`` and ``EnergyCosts`` with the per-MAC or weights-once
+memory model, and ``cut_processing_j`` with the memory level chosen per cut.
 """
 
 from __future__ import annotations
