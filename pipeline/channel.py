@@ -65,11 +65,27 @@ def cumulative_bits(rate_bps, block_s) -> np.ndarray:
     return np.concatenate(([0.0], np.cumsum(rate * block_s)))
 
 
+# Relative tolerance of block_index: a time within this fraction of a block of a block edge is on it.
+BLOCK_EDGE_TOL = 1e-9
+
+
+def block_index(times_s, block_s) -> np.ndarray:
+    """Index k of the fading block [k*block_s, (k+1)*block_s) holding each time, as int64.
+
+    Times on a block edge belong to the block that starts there, also when float rounding puts
+    them a hair below it: 0.7 / 0.035 = 19.999999999999996, so 0.7 // 0.035 = 19 (the previous
+    block), here 20. One function for the causal rate and for eq. (4), so both see the same block.
+    """
+    block_s = _check_positive(block_s, "channel.block_s")
+    return np.floor(np.asarray(times_s, dtype=float) / block_s + BLOCK_EDGE_TOL).astype(np.int64)
+
+
 def transmission_time_s(cum_bits, rate_bps, block_s, start_s, bits) -> np.ndarray:
     """Eq. (4): the smallest tau with  integral_{start}^{start+tau} R(t) dt >= bits.
 
     R(t) is rate_bps[k] on block [k*block_s, (k+1)*block_s); `cum_bits` is cumulative_bits(rate_bps,
-    block_s). start_s has shape (N,), bits shape (C,); returns tau of shape (N, C). bits == 0 gives 0.
+    block_s). bits has shape (C,); start_s shape (N,) (every cut starts at once) or (N, C) (each cut
+    starts when the client has computed it); returns tau of shape (N, C). bits == 0 gives 0.
 
     Vectorised: an upload that fits in the rest of its start block takes bits / R there; otherwise
     np.searchsorted on cum_bits finds the block where it completes and the time inside that block
@@ -85,44 +101,44 @@ def transmission_time_s(cum_bits, rate_bps, block_s, start_s, bits) -> np.ndarra
         raise ValueError(f"cum_bits must have shape ({rate.size + 1},) to match rate_bps (got {cum.shape})")
     start = np.asarray(start_s, dtype=float)
     bits = np.asarray(bits, dtype=float)
-    if start.ndim != 1 or bits.ndim != 1:
-        raise ValueError(f"start_s and bits must be 1-D (got shapes {start.shape}, {bits.shape})")
+    if bits.ndim != 1 or start.ndim not in (1, 2) or (start.ndim == 2 and start.shape[1] != bits.size):
+        raise ValueError(f"need bits (C,) and start_s (N,) or (N, C) (got shapes {bits.shape}, {start.shape})")
     if not np.all(np.isfinite(start)) or np.any(start < 0):
         raise ValueError("start_s must be finite and >= 0")
     if not np.all(np.isfinite(bits)) or np.any(bits < 0):
         raise ValueError("bits must be finite and >= 0")
+    start = np.broadcast_to(start[:, None] if start.ndim == 1 else start, (start.shape[0], bits.size))
+    bits = np.broadcast_to(bits[None, :], start.shape)
 
     n_blocks = rate.size
-    k0 = np.floor(start / block_s).astype(np.int64)
-    k0 = np.clip(k0, 0, n_blocks - 1)  # starts past the trace are caught by the shortfall check
+    k0 = np.clip(block_index(start, block_s), 0, n_blocks - 1)  # starts past the trace: shortfall check
     left_s = np.clip((k0 + 1) * block_s - start, 0.0, None)  # time left in the start block
     first_rate = rate[k0]
     first_bits = first_rate * left_s
 
     # (a) completes inside the start block
-    fits = bits[None, :] <= first_bits[:, None]
-    tau_first = np.divide(bits[None, :], first_rate[:, None], out=np.zeros((start.size, bits.size)),
-                          where=first_rate[:, None] > 0)
+    fits = bits <= first_bits
+    tau_first = np.divide(bits, first_rate, out=np.zeros(start.shape), where=first_rate > 0)
 
     # (b) spills over: bits still needed once the start block ends, located on the cum_bits axis
-    need = bits[None, :] - first_bits[:, None]
-    edge_bits = cum[k0 + 1][:, None]
+    need = bits - first_bits
+    edge_bits = cum[k0 + 1]
     target = edge_bits + need
     shortfall = np.where(fits, 0.0, target - cum[-1])
     if np.any(shortfall > 0):
         worst = np.unravel_index(np.argmax(shortfall), shortfall.shape)
         raise TraceTooShortError(
-            f"channel trace too short: {shortfall[worst]:.6g} of {bits[worst[1]]:.6g} bits still missing "
+            f"channel trace too short: {shortfall[worst]:.6g} of {bits[worst]:.6g} bits still missing "
             f"at the trace end t={n_blocks * block_s:.6g} s for the upload starting at "
-            f"t={start[worst[0]]:.6g} s; extend the trace (more fading blocks)"
+            f"t={start[worst]:.6g} s; extend the trace (more fading blocks)"
         )
     # first boundary with cum >= target, so the upload completes inside block j = i - 1 >= k0 + 1
     j = np.searchsorted(cum, target, side="left") - 1
-    j = np.clip(j, (k0 + 1)[:, None], n_blocks - 1)
+    j = np.clip(j, k0 + 1, n_blocks - 1)
     rest_bits = np.clip(need - (cum[j] - edge_bits), 0.0, None)  # bits sent inside block j
     rate_j = rate[j]
     in_last_s = np.divide(rest_bits, rate_j, out=np.zeros_like(rest_bits), where=rate_j > 0)
-    tau_spill = left_s[:, None] + (j - k0[:, None] - 1) * block_s + in_last_s
+    tau_spill = left_s + (j - k0 - 1) * block_s + in_last_s
 
     return np.where(fits, tau_first, tau_spill)
 
@@ -147,18 +163,29 @@ def cut_index_bits(n_cuts: int) -> int:
     return int(n_cuts - 1).bit_length()  # == ceil(log2(n_cuts)) without float rounding
 
 
-def payload_bits(out_elements, bits_per_element: int = 32, n_cuts: int = 1):
-    """Right-hand side of eq. (4) plus the cut index: bits_per_element * d + ceil(log2(n_cuts)).
+def payload_bits(out_elements, bits_per_element: int = 32, n_cuts: int = 1, input_bits_per_element: int | None = None):
+    """Right-hand side of eq. (4) plus the cut index: w_c * d_c + ceil(log2(n_cuts)) for every cut c.
 
     The paper sends every element of the representation in 32 bits (Sec. II-C) and shares the
     layer index with it so the server knows where to resume (Sec. III-B). n_cuts is the number
-    of cut points the client may choose from (default 1: a fixed cut, no index needed).
-    `out_elements` may be an array; returns int64.
+    of cut points the client may choose from (1: a fixed cut, no index needed). `out_elements`
+    is aligned with the cut names, index 0 being the raw input; `input_bits_per_element` (None:
+    bits_per_element) is the width of the raw input's elements (8-bit pixels for MNIST).
+    Returns int64 of the shape of `out_elements`.
     """
-    if isinstance(bits_per_element, bool) or not isinstance(bits_per_element, Integral) or bits_per_element < 1:
-        raise ValueError(f"channel.bits_per_element must be an integer >= 1 (got {bits_per_element!r})")
+    def _width(value, name):
+        if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
+            raise ValueError(f"{name} must be an integer >= 1 (got {value!r})")
+        return int(value)
+
+    width = _width(bits_per_element, "channel.bits_per_element")
+    input_width = width if input_bits_per_element is None else _width(input_bits_per_element,
+                                                                      "channel.input_bits_per_element")
     index_bits = cut_index_bits(n_cuts)
     d = np.asarray(out_elements)
     if not np.issubdtype(d.dtype, np.integer) or np.any(d < 0):
         raise ValueError(f"out_elements must be integers >= 0 (got {out_elements!r})")
-    return d.astype(np.int64) * bits_per_element + index_bits
+    widths = np.full(d.shape, width, dtype=np.int64)
+    if d.ndim == 1 and d.size:
+        widths[0] = input_width
+    return d.astype(np.int64) * widths + index_bits

@@ -1,116 +1,142 @@
-"""From a trained model and the config to per-cut tables and the paper's comparison (Table III).
+"""Per-cut tables and every method of Sec. IV over fading realisations of the trajectory (Table III).
 
-Bridges torch models to the numpy math: reads each layer's shape and non-zeros, turns the
-energy config (Tables I, II) into per-element costs, and runs every method of Sec. IV over
-the same scenario.
+Pure numpy: per-cut processing energy and sizes in (pipeline.layer_costs makes them from a
+model), payloads (eq. 4), compute times, then PS, PSNC and the fixed-cut baselines on the same
+fading realisations (common random numbers), summarised as means with 95% confidence intervals.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
-from . import channel, energy, selection
-from .model import SplitCNN
-from .simulation import Link, MethodResult, Scenario, run_method, start_rates_bps, transmission_times_s
+from . import channel, selection
+from .simulation import (Link, MethodResult, Route, Scenario, Timing, build_scenario, mean_ci95, realisation, run_method,
+                         start_rates_bps, transmission_times_s)
 
 METHODS = ("ps", "pool1", "softmax", "psnc", "offload")
 FIXED_CUTS = {"pool1": "pool1", "softmax": "fc5", "offload": "input"}
-
-
-def layer_shapes(model: SplitCNN) -> list[energy.LayerShape]:
-    """What the energy model needs of each layer: sizes and non-zero weights/biases."""
-    shapes = []
-    for info in model.infos:
-        nnz_w = nnz_b = 0
-        if info.kind != "pool":
-            layer = model.layers[info.name]
-            nnz_w, nnz_b = int(torch.count_nonzero(layer.weight)), int(torch.count_nonzero(layer.bias))
-        shapes.append(energy.LayerShape(
-            name=info.name, kind=info.kind, in_elements=info.in_elements, out_elements=info.out_elements,
-            out_positions=info.out_positions, nnz_weights=nnz_w, nnz_biases=nnz_b, relu=info.relu,
-            pool_window=4 if info.kind == "pool" else 1,
-        ))
-    return shapes
-
-
-@dataclass(frozen=True)
-class EnergyConstants:
-    e_mul_j: float
-    e_add_j: float
-    e_weight_j: float
-    e_activation_j: float
-
-    @classmethod
-    def from_config(cls, cfg) -> "EnergyConstants":
-        """Table I row by ``precision``; Table II level for weights (and, optionally, activations),
-        scaled from a 64-bit access to one element of the precision's width."""
-        ops = cfg.operations_pj[cfg.precision]
-        bits = cfg.bits_per_element[cfg.precision]
-        weight = energy.element_access_energy_j(cfg.memory_pj_per_64bit[cfg.weight_memory] * 1e-12, bits)
-        act = 0.0
-        if cfg.activation_memory:
-            act = energy.element_access_energy_j(cfg.memory_pj_per_64bit[cfg.activation_memory] * 1e-12, bits)
-        return cls(ops.mul * 1e-12, ops.add * 1e-12, weight, act)
+CANDIDATES = ("layers", "layers+input")
 
 
 @dataclass
 class CutTable:
-    """Per cut point (input, conv1, ..., fc5): client processing energy and payload bits."""
+    """Per cut point (input, conv1, ..., fc5): client processing energy, compute time and payloads."""
 
     names: list[str]
-    processing_j: np.ndarray
-    out_elements: np.ndarray
-    bits: np.ndarray
+    processing_j: np.ndarray  # (C,) E_p of eq. (6)
+    out_elements: np.ndarray  # (C,) d of eq. (4)
+    bits: np.ndarray  # (C,) payload of a cut PS may choose: d * width + cut-index bits
+    bits_fixed: np.ndarray  # (C,) payload of the same cut sent by a fixed-cut baseline
+    compute_s: np.ndarray  # (C,) client compute time, 0 without a compute-speed setting
     layers: dict[str, np.ndarray]  # per-layer (not cumulative) energies and op counts
 
     def index(self, cut: str) -> int:
         return self.names.index(cut)
 
 
-def cut_table(model: SplitCNN, constants: EnergyConstants, bits_per_element: int) -> CutTable:
-    shapes = layer_shapes(model)
-    args = (constants.e_mul_j, constants.e_add_j, constants.e_weight_j, constants.e_activation_j)
-    out_elements = energy.cut_out_elements(shapes)
-    names = energy.cut_names(shapes)
-    return CutTable(
-        names=names,
-        processing_j=energy.processing_energy_per_cut_j(shapes, *args),
-        out_elements=out_elements,
-        bits=channel.payload_bits(out_elements, bits_per_element, n_cuts=len(names)).astype(float),
-        layers=energy.layer_energies_j(shapes, *args),
-    )
+def allowed_cuts(names: list[str], candidates: str) -> np.ndarray:
+    """(C,) bool: the cuts PS and PSNC may choose. The paper's text selects l in {1..L} (``layers``);
+    its Table III needs the raw image too (``layers+input``: PS at 15 MHz spends less than the
+    cheapest layer)."""
+    if candidates not in CANDIDATES:
+        raise ValueError(f"selection.candidates must be one of {', '.join(CANDIDATES)} (got {candidates!r})")
+    allowed = np.ones(len(names), dtype=bool)
+    allowed[0] = candidates == "layers+input"
+    return allowed
+
+
+def cut_table(
+    names: list[str], processing_j, out_elements, macs, layers: dict, *, bits_per_element: int,
+    input_bits_per_element: int, candidates: str, fixed_cuts_send_index: bool, client_macs_per_s: float | None,
+) -> CutTable:
+    """Payloads (eq. 4) and compute times of every cut from the per-cut processing table.
+
+    PS names its cut with ceil(log2(#candidates)) bits (Sec. III-B); a fixed-cut baseline needs
+    no index unless ``fixed_cuts_send_index`` (the paper's shared payload formula). Compute time
+    of a cut = the multiplies the client runs up to it / client_macs_per_s (None: no time).
+    """
+    out_elements = np.asarray(out_elements, dtype=np.int64)
+    n_choice = int(allowed_cuts(names, candidates).sum())
+    width = {"bits_per_element": bits_per_element, "input_bits_per_element": input_bits_per_element}
+    bits = channel.payload_bits(out_elements, n_cuts=n_choice, **width).astype(float)
+    bits_fixed = channel.payload_bits(out_elements, n_cuts=n_choice if fixed_cuts_send_index else 1, **width)
+    macs = np.asarray(macs, dtype=float)
+    compute_s = np.zeros_like(macs) if client_macs_per_s is None else macs / float(client_macs_per_s)
+    return CutTable(list(names), np.asarray(processing_j, dtype=float), out_elements, bits,
+                    bits_fixed.astype(float), compute_s, layers)
 
 
 def run_methods(
-    compressed: CutTable, uncompressed: CutTable, scenario: Scenario, link: Link, causal: bool = False,
-    methods=METHODS,
+    compressed: CutTable, uncompressed: CutTable, scenario: Scenario, link: Link, timing: Timing,
+    candidates: str = "layers+input", causal: bool = False, methods=METHODS,
 ) -> tuple[Scenario, dict[str, MethodResult]]:
-    """Every method of Sec. IV on the same scenario and link; PS/PSNC decide causally if asked."""
-    scenario, tau_c = transmission_times_s(scenario, link, compressed.bits)
-    results = {}
+    """Every method of Sec. IV on one fading realisation and link; PS/PSNC decide causally if asked.
+
+    PS and PSNC choose among ``candidates``; Pool-1, softmax and offload always send their cut.
+    """
+    allowed = allowed_cuts(compressed.names, candidates)
     start_rate = start_rates_bps(scenario, link) if causal else None
+    results, tau = {}, {}
+
+    def times(table: CutTable, bits: np.ndarray) -> np.ndarray:
+        nonlocal scenario
+        key = (id(table), bits.tobytes())
+        if key not in tau:
+            scenario, tau[key] = transmission_times_s(scenario, link, bits, table.compute_s)
+        return tau[key]
+
     for method in methods:
-        if method == "psnc":
-            scenario, tau_u = transmission_times_s(scenario, link, uncompressed.bits)
-            results[method] = run_method(uncompressed.processing_j, tau_u, link.power_w,
-                                         start_rate_bps=start_rate, bits=uncompressed.bits)
-        elif method == "ps":
-            results[method] = run_method(compressed.processing_j, tau_c, link.power_w,
-                                         start_rate_bps=start_rate, bits=compressed.bits)
+        if method in ("ps", "psnc"):
+            table = compressed if method == "ps" else uncompressed
+            results[method] = run_method(table.processing_j, times(table, table.bits), link.power_w, timing,
+                                         table.compute_s, allowed=allowed, start_rate_bps=start_rate, bits=table.bits)
         else:
-            cut = compressed.index(FIXED_CUTS[method])
-            results[method] = run_method(compressed.processing_j, tau_c, link.power_w, fixed_cut=cut)
+            results[method] = run_method(compressed.processing_j, times(compressed, compressed.bits_fixed),
+                                         link.power_w, timing, compressed.compute_s,
+                                         fixed_cut=compressed.index(FIXED_CUTS[method]))
     return scenario, results
 
 
-def table_rows(bandwidth_hz: float, results: dict[str, MethodResult], carbon_kg_per_kwh: float,
+def simulate(
+    compressed: CutTable, uncompressed: CutTable, route: Route, links: list[Link], timing: Timing,
+    realisations: int, candidates: str = "layers+input", causal: bool = False, methods=METHODS,
+) -> tuple[Scenario, dict[float, dict[str, list[MethodResult]]]]:
+    """run_methods over ``realisations`` fading seeds (common to every method and bandwidth).
+
+    Returns the first realisation's scenario (times and positions are the same in all) and
+    bandwidth_hz -> method -> one MethodResult per realisation.
+    """
+    if isinstance(realisations, bool) or int(realisations) != realisations or realisations < 1:
+        raise ValueError(f"evaluation.realisations must be an integer >= 1 (got {realisations!r})")
+    results: dict[float, dict[str, list[MethodResult]]] = {link.bandwidth_hz: {m: [] for m in methods} for link in links}
+    first = None
+    for r in range(int(realisations)):
+        scenario = build_scenario(realisation(route, r))
+        for link in links:
+            scenario, by_method = run_methods(compressed, uncompressed, scenario, link, timing, candidates, causal,
+                                              methods)
+            for method, result in by_method.items():
+                results[link.bandwidth_hz][method].append(result)
+        first = first or scenario
+    return first, results
+
+
+STAT_KEYS = ("energy_total_j", "energy_processing_j", "energy_transmission_j", "deadline_miss_rate", "duty_cycle")
+
+
+def table_rows(bandwidth_hz: float, results: dict[str, list[MethodResult]], carbon_kg_per_kwh: float,
                rows: np.ndarray | None = None) -> list[dict]:
-    """Table III rows: trajectory averages of E, E_p, E_tr and the CO2 of E."""
+    """Table III rows: trajectory averages of E, E_p, E_tr, deadline misses, duty cycle and the
+    CO2 of E, each the mean over the fading realisations with its 95% confidence half-width."""
     out = []
-    for method, result in results.items():
-        means = result.means(rows)
-        out.append({"bandwidth_hz": bandwidth_hz, "method": method, **means,
-                    "co2_kg": float(selection.co2_kg(means["energy_total_j"], carbon_kg_per_kwh))})
+    for method, per_realisation in results.items():
+        means = [result.means(rows) for result in per_realisation]
+        row = {"bandwidth_hz": bandwidth_hz, "method": method}
+        for key in STAT_KEYS:
+            row[key], row[f"{key}_ci95"] = mean_ci95([m[key] for m in means])
+        row["co2_kg"] = float(selection.co2_kg(row["energy_total_j"], carbon_kg_per_kwh))
+        row["co2_kg_ci95"] = float(selection.co2_kg(row["energy_total_j_ci95"], carbon_kg_per_kwh))
+        row["realisations"] = len(per_realisation)
+        out.append(row)
     return out

@@ -116,3 +116,28 @@ def pareto_plot(x, y, front_mask, labels, xlabel: str, ylabel: str, path: Path, 
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def sensitivity_plot(rows: list[dict], path: Path) -> Path:
+    """Total energy of every method against the path-loss exponent and the reference distance,
+    one panel per (parameter, bandwidth), 95% confidence intervals as error bars."""
+    params = list(dict.fromkeys(r["parameter"] for r in rows))
+    bands = list(dict.fromkeys(r["bandwidth_hz"] for r in rows))
+    fig, axes = plt.subplots(len(params), len(bands), figsize=(5 * len(bands), 3.6 * len(params)), squeeze=False)
+    for i, param in enumerate(params):
+        for j, bw in enumerate(bands):
+            ax = axes[i, j]
+            for method in dict.fromkeys(r["method"] for r in rows):
+                pts = [r for r in rows if (r["parameter"], r["bandwidth_hz"], r["method"]) == (param, bw, method)]
+                ax.errorbar([r["value"] for r in pts], [r["energy_total_j"] * 1e6 for r in pts],
+                            yerr=[np.nan_to_num(r["energy_total_j_ci95"]) * 1e6 for r in pts], marker="o",
+                            capsize=3, label=METHOD_LABELS.get(method, method))
+            ax.set_yscale("log")
+            ax.set_xlabel(param.replace("_", " "))
+            ax.set_ylabel("mean energy per inference (µJ)")
+            ax.set_title(f"W = {bw:g} Hz")
+    axes[0, 0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -15,10 +15,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from . import tracking
 from .config import ConfigError, check_range, validate_training
-from .evaluation import METHODS, CutTable, EnergyConstants, cut_table, run_methods, table_rows
+from .evaluation import CANDIDATES, METHODS, STAT_KEYS, CutTable, cut_table, simulate, table_rows
+from .layer_costs import processing_table, validate_energy
 from .model import SplitCNN, count_nonzero, load_checkpoint
 from .pruning import compression_ratio, prune
-from .simulation import Link, Route, Scenario, build_scenario
+from .simulation import LATE_UPLOADS, Link, Route, Scenario, Timing
 from .trajectory import nearest_location
 
 log = logging.getLogger(__name__)
@@ -32,25 +33,35 @@ def _one_of(cfg, key: str, options) -> None:
 
 
 def validate_evaluation(cfg: DictConfig) -> None:
-    """Every energy, channel, trajectory and CO2 setting, before any work or recording."""
-    e, c, t = cfg.energy, cfg.channel, cfg.trajectory
-    _one_of(cfg, "energy.precision", list(e.operations_pj))
-    _one_of(cfg, "energy.weight_memory", list(e.memory_pj_per_64bit))
-    if e.activation_memory is not None:
-        _one_of(cfg, "energy.activation_memory", list(e.memory_pj_per_64bit))
+    """Every energy, channel, timing, trajectory, statistics and CO2 setting, before any work or recording."""
+    c, t = cfg.channel, cfg.trajectory
+    validate_energy(cfg)
     for key in ("channel.power_w", "channel.noise_psd_w_per_hz", "channel.bandwidth_hz"):
         check_range(cfg, key, 0, low_open=True)
     for i, _ in enumerate(c.bandwidths_hz):
         check_range(cfg, f"channel.bandwidths_hz.{i}", 0, low_open=True)
     check_range(cfg, "channel.bits_per_element", 1, integer=True)
+    check_range(cfg, "channel.input_bits_per_element", 1, integer=True)
+    _one_of(cfg, "channel.fixed_cuts_send_index", [True, False])
     _one_of(cfg, "channel.decision", ["oracle", "causal"])
+    _one_of(cfg, "channel.late_upload", list(LATE_UPLOADS))
+    check_range(cfg, "channel.client_macs_per_s", 0, low_open=True)
     for key in ("trajectory.speed_mps", "trajectory.inference_rate_hz", "trajectory.coherence_time_s",
                 "trajectory.reference_distance_m", "trajectory.min_distance_m", "trajectory.location_radius_m",
                 "trajectory.duration_s"):
         check_range(cfg, key, 0, low_open=True)
+    # one radio: an upload that meets its deadline ends before the next inference starts
+    check_range(cfg, "channel.deadline_s", 0, 1 / float(t.inference_rate_hz), low_open=True)
     check_range(cfg, "trajectory.path_loss_exponent", 0)
     if len(t.waypoints_m) < 2:
         raise ConfigError(f"trajectory.waypoints_m needs at least 2 points (got {len(t.waypoints_m)})")
+    _one_of(cfg, "selection.candidates", list(CANDIDATES))
+    _one_of(cfg, "selection.enforce_deadline", [True, False])
+    check_range(cfg, "evaluation.realisations", 1, integer=True)
+    check_range(cfg, "evaluation.objective_realisations", 1, integer=True)
+    for key in ("path_loss_exponents", "reference_distances_m"):
+        for i, _ in enumerate(OmegaConf.select(cfg, f"evaluation.sensitivity.{key}") or []):
+            check_range(cfg, f"evaluation.sensitivity.{key}.{i}", 0, low_open=key != "path_loss_exponents")
     _one_of(cfg, "co2.region", list(cfg.co2.carbon_kg_per_kwh))
     check_range(cfg, f"co2.carbon_kg_per_kwh.{cfg.co2.region}", 0)
     for i, _ in enumerate(cfg.get("fig5_thresholds") or []):
@@ -70,8 +81,23 @@ def link_from_config(c: DictConfig, bandwidth_hz: float) -> Link:
     return Link(float(bandwidth_hz), c.power_w, c.noise_psd_w_per_hz)
 
 
+def timing_from_config(cfg: DictConfig) -> Timing:
+    period_s = 1.0 / float(cfg.trajectory.inference_rate_hz)
+    deadline_s = period_s if cfg.channel.deadline_s is None else float(cfg.channel.deadline_s)
+    return Timing(deadline_s, period_s, cfg.channel.late_upload, bool(cfg.selection.enforce_deadline))
+
+
 def carbon_index(cfg: DictConfig) -> float:
     return float(cfg.co2.carbon_kg_per_kwh[cfg.co2.region])
+
+
+def tables(cfg: DictConfig, model: SplitCNN) -> CutTable:
+    """Per-cut processing energy (eqs. 1, 2, 6), payloads (eq. 4) and compute times of a model."""
+    p, c = processing_table(model, cfg.energy), cfg.channel
+    return cut_table(p.names, p.processing_j, p.out_elements, p.macs, p.layers,
+                     bits_per_element=c.bits_per_element, input_bits_per_element=c.input_bits_per_element,
+                     candidates=cfg.selection.candidates, fixed_cuts_send_index=c.fixed_cuts_send_index,
+                     client_macs_per_s=c.client_macs_per_s)
 
 
 # -- models --------------------------------------------------------------------------------
@@ -113,35 +139,30 @@ def load_models(cfg: DictConfig) -> Models:
 class Evaluation:
     compressed: CutTable
     uncompressed: CutTable
-    scenario: Scenario
-    results: dict[float, dict]  # bandwidth_hz -> method -> MethodResult
+    scenario: Scenario  # the first realisation (times and positions are those of every realisation)
+    results: dict[float, dict]  # bandwidth_hz -> method -> [MethodResult per realisation]
 
 
-def evaluate_models(cfg: DictConfig, dense: SplitCNN, pruned: SplitCNN, bandwidths, methods=METHODS) -> Evaluation:
-    constants = EnergyConstants.from_config(cfg.energy)
-    compressed = cut_table(pruned, constants, cfg.channel.bits_per_element)
-    uncompressed = cut_table(dense, constants, cfg.channel.bits_per_element)
-    scenario = build_scenario(route_from_config(cfg.trajectory))
-    results = {}
-    for bw in bandwidths:
-        scenario, results[bw] = run_methods(compressed, uncompressed, scenario, link_from_config(cfg.channel, bw),
-                                            causal=cfg.channel.decision == "causal", methods=methods)
+def evaluate_models(cfg: DictConfig, dense: SplitCNN, pruned: SplitCNN, bandwidths, methods=METHODS,
+                    realisations: int | None = None) -> Evaluation:
+    compressed, uncompressed = tables(cfg, pruned), tables(cfg, dense)
+    scenario, results = simulate(
+        compressed, uncompressed, route_from_config(cfg.trajectory),
+        [link_from_config(cfg.channel, bw) for bw in bandwidths], timing_from_config(cfg),
+        realisations or cfg.evaluation.realisations, cfg.selection.candidates,
+        causal=cfg.channel.decision == "causal", methods=methods)
     return Evaluation(compressed, uncompressed, scenario, results)
 
 
 def energy_terms(cfg: DictConfig, dense: SplitCNN, pruned: SplitCNN) -> dict[str, float]:
     """The energy terms of eq. (8) at the default bandwidth: trajectory-average PS energy of the
-    compressed model and of the uncompressed one (PSNC, the normaliser)."""
+    compressed model and of the uncompressed one (PSNC, the normaliser), averaged over
+    ``evaluation.objective_realisations`` fading realisations (the same for every trial)."""
     bw = float(cfg.channel.bandwidth_hz)
-    results = evaluate_models(cfg, dense, pruned, [bw], methods=("ps", "psnc")).results[bw]
-    return {"energy_total_j_ps": results["ps"].means()["energy_total_j"],
-            "energy_total_j_psnc": results["psnc"].means()["energy_total_j"]}
-
-
-def ps_energy_j(cfg: DictConfig, dense: SplitCNN, pruned: SplitCNN) -> float:
-    """Trajectory-average PS energy at the default bandwidth: the energy term of eq. (8)."""
-    ev = evaluate_models(cfg, dense, pruned, [cfg.channel.bandwidth_hz], methods=("ps",))
-    return ev.results[cfg.channel.bandwidth_hz]["ps"].means()["energy_total_j"]
+    results = evaluate_models(cfg, dense, pruned, [bw], methods=("ps", "psnc"),
+                              realisations=cfg.evaluation.objective_realisations).results[bw]
+    return {f"energy_total_j_{m}": float(np.mean([r.means()["energy_total_j"] for r in results[m]]))
+            for m in ("ps", "psnc")}
 
 
 def location_rows(cfg: DictConfig, ev: Evaluation, carbon: float) -> list[dict]:
@@ -159,10 +180,17 @@ def location_rows(cfg: DictConfig, ev: Evaluation, carbon: float) -> list[dict]:
 
 
 def markdown_table(rows: list[dict]) -> str:
-    head = list(rows[0])
+    """Rows as a markdown table; a ``<key>_ci95`` column is shown as ``± ...`` beside ``<key>``."""
+    head = [k for k in rows[0] if not (k.endswith("_ci95") and k[:-5] in rows[0])]
+
+    def cell(r: dict, k: str) -> str:
+        v = r[k]
+        text = f"{v:.3g}" if isinstance(v, float) else str(v)
+        ci = r.get(f"{k}_ci95")
+        return text if ci is None or not np.isfinite(ci) else f"{text} ± {ci:.2g}"
+
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in rows:
-        lines.append("| " + " | ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in r.values()) + " |")
+    lines += ["| " + " | ".join(cell(r, k) for k in head) + " |" for r in rows]
     return "\n".join(lines) + "\n"
 
 
@@ -181,18 +209,21 @@ def run_evaluate(cfg: DictConfig) -> dict[str, float]:
     bandwidths = list(dict.fromkeys([float(b) for b in cfg.channel.bandwidths_hz] + [float(cfg.channel.bandwidth_hz)]))
     ev = evaluate_models(cfg, models.dense, models.pruned, bandwidths)
     carbon = carbon_index(cfg)
-    table = [row for bw in cfg.channel.bandwidths_hz for row in table_rows(float(bw), ev.results[float(bw)], carbon)]
-    default = ev.results[float(cfg.channel.bandwidth_hz)]
+    setting = {"scenario": cfg.scenario, "candidates": cfg.selection.candidates}
+    table = [{**row, **setting} for bw in cfg.channel.bandwidths_hz
+             for row in table_rows(float(bw), ev.results[float(bw)], carbon)]
     metrics = {}
-    for row in table_rows(float(cfg.channel.bandwidth_hz), default, carbon):
-        metrics[f"energy_total_j_{row['method']}"] = row["energy_total_j"]
-        metrics[f"co2_kg_{row['method']}"] = row["co2_kg"]
+    for row in table_rows(float(cfg.channel.bandwidth_hz), ev.results[float(cfg.channel.bandwidth_hz)], carbon):
+        for key in ("energy_total_j", "co2_kg", "deadline_miss_rate", "duty_cycle"):
+            metrics[f"{key}_{row['method']}"] = row[key]
     metrics["inferences"] = len(ev.scenario.times_s)
+    metrics["realisations"] = int(cfg.evaluation.realisations)
     metrics["compression_ratio"] = compression_ratio(count_nonzero(models.dense), count_nonzero(models.pruned))
 
     out = output_dir()
     out.mkdir(parents=True, exist_ok=True)
     files = _write_tables(out, table, location_rows(cfg, ev, carbon), ev)
+    files.extend(_sensitivity(cfg, out, ev, carbon))
     files.append(_fig3(out, ev))
     files.append(_fig4(cfg, out, ev))
     files.extend(_fig5(cfg, out, models))
@@ -207,9 +238,11 @@ def run_evaluate(cfg: DictConfig) -> dict[str, float]:
             tracking.log_file(f)
         metrics["run_id"] = active.info.run_id
     for row in table:
-        log.info("W=%-8g %-8s E=%.3e J  E_p=%.3e J  E_tr=%.3e J  CO2=%.3e kg", row["bandwidth_hz"], row["method"],
-                 row["energy_total_j"], row["energy_processing_j"], row["energy_transmission_j"], row["co2_kg"])
-    log.info("outputs in %s", out)
+        log.info("W=%-8g %-8s E=%.3e J  E_p=%.3e J  E_tr=%.3e J  misses=%.1f%%  duty=%.2f  CO2=%.3e kg",
+                 row["bandwidth_hz"], row["method"], row["energy_total_j"], row["energy_processing_j"],
+                 row["energy_transmission_j"], 100 * row["deadline_miss_rate"], row["duty_cycle"], row["co2_kg"])
+    log.info("outputs in %s (scenario=%s, selection.candidates=%s, %d realisations)", out, cfg.scenario,
+             cfg.selection.candidates, cfg.evaluation.realisations)
     return metrics
 
 
@@ -224,17 +257,43 @@ def _write_tables(out: Path, table, loc_rows, ev: Evaluation) -> list[Path]:
 
 
 def _layer_rows(ev: Evaluation) -> list[dict]:
+    """Per layer, dense and pruned, each costed as part of the whole client model: the rows of
+    processing_j_<model> sum to that model's full-pass E_p."""
     rows = []
     for i, name in enumerate(ev.compressed.names[1:]):
-        rows.append({
-            "layer": name,
-            "processing_j_dense": float(ev.uncompressed.layers["processing_j"][i]),
-            "processing_j_pruned": float(ev.compressed.layers["processing_j"][i]),
-            "out_elements_dense": int(ev.uncompressed.out_elements[i + 1]),
-            "out_elements_pruned": int(ev.compressed.out_elements[i + 1]),
-            "reduction": 1 - float(ev.compressed.layers["processing_j"][i]) / float(ev.uncompressed.layers["processing_j"][i]),
-        })
+        row = {"layer": name}
+        for key, values in ev.uncompressed.layers.items():
+            row[f"{key}_dense"] = values[i].item() if hasattr(values[i], "item") else values[i]
+            pruned = ev.compressed.layers[key][i]
+            row[f"{key}_pruned"] = pruned.item() if hasattr(pruned, "item") else pruned
+        row["out_elements_dense"] = int(ev.uncompressed.out_elements[i + 1])
+        row["out_elements_pruned"] = int(ev.compressed.out_elements[i + 1])
+        dense_j = float(ev.uncompressed.layers["processing_j"][i])
+        row["reduction"] = 1 - float(ev.compressed.layers["processing_j"][i]) / dense_j if dense_j else 0.0
+        rows.append(row)
     return rows
+
+
+def _sensitivity(cfg: DictConfig, out: Path, ev: Evaluation, carbon: float) -> list[Path]:
+    """Table III's energies again with the path-loss exponent or the reference distance changed
+    one at a time (``evaluation.sensitivity``), on the same realisations and cut tables."""
+    from .plots import sensitivity_plot
+    sens = cfg.evaluation.sensitivity
+    base = route_from_config(cfg.trajectory)
+    links = [link_from_config(cfg.channel, bw) for bw in cfg.channel.bandwidths_hz]
+    rows = []
+    for field, values in (("path_loss_exponent", sens.path_loss_exponents),
+                          ("reference_distance_m", sens.reference_distances_m)):
+        for value in values or []:
+            _, results = simulate(ev.compressed, ev.uncompressed, replace(base, **{field: float(value)}), links,
+                                  timing_from_config(cfg), cfg.evaluation.realisations, cfg.selection.candidates,
+                                  causal=cfg.channel.decision == "causal")
+            for bw, by_method in results.items():
+                rows += [{"parameter": field, "value": float(value), **row} for row in table_rows(bw, by_method, carbon)]
+    if not rows:
+        return []
+    (out / "sensitivity.csv").write_text(tracking.rows_to_csv(rows))
+    return [out / "sensitivity.csv", sensitivity_plot(rows, out / "sensitivity.png")]
 
 
 def _fig3(out: Path, ev: Evaluation) -> Path:
@@ -248,9 +307,11 @@ def _fig4(cfg: DictConfig, out: Path, ev: Evaluation) -> Path:
     bw = float(cfg.channel.bandwidths_hz[-1])
     locs = {k: tuple(v) for k, v in cfg.trajectory.locations.items()}
     idx = nearest_location(ev.scenario.positions_m, np.asarray(list(locs.values()), float), cfg.trajectory.location_radius_m)
-    per_loc = {m: {name: r.means(idx == k) for k, name in enumerate(locs) if (idx == k).any()}
-               for m, r in ev.results[bw].items()}
-    return fig4_trajectory(ev.scenario.positions_m, cfg.trajectory.server_m, locs, ev.results[bw]["ps"].choice,
+    # location averages over every realisation; the route's colours show the first one's choices
+    per_loc = {m: {name: {k2: float(np.mean([r.means(idx == k)[k2] for r in runs])) for k2 in STAT_KEYS}
+                   for k, name in enumerate(locs) if (idx == k).any()}
+               for m, runs in ev.results[bw].items()}
+    return fig4_trajectory(ev.scenario.positions_m, cfg.trajectory.server_m, locs, ev.results[bw]["ps"][0].choice,
                            ev.compressed.names, ev.scenario.times_s, per_loc, bw, out / "fig4_trajectory.png")
 
 
@@ -269,7 +330,7 @@ def _fig5(cfg: DictConfig, out: Path, models: Models) -> list[Path]:
             "threshold": float(threshold),
             "compression_ratio": compression_ratio(dense_nnz, count_nonzero(pruned)),
             "test_accuracy": evaluate(pruned, data.test).accuracy,
-            "energy_total_j_ps": ps_energy_j(cfg, models.dense, pruned),
+            "energy_total_j_ps": energy_terms(cfg, models.dense, pruned)["energy_total_j_ps"],
         })
     (out / "fig5.csv").write_text(tracking.rows_to_csv(rows))
     columns = ([r[k] for r in rows] for k in ("compression_ratio", "energy_total_j_ps", "test_accuracy"))

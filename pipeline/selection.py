@@ -23,10 +23,32 @@ def total_energy_j(processing_j, transmission_j) -> np.ndarray:
     return transmission_j + processing_j[None, :]
 
 
-def select_min_energy(total_j) -> np.ndarray:
-    """PS (Sec. III-B): the cut minimising E_i for each inference, (N, C) -> (N,) int.
+def _candidate_mask(candidates, shape: tuple[int, int]) -> np.ndarray:
+    if candidates is None:
+        return np.ones(shape, dtype=bool)
+    mask = np.asarray(candidates, dtype=bool)
+    if mask.shape not in (shape, (shape[1],)):
+        raise ValueError(f"candidates must have shape (C,) or (N, C) = {shape} (got {mask.shape})")
+    return np.broadcast_to(mask, shape)
+
+
+def _argmin_within(cost, candidates, fallback) -> np.ndarray:
+    """Per row, the first argmin of ``cost`` over the ``candidates`` mask; rows with no candidate
+    take the first argmin over ``fallback`` (the cheapest of the cuts still allowed)."""
+    choice = np.argmin(np.where(candidates, cost, np.inf), axis=1)
+    empty = ~candidates.any(axis=1)
+    if np.any(empty):
+        choice[empty] = np.argmin(np.where(fallback[empty], cost[empty], np.inf), axis=1)
+    return choice
+
+
+def select_min_energy(total_j, candidates=None, allowed=None) -> np.ndarray:
+    """PS (Sec. III-B): the cut minimising E_i of eq. (6) for each inference, (N, C) -> (N,) int.
 
     Uses the true E_tr of every cut, i.e. perfect knowledge of h(t) over the upload (Remark 1).
+    ``allowed`` (C,) bool: the candidate set (e.g. the layers without the raw input; None: all).
+    ``candidates`` (N, C) or (C,) bool: the allowed cuts that also meet the latency deadline;
+    an inference with none of them takes the cheapest allowed cut (a deadline miss).
     Exact ties go to the earliest cut (fewest layers on the client); no tolerance is applied.
     """
     total_j = np.asarray(total_j, dtype=float)
@@ -34,14 +56,20 @@ def select_min_energy(total_j) -> np.ndarray:
         raise ValueError(f"total_j must have shape (N, C) with C >= 1 (got {total_j.shape})")
     if np.any(np.isnan(total_j)):
         raise ValueError("total_j contains NaN")
-    return np.argmin(total_j, axis=1)  # argmin returns the first minimum: earliest cut on ties
+    allowed = _candidate_mask(allowed, total_j.shape)
+    if not allowed.any(axis=1).all():
+        raise ValueError("allowed must leave at least one cut")
+    return _argmin_within(total_j, allowed & _candidate_mask(candidates, total_j.shape), allowed)
 
 
-def select_causal(processing_j, bits, start_rate_bps, power_w) -> np.ndarray:
+def select_causal(processing_j, bits, start_rate_bps, power_w, allowed=None, budget_s=None) -> np.ndarray:
     """Remark 1 relaxed: choose with only the rate seen when the inference starts, (N,) int.
 
     Estimates tau_hat = bits / R(t_i) and E_hat = E_p + P * tau_hat (eqs. 4-6 with R frozen at
     t_i); the caller then charges the true cost of the chosen cut. Ties go to the earliest cut.
+    ``allowed`` (C,) bool restricts the candidate set; ``budget_s`` (C,) is the time each cut
+    leaves for its upload before the deadline: only cuts with tau_hat <= budget are chosen, and an
+    inference where none fits takes the cheapest estimate (it will miss).
     With R(t_i) = 0 every upload looks infinitely long, so the limit R -> 0 is taken: fewest bits,
     then least processing energy.
     """
@@ -55,13 +83,21 @@ def select_causal(processing_j, bits, start_rate_bps, power_w) -> np.ndarray:
     power_w = float(power_w)
     if not math.isfinite(power_w) or power_w <= 0:
         raise ValueError(f"channel.power_w must be finite and > 0 (got {power_w})")
+    shape = (rate.size, bits.size)
+    allowed = _candidate_mask(allowed, shape)
 
     live = rate > 0
-    tau_hat_s = np.divide(bits[None, :], rate[:, None], out=np.zeros((rate.size, bits.size)), where=live[:, None])
-    choice = np.argmin(processing_j[None, :] + power_w * tau_hat_s, axis=1)
+    tau_hat_s = np.divide(bits[None, :], rate[:, None], out=np.full(shape, np.inf), where=live[:, None])
+    tau_hat_s[:, bits == 0] = 0.0
+    fits = np.ones(shape, dtype=bool) if budget_s is None else tau_hat_s <= np.asarray(budget_s, float)[None, :]
+    choice = _argmin_within(np.where(live[:, None], processing_j[None, :] + power_w * tau_hat_s, 0.0),
+                            allowed & fits, allowed)
     if not np.all(live):
         # lexsort orders by the last key first: fewest bits, then least E_p, then earliest cut
-        choice[~live] = np.lexsort((np.arange(bits.size), processing_j, bits))[0]
+        order = np.lexsort((np.arange(bits.size), processing_j, bits))
+        for row in np.flatnonzero(~live):
+            pool = (allowed & fits)[row] if (allowed & fits)[row].any() else allowed[row]
+            choice[row] = next(c for c in order if pool[c])
     return choice
 
 

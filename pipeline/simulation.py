@@ -6,7 +6,7 @@ softmax, full offload), and PSNC (PS on the uncompressed model's tables).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -63,38 +63,80 @@ class Link:
     noise_psd_w_per_hz: float
 
 
-def transmission_times_s(scenario: Scenario, link: Link, bits: np.ndarray) -> tuple[Scenario, np.ndarray]:
-    """Eq. (4) for every inference x cut. A trace too short for the slowest upload is regrown
-    (doubling; block_gains draws in order, so the blocks already used do not change)."""
+def transmission_times_s(scenario: Scenario, link: Link, bits: np.ndarray,
+                         compute_s: np.ndarray | None = None) -> tuple[Scenario, np.ndarray]:
+    """Eq. (4) for every inference x cut, each upload starting when the client has computed its
+    cut (t_i + compute_s[c]). A trace too short for the slowest upload is regrown (doubling;
+    block_gains draws in order, so the blocks already used do not change)."""
     channel.validate_link(link.bandwidth_hz, link.power_w, link.noise_psd_w_per_hz)
+    start_s = scenario.times_s if compute_s is None else scenario.times_s[:, None] + np.asarray(compute_s)[None, :]
     while True:
         rates = channel.rate_bps(scenario.gains, link.bandwidth_hz, link.power_w, link.noise_psd_w_per_hz)
         cum = channel.cumulative_bits(rates, scenario.block_s)
         try:
-            return scenario, channel.transmission_time_s(cum, rates, scenario.block_s, scenario.times_s, bits)
+            return scenario, channel.transmission_time_s(cum, rates, scenario.block_s, start_s, bits)
         except channel.TraceTooShortError:
             scenario = build_scenario(scenario.route, 2 * len(scenario.gains))
 
 
+LATE_UPLOADS = ("complete", "abort")
+# Slack on the deadline test, so an upload that ends exactly on it (up to float rounding) meets it.
+DEADLINE_TOL_S = 1e-12
+
+
+@dataclass(frozen=True)
+class Timing:
+    """One radio and a latency deadline per inference (Sec. II-C leaves both open).
+
+    Inference i starts at t_i = i / f. The client computes its layers (compute_s per cut), then
+    uploads; the result is on time if compute + tau <= deadline_s. With deadline_s <= 1 / f the
+    uploads that meet their deadlines never overlap: one radio. A late upload either completes
+    (``complete``: the paper's accounting, the full tau is paid and overlaps the next inferences)
+    or is abandoned at the deadline so the radio is free for the next one (``abort``: energy up to
+    the deadline, the inference is lost). ``enforce``: PS chooses only among cuts that meet it.
+    """
+
+    deadline_s: float
+    period_s: float  # 1 / f, the inference period
+    late_upload: str = "complete"
+    enforce: bool = False
+
+    def __post_init__(self):
+        if not (np.isfinite(self.deadline_s) and self.deadline_s > 0):
+            raise ValueError(f"channel.deadline_s must be > 0 (got {self.deadline_s})")
+        if self.late_upload not in LATE_UPLOADS:
+            raise ValueError(f"channel.late_upload must be one of {', '.join(LATE_UPLOADS)} (got {self.late_upload!r})")
+
+
+
 @dataclass
 class MethodResult:
-    """Per-inference outcome of one method: chosen cut index and energies in J (eq. 6)."""
+    """Per-inference outcome of one method: chosen cut, energies in J (eq. 6), radio time, misses."""
 
     choice: np.ndarray
     processing_j: np.ndarray
     transmission_j: np.ndarray
+    latency_s: np.ndarray  # compute + tau of the chosen cut (the whole upload, also when aborted)
+    radio_s: np.ndarray  # time the radio transmits
+    missed: np.ndarray  # bool: the result is not at the server by the deadline
+    period_s: float
 
     @property
     def total_j(self) -> np.ndarray:
         return self.processing_j + self.transmission_j
 
     def means(self, rows: np.ndarray | None = None) -> dict[str, float]:
-        """Averages over the trajectory (eq. 8's (1/I) sum_i E_i), or over ``rows`` of it."""
+        """Averages over the trajectory (eq. 8's (1/I) sum_i E_i), or over ``rows`` of it.
+
+        duty_cycle = mean radio time / inference period: above 1, uploads overlap (more than one
+        radio would be needed)."""
         sl = slice(None) if rows is None else rows
         return {
             "energy_total_j": float(np.mean(self.total_j[sl])),
             "energy_processing_j": float(np.mean(self.processing_j[sl])),
             "energy_transmission_j": float(np.mean(self.transmission_j[sl])),
+            "deadline_miss_rate": float(np.mean(self.missed[sl])),
+            "duty_cycle": float(np.mean(self.radio_s[sl]) / self.period_s),
         }
 
 
@@ -102,28 +144,68 @@ def run_method(
     processing_j: np.ndarray,
     tau_s: np.ndarray,
     power_w: float,
+    timing: Timing,
+    compute_s: np.ndarray,
     fixed_cut: int | None = None,
+    allowed: np.ndarray | None = None,
     start_rate_bps: np.ndarray | None = None,
     bits: np.ndarray | None = None,
 ) -> MethodResult:
-    """Choose a cut per inference and charge its true cost.
+    """Choose a cut per inference and charge its true cost (eqs. 4-6 under ``timing``).
 
-    fixed_cut: a baseline that always sends that cut. Otherwise PS: the cut minimising
-    E_p + E_tr with the true channel over [0, tau) (Remark 1), or, when ``start_rate_bps`` is
-    given, the causal variant that decides on the rate seen at the start.
+    compute_s (C,): the client's compute time of each cut (zeros without a compute-speed setting).
+
+    fixed_cut: a baseline that always sends that cut. Otherwise PS over the ``allowed`` cuts: the
+    cut minimising E_p + E_tr with the true channel over [0, tau) (Remark 1), or, when
+    ``start_rate_bps`` is given, the causal variant that decides on the rate seen at the start.
+    With ``timing.enforce`` only cuts that meet the deadline are chosen while any does.
     """
-    e_tr = channel.transmission_energy_j(tau_s, power_w)  # (N, C)
+    tau_s = np.asarray(tau_s, dtype=float)
+    compute_s = np.asarray(compute_s, dtype=float)
+    budget_s = timing.deadline_s - compute_s  # (C,) time left for each cut's upload
+    meets = tau_s <= budget_s[None, :] + DEADLINE_TOL_S
+    radio_s = tau_s if timing.late_upload == "complete" else np.minimum(tau_s, np.clip(budget_s, 0.0, None)[None, :])
+    e_tr = channel.transmission_energy_j(radio_s, power_w)  # eq. (5), (N, C)
     n = tau_s.shape[0]
     if fixed_cut is not None:
         choice = selection.select_fixed(n, fixed_cut, tau_s.shape[1])
     elif start_rate_bps is not None:
-        choice = selection.select_causal(processing_j, bits, start_rate_bps, power_w)
+        choice = selection.select_causal(processing_j, bits, start_rate_bps, power_w, allowed,
+                                         budget_s if timing.enforce else None)
     else:
-        choice = selection.select_min_energy(selection.total_energy_j(processing_j, e_tr))
-    return MethodResult(choice, np.asarray(processing_j)[choice], selection.gather(e_tr, choice))
+        choice = selection.select_min_energy(selection.total_energy_j(processing_j, e_tr),
+                                             meets if timing.enforce else None, allowed)
+    return MethodResult(
+        choice=choice,
+        processing_j=np.asarray(processing_j)[choice],
+        transmission_j=selection.gather(e_tr, choice),
+        latency_s=compute_s[choice] + selection.gather(tau_s, choice),
+        radio_s=selection.gather(radio_s, choice),
+        missed=~selection.gather(meets, choice),
+        period_s=timing.period_s,
+    )
 
 
 def start_rates_bps(scenario: Scenario, link: Link) -> np.ndarray:
     """R(t_i) at each inference's start block, what a causal client observes."""
-    k = np.minimum((scenario.times_s // scenario.block_s).astype(int), len(scenario.gains) - 1)
+    k = np.minimum(channel.block_index(scenario.times_s, scenario.block_s), len(scenario.gains) - 1)
     return channel.rate_bps(scenario.gains[k], link.bandwidth_hz, link.power_w, link.noise_psd_w_per_hz)
+
+
+def realisation(route: Route, r: int) -> Route:
+    """The route of fading realisation r: the same path and times, the fading seed route.seed + r.
+    Every method sees the same realisations (common random numbers)."""
+    return replace(route, seed=int(route.seed) + int(r))
+
+
+def mean_ci95(samples) -> tuple[float, float]:
+    """Mean and half-width of its 95% confidence interval, Student t with R - 1 degrees of freedom
+    (t_0.975 * s / sqrt(R), s the sample standard deviation); half-width NaN for R = 1."""
+    x = np.asarray(samples, dtype=float)
+    if x.ndim != 1 or x.size == 0:
+        raise ValueError(f"samples must be a non-empty 1-D array (got shape {x.shape})")
+    if x.size == 1:
+        return float(x[0]), float("nan")
+    from scipy.special import stdtrit  # inverse Student t CDF; much lighter to import than scipy.stats
+
+    return float(x.mean()), float(stdtrit(x.size - 1, 0.975) * x.std(ddof=1) / np.sqrt(x.size))

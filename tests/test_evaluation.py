@@ -9,11 +9,10 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from pipeline.config import ConfigError
-from pipeline.evaluation import EnergyConstants, cut_table, layer_shapes, run_methods
+from pipeline.layer_costs import layer_shapes
 from pipeline.model import SplitCNN, save_checkpoint
 from pipeline.reporting import run_evaluate
 from pipeline.stages import run_train
-from pipeline.simulation import Link, Route, Scenario
 from tests.conftest import compose_cfg
 
 
@@ -32,43 +31,6 @@ def test_layer_shapes_count_nonzeros_and_sizes():
     assert shapes["fc5"].relu is False and shapes["fc4"].relu is True
 
 
-def test_energy_constants_from_tables():
-    cfg = compose_cfg("evaluate", []).energy
-    c = EnergyConstants.from_config(cfg)
-    # Table I fp32; Table II DRAM 1.3 nJ per 64-bit access -> 32/64 of it per fp32 element
-    assert (c.e_mul_j, c.e_add_j) == pytest.approx((3.7e-12, 0.9e-12))
-    assert c.e_weight_j == pytest.approx(1.3e-9 * 32 / 64)
-    assert c.e_activation_j == 0.0
-    int8 = EnergyConstants.from_config(compose_cfg("evaluate", ["energy.precision=int8", "energy=with_activations"]).energy)
-    assert (int8.e_mul_j, int8.e_add_j) == pytest.approx((0.2e-12, 0.03e-12))
-    assert int8.e_weight_j == pytest.approx(1.3e-9 * 8 / 64)
-    assert int8.e_activation_j == pytest.approx(100e-12 * 8 / 64)
-
-
-def _flat_scenario(gain, n=3, block_s=1.0):
-    route = Route(np.array([[0.0, 0.0], [1.0, 0.0]]), np.zeros(2), 1.0, 1.0, block_s, 0.0, 1.0, 1.0, 0)
-    return Scenario(route, np.arange(n, dtype=float), np.zeros((n, 2)), np.full(1000, gain))
-
-
-def test_methods_on_a_hand_checked_channel():
-    model = SplitCNN((2, 2, 2, 2), (3, 3, 3, 3, 10))
-    table = cut_table(model, EnergyConstants(3.7e-12, 0.9e-12, 0.65e-9, 0.0), 32)
-    # constant gain 1: R = W log2(1 + P/(N0 W)) with W = 1 kHz, P = 1 mW, N0 = 1e-9 -> log2(1001) kbit/s
-    link = Link(1e3, 1e-3, 1e-9)
-    rate = 1e3 * np.log2(1 + 1e-3 / (1e-9 * 1e3))
-    _, res = run_methods(table, table, _flat_scenario(1.0), link)
-    # offload: 784 pixels x 32 bits + 4 index bits, no processing
-    assert res["offload"].transmission_j[0] == pytest.approx(1e-3 * (784 * 32 + 4) / rate)
-    assert res["offload"].processing_j[0] == 0.0
-    # softmax sends 10 x 32 + 4 bits after running every layer
-    assert res["softmax"].transmission_j[0] == pytest.approx(1e-3 * (10 * 32 + 4) / rate)
-    assert res["softmax"].processing_j[0] == pytest.approx(table.processing_j[-1])
-    expected_ps = np.min(table.processing_j + 1e-3 * table.bits / rate)
-    assert res["ps"].total_j[0] == pytest.approx(expected_ps)
-    for m in ("pool1", "softmax", "offload", "psnc"):
-        assert np.all(res["ps"].total_j <= res[m].total_j + 1e-18)
-
-
 @pytest.fixture
 def eval_cfg(small_train_cfg, tmp_path):
     torch.manual_seed(0)
@@ -77,7 +39,8 @@ def eval_cfg(small_train_cfg, tmp_path):
     return compose_cfg("evaluate", [
         f"checkpoint={path}", f"data.root={small_train_cfg.data.root}", "data.download=false",
         f"tracking.uri={small_train_cfg.tracking.uri}", f"tracking.artifact_location={tmp_path}/art",
-        "trajectory.duration_s=20", "fig5_thresholds=[0.0,0.05]",
+        "trajectory.duration_s=20", "fig5_thresholds=[0.0,0.05]", "evaluation.realisations=2",
+        "evaluation.sensitivity.path_loss_exponents=[3.0]", "evaluation.sensitivity.reference_distances_m=[100.0]",
     ])
 
 
@@ -131,7 +94,8 @@ def test_evaluate_reads_the_training_run_from_the_configured_tracking_uri(small_
     cfg = compose_cfg("evaluate", [
         f"train_run_id={trained['run_id']}", f"data.root={small_train_cfg.data.root}", "data.download=false",
         f"tracking.uri={small_train_cfg.tracking.uri}", f"tracking.artifact_location={tmp_path}/art",
-        "trajectory.duration_s=20", "fig5_thresholds=[0.0,0.05]",
+        "trajectory.duration_s=20", "fig5_thresholds=[0.0,0.05]", "evaluation.realisations=2",
+        "evaluation.sensitivity.path_loss_exponents=[3.0]", "evaluation.sensitivity.reference_distances_m=[100.0]",
     ])
     metrics = run_evaluate(cfg)
     run = MlflowClient(small_train_cfg.tracking.uri).get_run(metrics["run_id"])
