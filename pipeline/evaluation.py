@@ -18,6 +18,27 @@ METHODS = ("ps", "pool1", "softmax", "psnc", "offload")
 FIXED_CUTS = {"pool1": "pool1", "softmax": "fc5", "offload": "input"}
 CANDIDATES = ("layers", "layers+input")
 
+# Table III of the paper: bandwidth_hz -> method -> (E, E_p, E_tr) in J, as printed.
+PAPER_TABLE3 = {
+    15e3: {"pool1": (8.66e-4, 0.66e-4, 7.98e-4), "softmax": (1.69e-4, 1.67e-4, 0.03e-4),
+           "ps": (1.69e-4, 1.64e-4, 0.05e-4), "psnc": (4.36e-4, 2.60e-4, 1.76e-4)},
+    15e6: {"pool1": (1.24e-4, 0.66e-4, 0.58e-4), "softmax": (1.67e-4, 1.67e-4, 0.002e-4),
+           "ps": (0.53e-4, 0.23e-4, 0.31e-4), "psnc": (0.61e-4, 0.23e-4, 0.38e-4)},
+}
+ENERGY_KEYS = ("energy_total_j", "energy_processing_j", "energy_transmission_j")
+
+
+def versus_paper(rows: list[dict]) -> list[dict]:
+    """Every Table III cell the paper prints beside ours: paper value, ours (mean and 95% CI), ours / paper."""
+    out = []
+    for row in rows:
+        paper = PAPER_TABLE3.get(row["bandwidth_hz"], {}).get(row["method"])
+        for key, value in zip(ENERGY_KEYS, paper or ()):
+            out.append({"bandwidth_hz": row["bandwidth_hz"], "method": row["method"], "quantity": key,
+                        "paper_j": value, "ours_j": row[key], "ours_j_ci95": row[f"{key}_ci95"],
+                        "ours_over_paper": row[key] / value})
+    return out
+
 
 @dataclass
 class CutTable:

@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from . import tracking
 from .config import ConfigError, check_range, validate_training
-from .evaluation import CANDIDATES, METHODS, STAT_KEYS, CutTable, cut_table, simulate, table_rows
+from .evaluation import CANDIDATES, METHODS, STAT_KEYS, CutTable, cut_table, simulate, table_rows, versus_paper
 from .layer_costs import processing_table, validate_energy
 from .model import SplitCNN, count_nonzero, load_checkpoint
 from .pruning import compression_ratio, prune
@@ -253,6 +253,11 @@ def _write_tables(out: Path, table, loc_rows, ev: Evaluation) -> list[Path]:
         files.append(out / f"{name}.csv")
     (out / "table3.md").write_text(markdown_table(table))
     files.append(out / "table3.md")
+    cells = versus_paper(table)
+    if cells:
+        (out / "table3_vs_paper.csv").write_text(tracking.rows_to_csv(cells))
+        (out / "table3_vs_paper.md").write_text(markdown_table(cells))
+        files += [out / "table3_vs_paper.csv", out / "table3_vs_paper.md"]
     return files
 
 
@@ -261,7 +266,7 @@ def _layer_rows(ev: Evaluation) -> list[dict]:
     processing_j_<model> sum to that model's full-pass E_p."""
     rows = []
     for i, name in enumerate(ev.compressed.names[1:]):
-        row = {"layer": name}
+        row = {"layer": name, "processing_j_dense": None, "processing_j_pruned": None}  # first columns
         for key, values in ev.uncompressed.layers.items():
             row[f"{key}_dense"] = values[i].item() if hasattr(values[i], "item") else values[i]
             pruned = ev.compressed.layers[key][i]

@@ -163,3 +163,15 @@ def test_realisations_share_fading_across_methods_and_give_ci():
     assert rows["ps"]["energy_total_j"] == pytest.approx(np.mean(per_real))
     assert rows["ps"]["energy_total_j_ci95"] == pytest.approx(3.182446 * np.std(per_real, ddof=1) / 2, rel=1e-6)
     assert len(set(per_real)) == 4  # the realisations differ
+
+
+def test_versus_paper_cell_by_cell():
+    from pipeline.evaluation import versus_paper
+    row = {"bandwidth_hz": 15e3, "method": "pool1", "energy_total_j": 1.0e-3, "energy_total_j_ci95": 1e-6,
+           "energy_processing_j": 5.7e-5, "energy_processing_j_ci95": 0.0,
+           "energy_transmission_j": 9.43e-4, "energy_transmission_j_ci95": 1e-6}
+    cells = versus_paper([row, {**row, "method": "offload"}])  # the paper has no offload column
+    assert [c["quantity"] for c in cells] == ["energy_total_j", "energy_processing_j", "energy_transmission_j"]
+    # Table III, 15 kHz, Pool-1: E = 8.66e-4, E_p = 0.66e-4, E_tr = 7.98e-4 J
+    assert [c["paper_j"] for c in cells] == [8.66e-4, 0.66e-4, 7.98e-4]
+    assert cells[1]["ours_over_paper"] == pytest.approx(5.7e-5 / 6.6e-5)
