@@ -28,3 +28,4 @@ test: install
 bench: install
 	$(PY) benchmarks/bench_data.py
 	$(PY) benchmarks/bench_selection.py
+	$(PY) benchmarks/bench_table3.py
