@@ -216,6 +216,10 @@ def run_evaluate(cfg: DictConfig) -> dict[str, float]:
     for row in table_rows(float(cfg.channel.bandwidth_hz), ev.results[float(cfg.channel.bandwidth_hz)], carbon):
         for key in ("energy_total_j", "co2_kg", "deadline_miss_rate", "duty_cycle"):
             metrics[f"{key}_{row['method']}"] = row[key]
+    cells = versus_paper(table)
+    totals = [c["ours_over_paper"] for c in cells if c["quantity"] == "energy_total_j"]
+    if totals:  # how far from the paper's Table III in one figure: mean |log10(ours / paper)| of its E cells
+        metrics["table3_mean_abs_log10_vs_paper"] = float(np.mean(np.abs(np.log10(totals))))
     metrics["inferences"] = len(ev.scenario.times_s)
     metrics["realisations"] = int(cfg.evaluation.realisations)
     metrics["compression_ratio"] = compression_ratio(count_nonzero(models.dense), count_nonzero(models.pruned))
