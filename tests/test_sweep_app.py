@@ -20,7 +20,7 @@ from pipeline.config import ConfigError
 from pipeline.model import SplitCNN
 from pipeline.stages import load_data
 from pipeline.sweep import find_parent_run, on_abort, on_start, run_trial, study_definition
-from tests.conftest import REPO
+from tests.conftest import REPO, study_runs
 
 
 def smoke(workdir: Path, data_root: Path, *extra: str, timeout=600) -> subprocess.CompletedProcess:
@@ -153,6 +153,8 @@ def test_multi_objective_sweep_leaves_pareto_front_and_registered_model(multi_ru
     assert parent.data.metrics["pareto_size"] >= 1 and "selected_trial" in parent.data.tags
     children = client.search_runs([exp.experiment_id], "tags.`ecosplit.role` = 'trial'")
     assert sorted(c.info.status for c in children) == ["FINISHED"] * 3
+    # logged each epoch for the UI, although a multi-objective study cannot be told them
+    assert all("intermediate_objective" in c.data.metrics for c in children)
     rows = list(csv.DictReader(open(next(work.glob("multirun/*/*/pareto.csv")))))
     assert len(rows) == 3 and sum(r["selected"] == "True" for r in rows) == 1
     assert {"val_loss", "energy_total_j_ps", "on_front"} <= set(rows[0])
@@ -213,11 +215,15 @@ def test_study_definition_is_what_changes_a_trial_not_where_it_runs():
     assert fixed_mu["train"]["mu"] == pytest.approx(1 - 1e-5)  # no longer searched: it defines the study
 
 
-def test_study_definition_refuses_a_bad_setting_with_one_line(capsys):
+@pytest.mark.parametrize("override,message", [
+    ("objective.lam=2", "objective.lam must be in [0, 1] (got 2)"),
+    ("sweep.warmup_epochs=-1", "sweep.warmup_epochs must be in [0, inf) (got -1)"),
+])
+def test_study_definition_refuses_a_bad_setting_with_one_line(capsys, override, message):
     with pytest.raises(SystemExit) as exc:
-        study_definition(sweep_cfg("experiment=smoke", "objective.lam=2"))
+        study_definition(sweep_cfg("experiment=smoke", override))
     assert exc.value.code == 2 and isinstance(exc.value.__cause__, ConfigError)
-    assert capsys.readouterr().err.splitlines() == ["error: objective.lam must be in [0, 1] (got 2)"]
+    assert capsys.readouterr().err.splitlines() == [f"error: {message}"]
 
 
 @pytest.fixture
@@ -309,3 +315,96 @@ def test_trial_run_ends_with_status_and_reason_however_the_trial_ends(tmp_path, 
     (run,) = client.search_runs([client.get_experiment_by_name("ecosplit").experiment_id])
     assert run.info.status == status
     assert run.data.tags["failure_reason"] == reason
+
+
+# -- what a trial reports to the pruner at every epoch ---------------------------------------------
+TINY_MODEL = ("model.conv_channels=[4,4,4,4]", "model.fc_units=[16,8,8,8,10]")
+
+
+@pytest.fixture(scope="module")
+def trial_store(tmp_path_factory):
+    """One MLflow store for the module's in-process trials (creating one takes seconds)."""
+    return tmp_path_factory.mktemp("trials")
+
+
+@pytest.fixture
+def trial_task(trial_store, tmp_path, fake_mnist, monkeypatch):
+    """run_trial in process on the toy data and a tiny model, as a sweep job runs it with ``trial``
+    as the live trial, in a study and MLflow experiment of its own (so no trained model is shared):
+    ``run(trial, *overrides) -> (task config, metrics or the TrialPruned raised)``."""
+    from hydra.core.hydra_config import HydraConfig
+    monkeypatch.setattr(HydraConfig.instance(), "cfg", None)  # restored after the test
+
+    def run(trial, *overrides):
+        cfg = sweep_cfg("experiment=smoke", f"data.root={fake_mnist}", "data.download=false", *TINY_MODEL,
+                        f"tracking.uri=sqlite:///{trial_store}/mlflow.db", f"tracking.artifact_location={trial_store}/art",
+                        f"tracking.experiment={tmp_path.name}", f"cache.dir={tmp_path}/cache", f"sweep.name={tmp_path.name}",
+                        "search.one_minus_mu=1e-5",
+                        *overrides)
+        HydraConfig.instance().set_config(cfg)  # the task reads hydra.sweeper from here
+        task_cfg = cfg.copy()
+        with open_dict(task_cfg):
+            del task_cfg["hydra"]
+        monkeypatch.setattr("hydra_plugins.ecosplit_optuna_sweeper.current_trial", lambda: trial)
+        try:
+            return task_cfg, run_trial(task_cfg)
+        except optuna.TrialPruned as exc:
+            return task_cfg, exc
+
+    return run
+
+
+@pytest.mark.parametrize("finetune_epochs,finetuned_loss,loss_of", [
+    (0, "dense", "pruned"),  # no fine-tuning: the loss its final objective will compute
+    (1, "dense", "dense"),   # fine-tuning recovers the dense model's loss
+    (1, "pruned", "pruned"),
+])
+def test_the_value_reported_each_epoch_is_eq8_of_that_epochs_model_pruned(trial_task, finetune_epochs,
+                                                                         finetuned_loss, loss_of):
+    from pipeline.model import load_checkpoint
+    from pipeline.reporting import energy_terms
+    from pipeline.stages import prune_only, train_dense
+    study = optuna.create_study()
+    cfg, metrics = trial_task(study.ask(), "train.epochs=2", "prune.threshold=0.02", "objective.lam=0.3",
+                              f"prune.finetune_epochs={finetune_epochs}", f"sweep.finetuned_loss={finetuned_loss}")
+    reported = study.trials[0].intermediate_values
+    assert sorted(reported) == [1, 2]
+    data = load_data(cfg)
+    for epoch in (1, 2):
+        # epoch 1 of a 2-epoch training is a 1-epoch training (same seed, same batches)
+        dense = train_dense(OmegaConf.merge(cfg, {"train": {"epochs": epoch}}), data)
+        pruned = prune_only(cfg, dense)
+        with torch.no_grad():
+            model = pruned if loss_of == "pruned" else dense
+            val_loss = float(torch.nn.functional.cross_entropy(model(data.val.images), data.val.labels))
+        energy = energy_terms(cfg, dense, pruned)
+        # eq. (8): lam * loss + (1 - lam) * E_ps / E_psnc with lam = 0.3
+        expected = 0.3 * val_loss + 0.7 * energy["energy_total_j_ps"] / energy["energy_total_j_psnc"]
+        assert reported[epoch] == pytest.approx(expected, rel=1e-6), epoch
+    if not finetune_epochs:  # the final objective is the last epoch's value
+        assert metrics["objective"] == pytest.approx(reported[2], rel=1e-9)
+    # training went on as without the per-epoch values: the cached model is the plain 2-epoch one
+    cached = load_checkpoint(Path(cfg.cache.dir) / f"{training_key(cfg, data)}.pt")
+    assert all(torch.equal(a, b) for a, b in zip(cached.state_dict().values(), dense.state_dict().values()))
+    history = MlflowClient(cfg.tracking.uri).get_metric_history(metrics["mlflow_run_id"], "intermediate_objective")
+    assert [(m.step, m.value) for m in history] == [(1, reported[1]), (2, reported[2])]
+
+
+@pytest.mark.parametrize("warmup_epochs,pruned_at", [(0, 1), (2, 3), (3, None)])
+def test_a_bad_trial_is_pruned_only_after_the_warmup_and_never_caches_a_half_trained_model(
+        trial_task, warmup_epochs, pruned_at):
+    study = optuna.create_study(pruner=optuna.pruners.MedianPruner(n_startup_trials=1))
+    # a finished trial better than any trial can be at every epoch (eq. (8) >= 0)
+    study.add_trial(optuna.trial.create_trial(value=-1.0, intermediate_values={e: -1.0 for e in range(1, 5)}))
+    cfg, result = trial_task(study.ask(), "train.epochs=4", f"sweep.warmup_epochs={warmup_epochs}")
+    reported = sorted(study.trials[1].intermediate_values)
+    cached = list(Path(cfg.cache.dir).glob("*.pt"))
+    client = MlflowClient(cfg.tracking.uri)
+    models = study_runs(client, cfg.tracking.experiment, cfg.sweep.study_name, role="trained-model", status="FINISHED")
+    if pruned_at is None:  # judged at no epoch: 1-3 are the warm-up, 4 is the last
+        assert isinstance(result, dict) and reported == [1, 2, 3, 4]
+        assert len(cached) == 1 and len(models) == 1
+    else:
+        assert isinstance(result, optuna.TrialPruned) and str(result).startswith(f"epoch {pruned_at}:")
+        assert reported == list(range(1, pruned_at + 1))
+        assert cached == [] and models == []  # nothing half-trained is taken for the trained model
