@@ -60,8 +60,18 @@ def check_layer_names(cfg, key: str, allow_input: bool = True) -> None:
             raise ConfigError(f"{key}: unknown cut point {name!r}; valid: {', '.join(valid)}")
 
 
+def check_choice(cfg, key: str, valid: tuple[str, ...]) -> None:
+    """Raise ConfigError unless ``key`` (if present) is one of ``valid``."""
+    value = _get(cfg, key)
+    if value is not None and value not in valid:
+        raise ConfigError(f"{key} must be one of {', '.join(valid)} (got {value!r})")
+
+
 def validate_training(cfg: DictConfig) -> None:
+    from .training import CE_REDUCTIONS
+
     check_range(cfg, "train.mu", 0, 1, low_open=True)
+    check_choice(cfg, "train.ce_reduction", CE_REDUCTIONS)
     check_range(cfg, "train.epochs", 1, integer=True)
     check_range(cfg, "train.batch_size", 1, integer=True)
     check_range(cfg, "train.lr", 0, low_open=True)

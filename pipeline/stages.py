@@ -32,8 +32,8 @@ def train_dense(cfg: DictConfig, data: MnistSplits, on_epoch: Callable[[EpochRec
     seed_everything(cfg.seed, cfg.train.num_threads)
     model = build_model(cfg.model.conv_channels, cfg.model.fc_units)
     t = cfg.train
-    fit(model, data.train, data.val, epochs=t.epochs, mu=t.mu, lr=t.lr, batch_size=t.batch_size,
-        seed=cfg.seed, on_epoch=on_epoch)
+    fit(model, data.train, data.val, epochs=t.epochs, mu=t.mu, ce_reduction=t.ce_reduction, lr=t.lr,
+        batch_size=t.batch_size, seed=cfg.seed, on_epoch=on_epoch)
     return model
 
 
@@ -52,7 +52,8 @@ def prune_model(
     pruned = prune_only(cfg, dense)
     if p.finetune_epochs:
         seed_everything(cfg.seed + 1, cfg.train.num_threads)
-        fit(pruned, data.train, data.val, epochs=p.finetune_epochs, mu=cfg.train.mu, lr=p.finetune_lr,
+        fit(pruned, data.train, data.val, epochs=p.finetune_epochs, mu=cfg.train.mu,
+            ce_reduction=cfg.train.ce_reduction, lr=p.finetune_lr,
             batch_size=cfg.train.batch_size, seed=cfg.seed + 1, masks=nonzero_masks(pruned), desc="finetune",
             on_epoch=on_epoch)
     return pruned

@@ -46,6 +46,7 @@ BAD = [
     ("train.mu=0", r"train.mu must be in \(0, 1\]"),
     ("train.mu=1.2", r"train.mu must be in \(0, 1\]"),
     ("prune.threshold=-0.1", r"prune.threshold must be in \[0, inf\)"),
+    ("train.ce_reduction=avg", r"train.ce_reduction must be one of mean, sum \(got 'avg'\)"),
     ("train.epochs=0", r"train.epochs must be in \[1, inf\)"),
     ("train.batch_size=-4", r"train.batch_size must be in \[1, inf\)"),
     ("data.val_fraction=1.0", r"data.val_fraction must be in \(0, 1\)"),
