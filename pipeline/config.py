@@ -68,6 +68,7 @@ def check_choice(cfg, key: str, valid: tuple[str, ...]) -> None:
 
 
 def validate_training(cfg: DictConfig) -> None:
+    from .pruning import PRUNE_MODES
     from .training import CE_REDUCTIONS
 
     check_range(cfg, "train.mu", 0, 1, low_open=True)
@@ -78,6 +79,7 @@ def validate_training(cfg: DictConfig) -> None:
     check_range(cfg, "data.val_fraction", 0, 1, low_open=True, high_open=True)
     check_range(cfg, "data.train_subset", 2, integer=True)
     check_range(cfg, "data.test_subset", 1, integer=True)
+    check_choice(cfg, "prune.mode", PRUNE_MODES)
     check_range(cfg, "prune.threshold", 0)
     check_range(cfg, "prune.finetune_epochs", 0, integer=True)
     check_layer_names(cfg, "prune.per_layer", allow_input=False)

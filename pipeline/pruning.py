@@ -13,16 +13,44 @@ import torch
 from .model import SplitCNN, count_nonzero, count_parameters
 
 
-def magnitude_masks(
-    model: SplitCNN, threshold: float, per_layer: dict[str, float] | None = None
-) -> dict[str, torch.Tensor]:
-    """Keep-masks: a parameter survives iff |theta| >= threshold (global), or the layer's own
-    threshold from ``per_layer`` (keys are layer names such as ``fc1``)."""
+PRUNE_MODES = ("absolute", "std")
+
+
+def layer_thresholds(
+    model: SplitCNN, threshold: float, per_layer: dict[str, float] | None = None, mode: str = "absolute"
+) -> dict[str, float]:
+    """The absolute threshold of every weighted layer (``prune.mode``).
+
+    ``per_layer`` values (keys are layer names such as ``fc1``; None = the global value) override
+    ``threshold`` for their layer. In ``absolute`` mode (the paper's "predefined pruning threshold",
+    Sec. III-A step 2) a value is the threshold itself. In ``std`` mode it is a quality parameter q
+    and the layer's threshold is q * std(W_l), the population standard deviation of the layer's
+    weights, biases excluded (Han et al., "Learning both Weights and Connections for Efficient
+    Neural Networks", NeurIPS 2015): it scales with the weights, so it means the same
+    after 2 epochs as after 30, when an absolute 0.08 is above fc1's whole initial range
+    (PyTorch's init is U(-1/sqrt(fan_in), 1/sqrt(fan_in)): 1/sqrt(256) = 0.0625 for fc1).
+    """
+    if mode not in PRUNE_MODES:
+        raise ValueError(f"mode must be one of {', '.join(PRUNE_MODES)} (got {mode!r})")
     per_layer = {k: v for k, v in (per_layer or {}).items() if v is not None}
+    thresholds = {}
+    for name, layer in model.weighted_layers():
+        value = per_layer.get(name, threshold)
+        if mode == "std":
+            value *= float(layer.weight.detach().std(correction=0))
+        thresholds[name] = float(value)
+    return thresholds
+
+
+def magnitude_masks(
+    model: SplitCNN, threshold: float, per_layer: dict[str, float] | None = None, mode: str = "absolute"
+) -> dict[str, torch.Tensor]:
+    """Keep-masks: a weight or bias survives iff |theta| >= its layer's threshold (``layer_thresholds``)."""
+    thresholds = layer_thresholds(model, threshold, per_layer, mode)
     masks = {}
     for name, p in model.named_parameters():
         layer = name.split(".")[1]  # "layers.fc1.weight" -> "fc1"
-        masks[name] = (p.detach().abs() >= per_layer.get(layer, threshold)).to(p.dtype)
+        masks[name] = (p.detach().abs() >= thresholds[layer]).to(p.dtype)
     return masks
 
 
@@ -106,11 +134,13 @@ def compression_ratio(dense_nnz: int, pruned_nnz: int) -> float:
     return dense_nnz / pruned_nnz
 
 
-def prune(model: SplitCNN, threshold: float, per_layer: dict[str, float] | None = None) -> SplitCNN:
-    """Threshold (a copy of) ``model`` and remove its dead units."""
+def prune(
+    model: SplitCNN, threshold: float, per_layer: dict[str, float] | None = None, mode: str = "absolute"
+) -> SplitCNN:
+    """Threshold (a copy of) ``model`` (``layer_thresholds``) and remove its dead units."""
     masked = SplitCNN(model.conv_channels, model.fc_units)
     masked.load_state_dict(model.state_dict())
-    apply_masks(masked, magnitude_masks(masked, threshold, per_layer))
+    apply_masks(masked, magnitude_masks(masked, threshold, per_layer, mode))
     return remove_dead_units(masked)
 
 

@@ -38,10 +38,12 @@ def train_dense(cfg: DictConfig, data: MnistSplits, on_epoch: Callable[[EpochRec
 
 
 def prune_only(cfg: DictConfig, model: SplitCNN) -> SplitCNN:
-    """Step 2 of Sec. III-A as configured in ``cfg.prune``: thresholds plus dead-unit removal, no
-    fine-tuning (cheap: what a sweep trial reports at every epoch)."""
+    """Step 2 of Sec. III-A as configured in ``cfg.prune``: thresholds (``prune.mode``: absolute
+    values, or multiples of each layer's weight std) plus dead-unit removal, no fine-tuning (cheap:
+    what a sweep trial reports at every epoch)."""
     p = cfg.prune
-    return prune(model, p.threshold, OmegaConf.to_container(p.per_layer) if p.per_layer else None)
+    per_layer = OmegaConf.to_container(p.per_layer) if p.per_layer else None
+    return prune(model, p.threshold, per_layer, mode=p.mode)
 
 
 def prune_model(

@@ -1,9 +1,14 @@
+import math
+
+import pytest
 import torch
 
-from pipeline.model import SplitCNN, count_nonzero
+from pipeline.model import SplitCNN, build_model, count_nonzero
 from pipeline.pruning import (
-    apply_masks, compression_ratio, layer_table, magnitude_masks, prune, remove_dead_units,
+    apply_masks, compression_ratio, layer_table, layer_thresholds, magnitude_masks, prune, remove_dead_units,
 )
+from pipeline.stages import prune_only
+from tests.conftest import compose_cfg
 
 
 def small_model(seed=0):
@@ -20,6 +25,57 @@ def test_masks_keep_exactly_the_large_parameters():
     assert masks["layers.fc5.weight"][0].tolist() == [1, 0, 1, 1, 0, 0, 1, 0]
     per_layer = magnitude_masks(model, 0.1, {"fc5": 0.25})
     assert per_layer["layers.fc5.weight"][0].tolist() == [1, 0, 0, 1, 0, 0, 0, 0]
+
+
+def test_std_mode_threshold_is_q_times_the_layer_weight_std():
+    model = small_model()
+    with torch.no_grad():
+        # in units of 0.05: [4, -2, -2, 2, -2, 0, 0, 0] -> mean 0, squares 16 + 4*4 = 32 over 8 values:
+        # variance 4 units^2 = 0.01, std 0.1 (population std, the same for the ten identical rows)
+        model.layers.fc5.weight.copy_(torch.tensor([[0.2, -0.1, -0.1, 0.1, -0.1, 0.0, 0.0, 0.0]] * 10))
+        model.layers.fc5.bias.copy_(torch.tensor([0.16, -0.14, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]))
+    thresholds = layer_thresholds(model, 1.5, mode="std")
+    assert thresholds["fc5"] == pytest.approx(1.5 * 0.1)  # 0.15
+    masks = magnitude_masks(model, 1.5, mode="std")
+    # |w| >= 0.15 keeps only 0.2; the bias uses its layer's weight-based threshold: 0.16 stays, -0.14 goes
+    assert masks["layers.fc5.weight"][0].tolist() == [1, 0, 0, 0, 0, 0, 0, 0]
+    assert masks["layers.fc5.bias"][:2].tolist() == [1, 0]
+    # per-layer q overrides the global one: 0.9 * 0.1 = 0.09 keeps 0.2 and the four +-0.1
+    per_layer = magnitude_masks(model, 1.5, {"fc5": 0.9, "fc4": None}, mode="std")
+    assert per_layer["layers.fc5.weight"][0].tolist() == [1, 1, 1, 1, 1, 0, 0, 0]
+    # the other layers: 1.5 * their own std
+    fc4 = model.layers.fc4.weight.detach()
+    assert thresholds["fc4"] == pytest.approx(1.5 * math.sqrt(float((fc4 - fc4.mean()).pow(2).mean())))
+    # absolute mode is the value itself
+    assert layer_thresholds(model, 0.15)["fc5"] == 0.15
+
+
+def _kept_fraction(model: SplitCNN, pruned: SplitCNN) -> dict[str, float]:
+    return {r.layer: r.nnz_pruned / r.params_dense for r in layer_table(model, pruned) if r.kind != "pool"}
+
+
+@pytest.mark.parametrize("mode", ["default", "absolute"])
+def test_default_pruning_keeps_part_of_every_layer_of_an_untrained_cnn(mode):
+    """The 9.8% collapse of a 2-epoch training, caught without training.
+
+    PyTorch initialises a layer as U(-b, b), b = 1/sqrt(fan_in): std = b / sqrt(3), so the
+    default q = 1.6 (0.5 on conv1, fc5) keeps |w| >= q b / sqrt(3), a fraction 1 - q / sqrt(3) =
+    1 - 1.6 / 1.732 = 7.6% (71% for q = 0.5) of every layer. The paper-style absolute thresholds
+    lie above the whole range of fc1 (0.08 > 1/sqrt(256) = 0.0625), fc2 (0.08 > 1/sqrt(512) =
+    0.044) and conv4 (0.03 > 1/sqrt(64*25) = 0.025): nothing of them survives.
+    """
+    overrides = [] if mode == "default" else [
+        "prune.mode=absolute", "prune.threshold=0.03", "prune.per_layer.fc1=0.08", "prune.per_layer.fc2=0.08",
+        "prune.per_layer.conv1=null", "prune.per_layer.fc5=null"]
+    cfg = compose_cfg("train", overrides)
+    torch.manual_seed(0)
+    model = build_model(cfg.model.conv_channels, cfg.model.fc_units)
+    kept = _kept_fraction(model, prune_only(cfg, model))
+    if mode == "default":
+        assert min(kept.values()) >= 0.06, kept
+        assert kept["fc1"] == pytest.approx(1 - 1.6 / math.sqrt(3), abs=0.005)  # 131k weights: +-0.1%
+    else:
+        assert kept["fc1"] == kept["fc2"] == kept["conv4"] == 0.0, kept
 
 
 def test_compression_ratio_on_a_hand_built_tensor():

@@ -7,7 +7,7 @@ import pytest
 from omegaconf import OmegaConf
 from mlflow.tracking import MlflowClient
 
-from pipeline.config import ConfigError
+from pipeline.config import ConfigError, validate_training
 from pipeline.stages import run_train
 from tests.conftest import REPO
 
@@ -23,6 +23,7 @@ def test_run_records_params_metrics_and_artifacts(small_train_cfg):
     assert FINAL_METRICS <= set(run.data.metrics)
     assert run.data.params["train.mu"] == str(small_train_cfg.train.mu)
     assert run.data.params["prune.threshold"] == str(small_train_cfg.prune.threshold)
+    assert run.data.params["train.ce_reduction"] == "mean" and run.data.params["prune.mode"] == "std"
     history = client.get_metric_history(run.info.run_id, "val_accuracy")
     # training epoch 1, fine-tuning epochs 2..1+F, then the pruned model's final value one step
     # later, so it is what MLflow shows as the latest val_accuracy
@@ -46,7 +47,6 @@ BAD = [
     ("train.mu=0", r"train.mu must be in \(0, 1\]"),
     ("train.mu=1.2", r"train.mu must be in \(0, 1\]"),
     ("prune.threshold=-0.1", r"prune.threshold must be in \[0, inf\)"),
-    ("train.ce_reduction=avg", r"train.ce_reduction must be one of mean, sum \(got 'avg'\)"),
     ("train.epochs=0", r"train.epochs must be in \[1, inf\)"),
     ("train.batch_size=-4", r"train.batch_size must be in \[1, inf\)"),
     ("data.val_fraction=1.0", r"data.val_fraction must be in \(0, 1\)"),
@@ -64,6 +64,23 @@ def test_bad_input_is_refused_before_anything_is_recorded(small_train_cfg, overr
         run_train(cfg)
     client = MlflowClient(small_train_cfg.tracking.uri)
     assert client.search_experiments(filter_string="name = 'ecosplit'") == []
+
+
+# settings checked by the same validate_training that run_train calls first (the rows above show
+# that nothing is recorded then); checked directly, since every run_train row opens an MLflow store
+CHOICES = [
+    ("prune.mode=relative", r"prune.mode must be one of absolute, std \(got 'relative'\)"),
+    ("train.ce_reduction=avg", r"train.ce_reduction must be one of mean, sum \(got 'avg'\)"),
+    ("prune.per_layer.fc1=-0.1", r"prune.per_layer.fc1 must be in \[0, inf\) \(got -0.1\)"),
+]
+
+
+@pytest.mark.parametrize("override,message", CHOICES)
+def test_bad_mode_and_reduction_are_refused(small_train_cfg, override, message):
+    cfg = small_train_cfg.copy()
+    cfg.merge_with_dotlist([override])
+    with pytest.raises(ConfigError, match=message):
+        validate_training(cfg)
 
 
 def test_cli_exit_code_and_single_line_and_nothing_damaged(fake_mnist, tmp_path):
