@@ -55,13 +55,17 @@ BAD = [
 ]
 
 
-@pytest.mark.parametrize("override,message", BAD)
-def test_bad_input_is_refused_before_anything_is_recorded(small_train_cfg, override, message):
-    cfg = small_train_cfg.copy()
+def _overridden(cfg, override: str):
+    cfg = cfg.copy()
     OmegaConf.set_struct(cfg, False)
     cfg.merge_with_dotlist([override.lstrip("+")])
+    return cfg
+
+
+@pytest.mark.parametrize("override,message", BAD)
+def test_bad_input_is_refused_before_anything_is_recorded(small_train_cfg, override, message):
     with pytest.raises(ConfigError, match=message):
-        run_train(cfg)
+        run_train(_overridden(small_train_cfg, override))
     client = MlflowClient(small_train_cfg.tracking.uri)
     assert client.search_experiments(filter_string="name = 'ecosplit'") == []
 
@@ -77,10 +81,8 @@ CHOICES = [
 
 @pytest.mark.parametrize("override,message", CHOICES)
 def test_bad_mode_and_reduction_are_refused(small_train_cfg, override, message):
-    cfg = small_train_cfg.copy()
-    cfg.merge_with_dotlist([override])
     with pytest.raises(ConfigError, match=message):
-        validate_training(cfg)
+        validate_training(_overridden(small_train_cfg, override))
 
 
 def test_cli_exit_code_and_single_line_and_nothing_damaged(fake_mnist, tmp_path):
