@@ -27,13 +27,16 @@ def load_data(cfg: DictConfig) -> MnistSplits:
     return load_mnist(d.root, d.val_fraction, d.split_seed, d.download, d.train_subset, d.test_subset)
 
 
-def train_dense(cfg: DictConfig, data: MnistSplits, on_epoch: Callable[[EpochRecord], None] | None = None) -> SplitCNN:
-    """Train the dense CNN on eq. (10) from the seed in ``cfg``."""
+def train_dense(
+    cfg: DictConfig, data: MnistSplits, on_epoch: Callable[[EpochRecord, SplitCNN], None] | None = None
+) -> SplitCNN:
+    """Train the dense CNN on eq. (10) from the seed in ``cfg``. ``on_epoch(record, model)`` sees
+    every epoch's record and the model being trained (it must not change the model)."""
     seed_everything(cfg.seed, cfg.train.num_threads)
     model = build_model(cfg.model.conv_channels, cfg.model.fc_units)
     t = cfg.train
     fit(model, data.train, data.val, epochs=t.epochs, mu=t.mu, ce_reduction=t.ce_reduction, lr=t.lr,
-        batch_size=t.batch_size, seed=cfg.seed, on_epoch=on_epoch)
+        batch_size=t.batch_size, seed=cfg.seed, on_epoch=None if on_epoch is None else lambda rec: on_epoch(rec, model))
     return model
 
 
@@ -101,7 +104,7 @@ def run_train(cfg: DictConfig) -> dict[str, float]:
         # one step axis: training epochs, then fine-tuning epochs, then the final (pruned) values,
         # so MLflow's "latest" value of val_accuracy is the pruned model's
         def log_epoch(offset: int):
-            def log(rec: EpochRecord) -> None:
+            def log(rec: EpochRecord, model: SplitCNN | None = None) -> None:
                 values = {"train_loss": rec.train_loss, "val_loss": rec.val_loss, "val_accuracy": rec.val_accuracy}
                 tracking.log_metrics(values, step=offset + rec.epoch)
             return log

@@ -16,7 +16,6 @@ whole front.
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import math
@@ -336,24 +335,6 @@ def intermediate_metrics(cfg: DictConfig, model: SplitCNN, data: MnistSplits, de
             **eq8_terms(cfg, model, pruned, loss)}
 
 
-@contextlib.contextmanager
-def _model_in_training():
-    """A list that holds, once training has started, the model ``train_dense`` trains: the first
-    SplitCNN run forward in training mode. ``train_dense`` keeps its model to itself and
-    ``on_epoch`` receives only the epoch's record; this seam goes once it passes the model too."""
-    holder: list[SplitCNN] = []
-
-    def seen(module, args) -> None:
-        if not holder and isinstance(module, SplitCNN) and module.training:
-            holder.append(module)
-
-    handle = torch.nn.modules.module.register_module_forward_pre_hook(seen)
-    try:
-        yield holder
-    finally:
-        handle.remove()
-
-
 def _trial_metrics(cfg: DictConfig, trial, experiment_id: str, data: MnistSplits) -> dict:
     """The trial's work. time_*_s: seconds of dense training (0 on a cache hit; without the
     per-epoch values), of the per-epoch intermediate values, of pruning + fine-tuning and of
@@ -386,8 +367,7 @@ def _trial_metrics(cfg: DictConfig, trial, experiment_id: str, data: MnistSplits
 
     def train():
         t = time.perf_counter()
-        with _model_in_training() as model:
-            dense = train_dense(cfg, data, lambda rec: report(rec, model[0]))
+        dense = train_dense(cfg, data, report)
         times["time_train_s"] = time.perf_counter() - t - overhead_s[0]
         return dense
 
