@@ -1,4 +1,5 @@
-"""Checks of user settings before anything runs or is recorded.
+"""Checks of user settings before anything runs or is recorded, and the builders from config to
+the domain objects of the numpy math (energy costs, route, link, timing, carbon index).
 
 Each bad value gets one message naming the setting, its valid range and the value given; entry
 scripts print it and exit with status 2 (pipeline.cli).
@@ -8,9 +9,13 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
+from . import energy
+from .evaluation import CANDIDATES
 from .model import CUT_ALIASES, SplitCNN
+from .simulation import LATE_UPLOADS, Link, Route, Timing
 
 
 class ConfigError(ValueError):
@@ -86,3 +91,137 @@ def validate_training(cfg: DictConfig) -> None:
     per_layer = _get(cfg, "prune.per_layer") or {}
     for name in per_layer:
         check_range(cfg, f"prune.per_layer.{name}", 0)  # null (= global threshold) passes
+
+
+# -- energy (Tables I, II) -----------------------------------------------------------------
+ENERGY_CHOICES = {
+    "energy.memory_model": energy.MEMORY_MODELS,
+    "energy.conv_macs": energy.CONV_MAC_RULES,
+    "energy.pool_windows": energy.POOL_WINDOW_RULES,
+    "energy.weight_storage": energy.WEIGHT_STORAGES,
+}
+
+
+def _required_choice(cfg: DictConfig, key: str, valid) -> None:
+    valid = tuple(map(str, valid))
+    if OmegaConf.select(cfg, key) is None:
+        raise ConfigError(f"{key} must be one of {', '.join(valid)} (got None)")
+    check_choice(cfg, key, valid)
+
+
+def validate_energy(cfg: DictConfig) -> None:
+    """Every ``energy.*`` setting, before any work; raises ConfigError naming the setting."""
+    e = cfg.energy
+    levels = tuple(e.memory_pj_per_64bit)
+    _required_choice(cfg, "energy.precision", [p for p in e.operations_pj if p in e.bits_per_element])
+    for p in e.operations_pj:
+        for op in ("add", "mul"):
+            if OmegaConf.select(cfg, f"energy.operations_pj.{p}.{op}") is None:
+                raise ConfigError(f"energy.operations_pj.{p}.{op} must be a number of pJ >= 0 (got None)")
+            check_range(cfg, f"energy.operations_pj.{p}.{op}", 0)
+    for p in e.bits_per_element:
+        check_range(cfg, f"energy.bits_per_element.{p}", 1, integer=True)
+    for level in levels:
+        check_range(cfg, f"energy.memory_pj_per_64bit.{level}", 0)
+    for key, valid in ENERGY_CHOICES.items():
+        _required_choice(cfg, key, valid)
+    check_range(cfg, "energy.per_mac.operand_fetches", 0)
+    _required_choice(cfg, "energy.per_mac.level", levels)
+    _required_choice(cfg, "energy.weight_memory", (*levels, "auto"))
+    if e.activation_memory is not None:
+        check_choice(cfg, "energy.activation_memory", levels)
+    for kind in ("conv", "fc"):
+        if OmegaConf.select(cfg, f"energy.csr_index_bits.{kind}") is None:
+            raise ConfigError(f"energy.csr_index_bits.{kind} must be an integer in [1, 32] (got None)")
+        check_range(cfg, f"energy.csr_index_bits.{kind}", 1, 32, integer=True)
+    capacities = e.memory_capacity_bytes
+    if set(capacities) != set(levels):
+        raise ConfigError(f"energy.memory_capacity_bytes must name every level of energy.memory_pj_per_64bit "
+                          f"({', '.join(levels)}) (got {', '.join(capacities)})")
+    for level in levels:
+        check_range(cfg, f"energy.memory_capacity_bytes.{level}", 0, low_open=True)  # null = unbounded passes
+    if e.weight_memory == "auto" and all(capacities[level] is not None for level in levels):
+        raise ConfigError("energy.memory_capacity_bytes needs an unbounded level (null) when "
+                          f"energy.weight_memory=auto (got {OmegaConf.to_container(capacities)})")
+
+
+def energy_costs(energy_cfg: DictConfig) -> energy.EnergyCosts:
+    """Tables I and II at the configured precision, memory model and levels (pJ -> J)."""
+    bits = energy_cfg.bits_per_element[energy_cfg.precision]
+    ops = energy_cfg.operations_pj[energy_cfg.precision]
+    access_j = {level: pj * 1e-12 for level, pj in energy_cfg.memory_pj_per_64bit.items()}
+    activation_j = 0.0
+    if energy_cfg.activation_memory:
+        activation_j = energy.element_access_energy_j(access_j[energy_cfg.activation_memory], bits)
+    return energy.EnergyCosts(
+        e_mul_j=ops.mul * 1e-12, e_add_j=ops.add * 1e-12, access_64bit_j=access_j,
+        memory_model=energy_cfg.memory_model, operand_fetches=energy_cfg.per_mac.operand_fetches,
+        operand_level=energy_cfg.per_mac.level, weight_memory=energy_cfg.weight_memory,
+        capacity_bytes=dict(energy_cfg.memory_capacity_bytes), activation_element_j=activation_j,
+    )
+
+
+# -- evaluation: channel, timing, trajectory, statistics, CO2 -------------------------------
+def _one_of(cfg, key: str, options) -> None:
+    value = OmegaConf.select(cfg, key)
+    if value not in options:
+        raise ConfigError(f"{key} must be one of {', '.join(map(str, options))} (got {value!r})")
+
+
+def validate_evaluation(cfg: DictConfig) -> None:
+    """Every energy, channel, timing, trajectory, statistics and CO2 setting, before any work or recording."""
+    c, t = cfg.channel, cfg.trajectory
+    validate_energy(cfg)
+    for key in ("channel.power_w", "channel.noise_psd_w_per_hz", "channel.bandwidth_hz"):
+        check_range(cfg, key, 0, low_open=True)
+    for i, _ in enumerate(c.bandwidths_hz):
+        check_range(cfg, f"channel.bandwidths_hz.{i}", 0, low_open=True)
+    check_range(cfg, "channel.bits_per_element", 1, integer=True)
+    check_range(cfg, "channel.input_bits_per_element", 1, integer=True)
+    _one_of(cfg, "channel.fixed_cuts_send_index", [True, False])
+    _one_of(cfg, "channel.decision", ["oracle", "causal"])
+    _one_of(cfg, "channel.late_upload", list(LATE_UPLOADS))
+    check_range(cfg, "channel.client_macs_per_s", 0, low_open=True)
+    for key in ("trajectory.speed_mps", "trajectory.inference_rate_hz", "trajectory.coherence_time_s",
+                "trajectory.reference_distance_m", "trajectory.min_distance_m", "trajectory.location_radius_m",
+                "trajectory.duration_s"):
+        check_range(cfg, key, 0, low_open=True)
+    # one radio: an upload that meets its deadline ends before the next inference starts
+    check_range(cfg, "channel.deadline_s", 0, 1 / float(t.inference_rate_hz), low_open=True)
+    check_range(cfg, "trajectory.path_loss_exponent", 0)
+    if len(t.waypoints_m) < 2:
+        raise ConfigError(f"trajectory.waypoints_m needs at least 2 points (got {len(t.waypoints_m)})")
+    _one_of(cfg, "selection.candidates", list(CANDIDATES))
+    _one_of(cfg, "selection.enforce_deadline", [True, False])
+    check_range(cfg, "evaluation.realisations", 1, integer=True)
+    check_range(cfg, "evaluation.objective_realisations", 1, integer=True)
+    for key in ("path_loss_exponents", "reference_distances_m"):
+        for i, _ in enumerate(OmegaConf.select(cfg, f"evaluation.sensitivity.{key}") or []):
+            check_range(cfg, f"evaluation.sensitivity.{key}.{i}", 0, low_open=key != "path_loss_exponents")
+    _one_of(cfg, "co2.region", list(cfg.co2.carbon_kg_per_kwh))
+    check_range(cfg, f"co2.carbon_kg_per_kwh.{cfg.co2.region}", 0)
+    for i, _ in enumerate(cfg.get("fig5_thresholds") or []):
+        check_range(cfg, f"fig5_thresholds.{i}", 0)
+
+
+def route_from_config(t: DictConfig) -> Route:
+    return Route(
+        waypoints_m=np.asarray(t.waypoints_m, float), server_m=np.asarray(t.server_m, float),
+        speed_mps=t.speed_mps, inference_rate_hz=t.inference_rate_hz, coherence_time_s=t.coherence_time_s,
+        path_loss_exponent=t.path_loss_exponent, reference_distance_m=t.reference_distance_m,
+        min_distance_m=t.min_distance_m, seed=t.seed, duration_s=t.duration_s,
+    )
+
+
+def link_from_config(c: DictConfig, bandwidth_hz: float) -> Link:
+    return Link(float(bandwidth_hz), c.power_w, c.noise_psd_w_per_hz)
+
+
+def timing_from_config(cfg: DictConfig) -> Timing:
+    period_s = 1.0 / float(cfg.trajectory.inference_rate_hz)
+    deadline_s = period_s if cfg.channel.deadline_s is None else float(cfg.channel.deadline_s)
+    return Timing(deadline_s, period_s, cfg.channel.late_upload, bool(cfg.selection.enforce_deadline))
+
+
+def carbon_index(cfg: DictConfig) -> float:
+    return float(cfg.co2.carbon_kg_per_kwh[cfg.co2.region])

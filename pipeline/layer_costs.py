@@ -10,78 +10,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from . import energy
-from .config import ConfigError, check_choice, check_range
+from .config import energy_costs
 from .model import SplitCNN
-
-ENERGY_CHOICES = {
-    "energy.memory_model": energy.MEMORY_MODELS,
-    "energy.conv_macs": energy.CONV_MAC_RULES,
-    "energy.pool_windows": energy.POOL_WINDOW_RULES,
-    "energy.weight_storage": energy.WEIGHT_STORAGES,
-}
-
-
-def _required_choice(cfg: DictConfig, key: str, valid) -> None:
-    valid = tuple(map(str, valid))
-    if OmegaConf.select(cfg, key) is None:
-        raise ConfigError(f"{key} must be one of {', '.join(valid)} (got None)")
-    check_choice(cfg, key, valid)
-
-
-def validate_energy(cfg: DictConfig) -> None:
-    """Every ``energy.*`` setting, before any work; raises ConfigError naming the setting."""
-    e = cfg.energy
-    levels = tuple(e.memory_pj_per_64bit)
-    _required_choice(cfg, "energy.precision", [p for p in e.operations_pj if p in e.bits_per_element])
-    for p in e.operations_pj:
-        for op in ("add", "mul"):
-            if OmegaConf.select(cfg, f"energy.operations_pj.{p}.{op}") is None:
-                raise ConfigError(f"energy.operations_pj.{p}.{op} must be a number of pJ >= 0 (got None)")
-            check_range(cfg, f"energy.operations_pj.{p}.{op}", 0)
-    for p in e.bits_per_element:
-        check_range(cfg, f"energy.bits_per_element.{p}", 1, integer=True)
-    for level in levels:
-        check_range(cfg, f"energy.memory_pj_per_64bit.{level}", 0)
-    for key, valid in ENERGY_CHOICES.items():
-        _required_choice(cfg, key, valid)
-    check_range(cfg, "energy.per_mac.operand_fetches", 0)
-    _required_choice(cfg, "energy.per_mac.level", levels)
-    _required_choice(cfg, "energy.weight_memory", (*levels, "auto"))
-    if e.activation_memory is not None:
-        check_choice(cfg, "energy.activation_memory", levels)
-    for kind in ("conv", "fc"):
-        if OmegaConf.select(cfg, f"energy.csr_index_bits.{kind}") is None:
-            raise ConfigError(f"energy.csr_index_bits.{kind} must be an integer in [1, 32] (got None)")
-        check_range(cfg, f"energy.csr_index_bits.{kind}", 1, 32, integer=True)
-    capacities = e.memory_capacity_bytes
-    if set(capacities) != set(levels):
-        raise ConfigError(f"energy.memory_capacity_bytes must name every level of energy.memory_pj_per_64bit "
-                          f"({', '.join(levels)}) (got {', '.join(capacities)})")
-    for level in levels:
-        check_range(cfg, f"energy.memory_capacity_bytes.{level}", 0, low_open=True)  # null = unbounded passes
-    if e.weight_memory == "auto" and all(capacities[level] is not None for level in levels):
-        raise ConfigError("energy.memory_capacity_bytes needs an unbounded level (null) when "
-                          f"energy.weight_memory=auto (got {OmegaConf.to_container(capacities)})")
-
-
-def energy_costs(energy_cfg: DictConfig) -> energy.EnergyCosts:
-    """Tables I and II at the configured precision, memory model and levels (pJ -> J)."""
-    bits = energy_cfg.bits_per_element[energy_cfg.precision]
-    ops = energy_cfg.operations_pj[energy_cfg.precision]
-    access_j = {level: pj * 1e-12 for level, pj in energy_cfg.memory_pj_per_64bit.items()}
-    activation_j = 0.0
-    if energy_cfg.activation_memory:
-        activation_j = energy.element_access_energy_j(access_j[energy_cfg.activation_memory], bits)
-    return energy.EnergyCosts(
-        e_mul_j=ops.mul * 1e-12, e_add_j=ops.add * 1e-12, access_64bit_j=access_j,
-        memory_model=energy_cfg.memory_model, operand_fetches=energy_cfg.per_mac.operand_fetches,
-        operand_level=energy_cfg.per_mac.level, weight_memory=energy_cfg.weight_memory,
-        capacity_bytes=dict(energy_cfg.memory_capacity_bytes), activation_element_j=activation_j,
-    )
-
 
 def layer_shapes(model: SplitCNN) -> list[energy.LayerShape]:
     """What the energy model needs of each layer: sizes and non-zero weights/biases."""

@@ -14,83 +14,19 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from . import tracking
-from .config import ConfigError, check_range, validate_training
-from .evaluation import CANDIDATES, METHODS, STAT_KEYS, CutTable, cut_table, simulate, table_rows, versus_paper
-from .layer_costs import processing_table, validate_energy
+from .config import (ConfigError, carbon_index, link_from_config, route_from_config, timing_from_config,
+                     validate_evaluation, validate_training)
+from .evaluation import METHODS, STAT_KEYS, CutTable, cut_table, simulate, table_rows, versus_paper
+from .layer_costs import processing_table
 from .model import SplitCNN, count_nonzero, load_checkpoint
 from .pruning import compression_ratio, prune
-from .simulation import LATE_UPLOADS, Link, Route, Scenario, Timing
+from .simulation import Scenario
 from .trajectory import nearest_location
 
 log = logging.getLogger(__name__)
 
 
-# -- configuration -------------------------------------------------------------------------
-def _one_of(cfg, key: str, options) -> None:
-    value = OmegaConf.select(cfg, key)
-    if value not in options:
-        raise ConfigError(f"{key} must be one of {', '.join(map(str, options))} (got {value!r})")
-
-
-def validate_evaluation(cfg: DictConfig) -> None:
-    """Every energy, channel, timing, trajectory, statistics and CO2 setting, before any work or recording."""
-    c, t = cfg.channel, cfg.trajectory
-    validate_energy(cfg)
-    for key in ("channel.power_w", "channel.noise_psd_w_per_hz", "channel.bandwidth_hz"):
-        check_range(cfg, key, 0, low_open=True)
-    for i, _ in enumerate(c.bandwidths_hz):
-        check_range(cfg, f"channel.bandwidths_hz.{i}", 0, low_open=True)
-    check_range(cfg, "channel.bits_per_element", 1, integer=True)
-    check_range(cfg, "channel.input_bits_per_element", 1, integer=True)
-    _one_of(cfg, "channel.fixed_cuts_send_index", [True, False])
-    _one_of(cfg, "channel.decision", ["oracle", "causal"])
-    _one_of(cfg, "channel.late_upload", list(LATE_UPLOADS))
-    check_range(cfg, "channel.client_macs_per_s", 0, low_open=True)
-    for key in ("trajectory.speed_mps", "trajectory.inference_rate_hz", "trajectory.coherence_time_s",
-                "trajectory.reference_distance_m", "trajectory.min_distance_m", "trajectory.location_radius_m",
-                "trajectory.duration_s"):
-        check_range(cfg, key, 0, low_open=True)
-    # one radio: an upload that meets its deadline ends before the next inference starts
-    check_range(cfg, "channel.deadline_s", 0, 1 / float(t.inference_rate_hz), low_open=True)
-    check_range(cfg, "trajectory.path_loss_exponent", 0)
-    if len(t.waypoints_m) < 2:
-        raise ConfigError(f"trajectory.waypoints_m needs at least 2 points (got {len(t.waypoints_m)})")
-    _one_of(cfg, "selection.candidates", list(CANDIDATES))
-    _one_of(cfg, "selection.enforce_deadline", [True, False])
-    check_range(cfg, "evaluation.realisations", 1, integer=True)
-    check_range(cfg, "evaluation.objective_realisations", 1, integer=True)
-    for key in ("path_loss_exponents", "reference_distances_m"):
-        for i, _ in enumerate(OmegaConf.select(cfg, f"evaluation.sensitivity.{key}") or []):
-            check_range(cfg, f"evaluation.sensitivity.{key}.{i}", 0, low_open=key != "path_loss_exponents")
-    _one_of(cfg, "co2.region", list(cfg.co2.carbon_kg_per_kwh))
-    check_range(cfg, f"co2.carbon_kg_per_kwh.{cfg.co2.region}", 0)
-    for i, _ in enumerate(cfg.get("fig5_thresholds") or []):
-        check_range(cfg, f"fig5_thresholds.{i}", 0)
-
-
-def route_from_config(t: DictConfig) -> Route:
-    return Route(
-        waypoints_m=np.asarray(t.waypoints_m, float), server_m=np.asarray(t.server_m, float),
-        speed_mps=t.speed_mps, inference_rate_hz=t.inference_rate_hz, coherence_time_s=t.coherence_time_s,
-        path_loss_exponent=t.path_loss_exponent, reference_distance_m=t.reference_distance_m,
-        min_distance_m=t.min_distance_m, seed=t.seed, duration_s=t.duration_s,
-    )
-
-
-def link_from_config(c: DictConfig, bandwidth_hz: float) -> Link:
-    return Link(float(bandwidth_hz), c.power_w, c.noise_psd_w_per_hz)
-
-
-def timing_from_config(cfg: DictConfig) -> Timing:
-    period_s = 1.0 / float(cfg.trajectory.inference_rate_hz)
-    deadline_s = period_s if cfg.channel.deadline_s is None else float(cfg.channel.deadline_s)
-    return Timing(deadline_s, period_s, cfg.channel.late_upload, bool(cfg.selection.enforce_deadline))
-
-
-def carbon_index(cfg: DictConfig) -> float:
-    return float(cfg.co2.carbon_kg_per_kwh[cfg.co2.region])
-
-
+# -- cut tables ----------------------------------------------------------------------------
 def tables(cfg: DictConfig, model: SplitCNN) -> CutTable:
     """Per-cut processing energy (eqs. 1, 2, 6), payloads (eq. 4) and compute times of a model."""
     p, c = processing_table(model, cfg.energy), cfg.channel

@@ -35,11 +35,11 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from . import objective, tracking
 from .cache import DATA_KEYS_IGNORED, ModelCache, training_key
 from .cli import user_errors_exit
-from .config import ConfigError, check_range, validate_training
+from .config import ConfigError, check_range, validate_evaluation, validate_training
 from .data import MnistSplits
 from .model import SplitCNN, load_checkpoint, save_checkpoint
 from .pruning import layer_table
-from .reporting import energy_terms, validate_evaluation
+from .reporting import energy_terms
 from .stages import load_data, measure, prune_model, prune_only, train_dense
 from .training import EpochRecord, evaluate
 

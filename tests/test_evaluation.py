@@ -74,6 +74,14 @@ def test_evaluate_writes_table3_figures_and_run(eval_cfg, tmp_path, monkeypatch)
     ("energy.precision=fp64", "energy.precision must be one of int8, fp16, int32, fp32"),
     ("co2.region=Mars", "co2.region must be one of"),
     ("trajectory.speed_mps=0", r"trajectory.speed_mps must be in \(0, inf\)"),
+    # one radio: a deadline past the 100 ms inference period (10 Hz) would let on-time uploads overlap
+    ("channel.deadline_s=0.2", r"channel.deadline_s must be in \(0, 0.1\]"),
+    ("channel.late_upload=retry", "channel.late_upload must be one of complete, abort"),
+    ("channel.input_bits_per_element=0", r"channel.input_bits_per_element must be in \[1, inf\)"),
+    ("channel.client_macs_per_s=0", r"channel.client_macs_per_s must be in \(0, inf\)"),
+    ("selection.candidates=all", r"selection.candidates must be one of layers, layers\+input"),
+    ("evaluation.realisations=0", r"evaluation.realisations must be in \[1, inf\)"),
+    ("energy.memory_model=cache", "energy.memory_model must be one of"),
 ])
 def test_evaluate_bad_input(eval_cfg, override, message):
     from omegaconf import OmegaConf

@@ -9,7 +9,8 @@ import yaml
 from omegaconf import OmegaConf
 
 from pipeline.config import ConfigError
-from pipeline.layer_costs import layer_counts, processing_table, validate_energy
+from pipeline.config import validate_energy
+from pipeline.layer_costs import layer_counts, processing_table
 from pipeline.model import SplitCNN, count_nonzero
 from tests.conftest import compose_cfg
 
