@@ -31,13 +31,14 @@ def main(paper_csv: str, realistic_csv: str) -> None:
     keys = (("E", "energy_total_j", 0), ("E_p", "energy_processing_j", 1), ("E_tr", "energy_transmission_j", 2))
     for p_row, r_row in zip(*tables):
         bw, method = float(p_row["bandwidth_hz"]), p_row["method"]
+        band = f"{bw / 1e6:g} MHz" if bw >= 1e6 else f"{bw / 1e3:g} kHz"
         paper = PAPER_TABLE3.get(bw, {}).get(method)
         for label, key, i in keys:
             ref = f"{paper[i] * 1e6:.3g}" if paper else "—"
             ratio = f"{float(p_row[key]) / paper[i]:.2f}" if paper else ""
-            print(f"| {bw / 1e3:g} kHz | {LABELS[method]} | {label} | {ref} | {_cell(p_row, key)} | {ratio} | "
+            print(f"| {band} | {LABELS[method]} | {label} | {ref} | {_cell(p_row, key)} | {ratio} | "
                   f"{_cell(r_row, key)} |")
-        print(f"| {bw / 1e3:g} kHz | {LABELS[method]} | misses, duty | | "
+        print(f"| {band} | {LABELS[method]} | misses, duty | | "
               f"{float(p_row['deadline_miss_rate']):.1%}, {float(p_row['duty_cycle']):.2f} | | "
               f"{float(r_row['deadline_miss_rate']):.1%}, {float(r_row['duty_cycle']):.2f} |")
 
