@@ -66,10 +66,14 @@ def validate_sweep(cfg: DictConfig) -> None:
 
 # What defines a study besides its search space: the sections that change a trial's metrics,
 # without the settings that only say where things are or how fast they run.
-DEFINING_SECTIONS = ("objective", "data", "model", "train", "prune", "energy", "channel", "trajectory")
+DEFINING_SECTIONS = ("objective", "data", "model", "train", "prune", "energy", "channel", "trajectory", "selection",
+                     "evaluation", "scenario")
 NOT_DEFINING = {*(f"data.{k}" for k in DATA_KEYS_IGNORED), "train.num_threads",
                 # read by evaluate.py's report only, never by a trial
-                "channel.bandwidths_hz", "trajectory.locations", "trajectory.location_radius_m"}
+                "channel.bandwidths_hz", "trajectory.locations", "trajectory.location_radius_m",
+                "evaluation.realisations", "evaluation.sensitivity",
+                # choose and name the model at the end of the sweep; trials never read them
+                "selection.rule", "selection.registered_model", "selection.alias"}
 
 
 def _searched_keys(cfg: DictConfig) -> set[str]:
@@ -119,7 +123,8 @@ def study_definition(cfg: DictConfig) -> dict:
     definition = {"seed": cfg.seed}
     for section in DEFINING_SECTIONS:
         if section not in searched:  # a whole group searched (objective=scalar,multi) is search space
-            definition[section] = _defining_values(cfg[section], section, searched)
+            node = cfg[section]
+            definition[section] = _defining_values(node, section, searched) if isinstance(node, DictConfig) else node
     return definition
 
 

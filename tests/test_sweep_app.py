@@ -206,10 +206,13 @@ def test_study_definition_is_what_changes_a_trial_not_where_it_runs():
     # searched keys and what derives from them are the search space, not the definition
     assert "mu" not in base["train"] and "threshold" not in base["prune"] and "search" not in base
     same = ["data.root=/elsewhere", "data.download=false", "train.num_threads=1", "tracking.uri=sqlite:///x.db",
-            "cache.dir=/tmp/c", "hydra.sweeper.n_trials=9", "channel.bandwidths_hz=[1e3]"]
+            "cache.dir=/tmp/c", "hydra.sweeper.n_trials=9", "channel.bandwidths_hz=[1e3]",
+            "evaluation.realisations=5", "selection.rule=knee"]  # read after the trials only
     assert study_definition(sweep_cfg("experiment=smoke", *same)) == base
     for changed in ("objective.lam=0.2", "objective=multi", "data.train_subset=100", "seed=1", "train.epochs=2",
-                    "channel.bandwidth_hz=1e6", "trajectory.duration_s=30", "energy.precision=int8"):
+                    "channel.bandwidth_hz=1e6", "trajectory.duration_s=30", "energy.precision=int8",
+                    "scenario=paper", "selection.candidates=layers", "selection.enforce_deadline=false",
+                    "evaluation.objective_realisations=3"):
         assert study_definition(sweep_cfg("experiment=smoke", changed)) != base, changed
     fixed_mu = study_definition(sweep_cfg("experiment=smoke", "search.one_minus_mu=1e-5"))
     assert fixed_mu["train"]["mu"] == pytest.approx(1 - 1e-5)  # no longer searched: it defines the study
