@@ -59,10 +59,10 @@ def test_default_pruning_keeps_part_of_every_layer_of_an_untrained_cnn(mode):
     """The 9.8% collapse of a 2-epoch training, caught without training.
 
     PyTorch initialises a layer as U(-b, b), b = 1/sqrt(fan_in): std = b / sqrt(3), so the
-    default q = 1.6 (0.5 on conv1, fc5) keeps |w| >= q b / sqrt(3), a fraction 1 - q / sqrt(3) =
-    1 - 1.6 / 1.732 = 7.6% (71% for q = 0.5) of every layer. The paper-style absolute thresholds
+    default q = 1.6 keeps |w| >= q b / sqrt(3), a fraction 1 - q / sqrt(3) = 1 - 1.6 / 1.732 = 7.6%
+    of every layer (71% for fc5's q = 0.5, all of conv1's q = 0). The paper-style absolute thresholds
     lie above the whole range of fc1 (0.08 > 1/sqrt(256) = 0.0625), fc2 (0.08 > 1/sqrt(512) =
-    0.044) and conv4 (0.03 > 1/sqrt(64*25) = 0.025): nothing of them survives.
+    0.044) and conv4 (0.03 > 1/sqrt(48*25) = 0.029): nothing of them survives.
     """
     overrides = [] if mode == "default" else [
         "prune.mode=absolute", "prune.threshold=0.03", "prune.per_layer.fc1=0.08", "prune.per_layer.fc2=0.08",
