@@ -18,7 +18,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 MU_COMPLEMENTS = "choice(3.0e-6,1.0e-5,3.0e-5,5.0e-5)"
-THRESHOLDS = "choice(0.005,0.01,0.02,0.03,0.04)"
+THRESHOLDS = "choice(0.2,0.4,0.8,1.2,1.6)"  # q of prune.mode=std: little to C_r ~13 pruning
 
 
 def sweep(workdir: Path, root: str, epochs: int, test_subset: int, cache: bool) -> float:
