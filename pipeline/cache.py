@@ -31,6 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 from . import tracking
 from .data import MnistSplits
 from .model import SplitCNN, load_checkpoint, save_checkpoint
+from .training import resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +48,8 @@ BEAT_METRIC = "claim_beat"
 def data_fingerprint(data: MnistSplits) -> str:
     h = hashlib.sha256()
     for split in (data.train, data.val):
-        h.update(split.images.numpy().tobytes())
-        h.update(split.labels.numpy().tobytes())
+        h.update(split.images.cpu().numpy().tobytes())
+        h.update(split.labels.cpu().numpy().tobytes())
     return h.hexdigest()
 
 
@@ -59,7 +60,8 @@ def training_key(cfg: DictConfig, data: MnistSplits) -> str:
         "data": data_cfg,
         "data_sha256": data_fingerprint(data),
         "model": OmegaConf.to_container(cfg.model, resolve=True),
-        "train": OmegaConf.to_container(cfg.train, resolve=True),
+        # the device actually used (auto differs per machine; CPU and GPU numerics differ)
+        "train": {**OmegaConf.to_container(cfg.train, resolve=True), "device": resolve_device(cfg.train.get("device", "cpu")).type},
         "seed": cfg.seed,
     }
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()

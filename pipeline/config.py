@@ -74,11 +74,19 @@ def check_choice(cfg, key: str, valid: tuple[str, ...]) -> None:
 
 def validate_training(cfg: DictConfig) -> None:
     from .pruning import PRUNE_MODES
-    from .training import CE_REDUCTIONS
+    from .training import CE_REDUCTIONS, LR_SCHEDULES, resolve_device
 
     check_range(cfg, "train.mu", 0, 1, low_open=True)
     check_choice(cfg, "train.ce_reduction", CE_REDUCTIONS)
     check_range(cfg, "train.epochs", 1, integer=True)
+    check_range(cfg, "train.max_steps", 1, integer=True)
+    check_choice(cfg, "train.lr_schedule", LR_SCHEDULES)
+    device = _get(cfg, "train.device")
+    if device is not None:
+        try:
+            resolve_device(device)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
     check_range(cfg, "train.batch_size", 1, integer=True)
     check_range(cfg, "train.lr", 0, low_open=True)
     check_range(cfg, "data.val_fraction", 0, 1, low_open=True, high_open=True)

@@ -41,12 +41,19 @@ class TensorSplit:
     def subset(self, n: int) -> "TensorSplit":
         return TensorSplit(self.images[:n], self.labels[:n])
 
+    def to(self, device) -> "TensorSplit":
+        return TensorSplit(self.images.to(device), self.labels.to(device))
+
 
 @dataclass
 class MnistSplits:
     train: TensorSplit
     val: TensorSplit
     test: TensorSplit
+
+    def to(self, device) -> "MnistSplits":
+        """All three splits on ``device`` (once: batches are then index operations there)."""
+        return MnistSplits(self.train.to(device), self.val.to(device), self.test.to(device))
 
 
 def _mnist(root: Path, train: bool, download: bool) -> MNIST:

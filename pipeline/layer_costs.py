@@ -49,12 +49,12 @@ def layer_counts(model: SplitCNN, energy_cfg: DictConfig) -> list[energy.LayerCo
             weight, bias = module.weight.detach(), module.bias.detach()
             if info.kind == "conv":
                 _, height, width = info.in_shape
-                macs = energy.conv_mac_count((weight != 0).sum(dim=(0, 1)).numpy(), height, width,
+                macs = energy.conv_mac_count((weight != 0).sum(dim=(0, 1)).cpu().numpy(), height, width,
                                              module.padding[0], energy_cfg.conv_macs == "exact")
             else:
                 macs = shape.nnz_weights
             bias_adds = shape.nnz_biases * info.out_positions
-            mask = torch.cat([weight.reshape(len(weight), -1) != 0, (bias != 0)[:, None]], dim=1).numpy()
+            mask = torch.cat([weight.reshape(len(weight), -1) != 0, (bias != 0)[:, None]], dim=1).cpu().numpy()
             params = mask.size
             fmt, stored = energy.choose_storage(
                 energy.storage_bits(mask, value_bits, int(energy_cfg.csr_index_bits[info.kind])),

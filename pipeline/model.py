@@ -145,7 +145,8 @@ def count_nonzero(model: nn.Module) -> int:
 
 
 def save_checkpoint(model: SplitCNN, path) -> None:
-    torch.save({"widths": model.widths(), "state_dict": model.state_dict()}, path)
+    state = {k: v.cpu() for k, v in model.state_dict().items()}  # loadable on any machine
+    torch.save({"widths": model.widths(), "state_dict": state}, path)
 
 
 def load_checkpoint(path) -> SplitCNN:

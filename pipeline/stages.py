@@ -17,14 +17,16 @@ from .config import validate_training
 from .data import MnistSplits, load_mnist
 from .model import SplitCNN, build_model, save_checkpoint
 from .pruning import layer_table, nonzero_masks, prune, summary
-from .training import EpochRecord, EvalResult, evaluate, fit, seed_everything
+from .training import EpochRecord, EvalResult, evaluate, fit, resolve_device, seed_everything
 
 log = logging.getLogger(__name__)
 
 
 def load_data(cfg: DictConfig) -> MnistSplits:
+    """The splits, moved once to ``train.device`` (training, evaluation, pruning and fine-tuning run there)."""
     d = cfg.data
-    return load_mnist(d.root, d.val_fraction, d.split_seed, d.download, d.train_subset, d.test_subset)
+    splits = load_mnist(d.root, d.val_fraction, d.split_seed, d.download, d.train_subset, d.test_subset)
+    return splits.to(resolve_device(cfg.train.get("device", "cpu")))
 
 
 def train_dense(
@@ -36,7 +38,8 @@ def train_dense(
     model = build_model(cfg.model.conv_channels, cfg.model.fc_units)
     t = cfg.train
     fit(model, data.train, data.val, epochs=t.epochs, mu=t.mu, ce_reduction=t.ce_reduction, lr=t.lr,
-        batch_size=t.batch_size, seed=cfg.seed, on_epoch=None if on_epoch is None else lambda rec: on_epoch(rec, model))
+        batch_size=t.batch_size, seed=cfg.seed, on_epoch=None if on_epoch is None else lambda rec: on_epoch(rec, model),
+        max_steps=t.get("max_steps"), lr_schedule=t.get("lr_schedule", "constant"))
     return model
 
 

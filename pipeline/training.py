@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import sys
 from dataclasses import dataclass, field
 from typing import Callable
@@ -23,6 +24,7 @@ def l1_norm(model: nn.Module) -> torch.Tensor:
 
 
 CE_REDUCTIONS = ("mean", "sum")
+LR_SCHEDULES = ("constant", "cosine")
 
 
 def sparse_loss(
@@ -56,9 +58,48 @@ class EvalResult:
     accuracy: float
 
 
+def lr_factor(schedule: str, step: int, total_steps: int) -> float:
+    """The learning rate of optimiser step ``step`` + 1 (0-based ``step``) as a fraction of ``train.lr``:
+    1 for ``constant``; (1 + cos(pi step / total_steps)) / 2 for ``cosine`` (SGDR without restarts,
+    Loshchilov & Hutter, ICLR 2017): 1 at the first step, 1/2 half-way, towards 0 at the last."""
+    if schedule == "constant":
+        return 1.0
+    return 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / total_steps))
+
+
+DEVICE_CHOICES = "auto | cpu | cuda | cuda:N"
+
+
+def resolve_device(spec: str) -> torch.device:
+    """``train.device``: ``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda`` or ``cuda:N``.
+
+    Raises ValueError naming the setting when the value is malformed or asks for a GPU this
+    machine does not have."""
+    spec = str(spec)
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if spec == "cpu":
+        return torch.device("cpu")
+    index = spec.partition(":")[2]
+    if not (spec == "cuda" or (spec.startswith("cuda:") and index.isdigit())):
+        raise ValueError(f"train.device must be one of {DEVICE_CHOICES} (got {spec!r})")
+    if not torch.cuda.is_available():
+        raise ValueError(f"train.device={spec}: CUDA is not available here (torch {torch.__version__}, "
+                         f"torch.cuda.is_available() is False); use train.device=cpu or auto")
+    count = torch.cuda.device_count()
+    if index and int(index) >= count:
+        raise ValueError(f"train.device={spec}: this machine has {count} CUDA device(s), cuda:0..cuda:{count - 1}")
+    return torch.device(spec)
+
+
+def split_device(split: TensorSplit) -> torch.device:
+    return split.images.device
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, split: TensorSplit, batch_size: int = 1000) -> EvalResult:
-    model.eval()
+    """Mean cross-entropy and accuracy; the model runs where the data live (``train.device``)."""
+    model.to(split_device(split)).eval()
     total_loss, correct = 0.0, 0
     for images, labels in split.batches(batch_size):
         logits = model(images)
@@ -82,9 +123,15 @@ class TrainResult:
 
 
 def seed_everything(seed: int, num_threads: int | None = None) -> None:
-    """Same config and seed -> same weights on CPU (fixed thread count: reductions are order-sensitive)."""
+    """Same config and seed -> same weights on CPU (fixed thread count: reductions are order-sensitive).
+
+    On CUDA, deterministic algorithms are requested too (cuBLAS needs CUBLAS_WORKSPACE_CONFIG set
+    before its first call, set here unless the user chose one); an op without a deterministic CUDA
+    kernel warns instead of failing (README "GPU"): same GPU model and CUDA/cuDNN versions -> same
+    metrics, but not the CPU's, nor another GPU's."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.manual_seed(seed)
-    torch.use_deterministic_algorithms(True)
+    torch.use_deterministic_algorithms(True, warn_only=torch.cuda.is_available())
     if num_threads:
         torch.set_num_threads(num_threads)
 
@@ -111,25 +158,47 @@ def fit(
     masks: dict[str, torch.Tensor] | None = None,
     on_epoch: Callable[[EpochRecord], None] | None = None,
     desc: str = "train",
+    max_steps: int | None = None,
+    lr_schedule: str = "constant",
 ) -> TrainResult:
     """Adam on eq. (10) (``ce_reduction``: see ``sparse_loss``). With ``masks`` (fine-tuning) pruned weights are held at zero after every step.
 
+    The model runs where ``train`` lives (``train.device``). ``max_steps`` caps the optimiser
+    steps (the last epoch ends early; None = ``epochs`` full epochs), ``lr_schedule``: ``constant``
+    (the paper's Adam at ``lr``) or ``cosine`` (lr * (1 + cos(pi s / S)) / 2 at step s of the S
+    steps run, Loshchilov & Hutter 2017).
     ``on_epoch`` sees each epoch's record (MLflow logging, Optuna pruning); it may raise to stop.
     """
+    if lr_schedule not in LR_SCHEDULES:
+        raise ValueError(f"train.lr_schedule must be one of {', '.join(LR_SCHEDULES)} (got {lr_schedule!r})")
+    device = split_device(train)
+    model.to(device)
+    masks = {k: m.to(device) for k, m in masks.items()} if masks else None
     optimiser = torch.optim.Adam(model.parameters(), lr=lr)
     generator = torch.Generator().manual_seed(seed)
     n_batches = math.ceil(len(train) / batch_size)
+    total_steps = epochs * n_batches if max_steps is None else min(epochs * n_batches, max_steps)
+    epochs = math.ceil(total_steps / n_batches)
+    schedule = None
+    if lr_schedule != "constant":
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda s: lr_factor(lr_schedule, s, total_steps))
     result = TrainResult()
     interactive = sys.stderr.isatty()
+    step = 0
     for epoch in range(1, epochs + 1):
         model.train()
         running, seen = 0.0, 0
         bar = tqdm(total=n_batches, desc=f"{desc} epoch {epoch}/{epochs}", leave=False, disable=not interactive)
         for images, labels in train.batches(batch_size, generator):
+            if step == total_steps:
+                break
+            step += 1
             optimiser.zero_grad(set_to_none=True)
             loss = sparse_loss(model(images), labels, model, mu, ce_reduction)
             loss.backward()
             optimiser.step()
+            if schedule is not None:
+                schedule.step()
             _apply_masks(model, masks)
             running += float(loss.detach()) * len(labels)
             seen += len(labels)

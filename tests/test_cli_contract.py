@@ -95,6 +95,15 @@ def test_evaluate_bad_input_is_one_line_exit_2_and_nothing_recorded(trained, fak
     assert stores(work) == before
 
 
+def test_train_on_a_missing_gpu_is_one_line_exit_2_and_nothing_recorded(tmp_path, fake_mnist):
+    if __import__("torch").cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    proc = run("train", tmp_path, "experiment=smoke", f"data.root={fake_mnist}", "data.download=false",
+               "train.device=cuda", f"hydra.run.dir={tmp_path}/out")
+    assert_refused(proc, "error: train.device=cuda: CUDA is not available here")
+    assert stores(tmp_path) == {}
+
+
 def test_evaluate_refuses_a_store_that_does_not_exist_without_creating_it(tmp_path):
     proc = run("evaluate", tmp_path, "train_run_id=0123abcd", f"tracking.uri=sqlite:///{tmp_path}/none.db",
                f"hydra.run.dir={tmp_path}/out")
@@ -109,6 +118,7 @@ def test_evaluate_refuses_a_store_that_does_not_exist_without_creating_it(tmp_pa
     ("train.epochs=0", "error: train.epochs must be in [1, inf) (got 0)"),
     ("channel.decision=psychic", "error: channel.decision must be one of oracle, causal (got 'psychic')"),
     ("data.val_fraction=1.0", "error: data.val_fraction must be in (0, 1) (got 1.0)"),
+    ("train.device=cuda", "error: train.device=cuda: CUDA is not available here"),
 ])
 def test_sweep_bad_setting_is_one_line_exit_2_and_nothing_recorded(tmp_path, fake_mnist, override, line):
     proc = run("sweep", tmp_path, "experiment=smoke", f"data.root={fake_mnist}", "data.download=false", override)

@@ -92,3 +92,68 @@ def test_masked_finetuning_keeps_pruned_weights_at_zero():
     for k, v in pruned.state_dict().items():
         assert bool((v[zeros_before[k]] == 0).all()), k
     assert any(bool((v != 0).any()) for v in pruned.state_dict().values())
+
+
+def test_cosine_learning_rate_factor_by_hand():
+    from pipeline.training import lr_factor
+    # (1 + cos(pi s / S)) / 2 with S = 8: s = 0 -> 1; s = 2 -> (1 + cos(pi/4)) / 2 = (1 + 0.70711) / 2 = 0.85355;
+    # s = 4 -> (1 + 0) / 2 = 0.5; s = 6 -> (1 - 0.70711) / 2 = 0.14645; s = 8 -> 0
+    assert [round(lr_factor("cosine", s, 8), 5) for s in (0, 2, 4, 6, 8)] == [1.0, 0.85355, 0.5, 0.14645, 0.0]
+    assert lr_factor("constant", 5, 8) == 1.0
+
+
+def test_max_steps_stops_training_mid_epoch():
+    """96 samples in batches of 16: 6 steps per epoch. epochs=3 with max_steps=8 runs 8 steps:
+    one full epoch (6) and 2 of the second, so two epoch records; the learning rate the cosine
+    schedule leaves behind is the factor at step 8 of 8 (0)."""
+    steps = []
+    seed_everything(0, 1)
+    model = SplitCNN((4, 4, 4, 4), (16, 8, 8, 8, 10))
+    model.register_forward_hook(lambda m, i, o: steps.append(len(i[0])) if m.training else None)
+    result = fit(model, _toy_split(), _toy_split(32, 1), epochs=3, mu=0.999, lr=1e-3, batch_size=16, seed=0,
+                 max_steps=8, lr_schedule="cosine")
+    assert steps == [16] * 8
+    assert [r.epoch for r in result.history] == [1, 2]
+    # without the cap: 3 epochs x 6 steps
+    steps.clear()
+    fit(model, _toy_split(), _toy_split(32, 1), epochs=3, mu=0.999, lr=1e-3, batch_size=16, seed=0)
+    assert len(steps) == 18
+
+
+def test_cosine_schedule_changes_training_and_constant_matches_the_paper_default():
+    def weights(**kw):
+        seed_everything(0, 1)
+        model = SplitCNN((4, 4, 4, 4), (16, 8, 8, 8, 10))
+        fit(model, _toy_split(), _toy_split(32, 1), epochs=1, mu=0.999, lr=1e-2, batch_size=16, seed=0, **kw)
+        return torch.cat([p.detach().flatten() for p in model.parameters()])
+    paper = weights()
+    assert torch.equal(weights(lr_schedule="constant", max_steps=None), paper)
+    assert not torch.allclose(weights(lr_schedule="cosine"), paper)
+
+
+def test_device_setting_resolves_and_refuses_a_gpu_that_is_not_there(monkeypatch):
+    from pipeline.training import resolve_device
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == torch.device("cpu")
+    assert resolve_device("cpu") == torch.device("cpu")
+    for bad, line in [("cuda", "train.device=cuda: CUDA is not available"), ("gpu", "must be one of auto | cpu"),
+                      ("cuda:x", "must be one of auto | cpu")]:
+        with pytest.raises(ValueError, match=line):
+            resolve_device(bad)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert resolve_device("auto") == torch.device("cuda")
+    assert resolve_device("cuda:1") == torch.device("cuda", 1)
+    with pytest.raises(ValueError, match=r"has 2 CUDA device\(s\), cuda:0..cuda:1"):
+        resolve_device("cuda:2")
+
+
+def test_bad_device_is_a_config_error_naming_the_setting():
+    from pipeline.config import ConfigError, validate_training
+    cfg = compose_cfg("train", ["train.device=tpu"])
+    with pytest.raises(ConfigError, match="train.device must be one of auto"):
+        validate_training(cfg)
+    with pytest.raises(ConfigError, match=r"train.max_steps must be in \[1, inf\)"):
+        validate_training(compose_cfg("train", ["train.max_steps=0"]))
+    with pytest.raises(ConfigError, match="train.lr_schedule must be one of constant, cosine"):
+        validate_training(compose_cfg("train", ["train.lr_schedule=step"]))
