@@ -43,6 +43,24 @@ def pareto_mask(points: np.ndarray, directions: Sequence[str]) -> np.ndarray:
     return finite & ~dominates.any(axis=0)
 
 
+def hypervolume_2d(points: np.ndarray, reference: Sequence[float]) -> float:
+    """Area dominated by ``points`` (N, 2), both columns minimised, inside the box bounded by
+    ``reference`` (the hypervolume indicator of Zitzler & Thiele, 1998, in two dimensions).
+
+    Points not strictly better than the reference in both columns (or not finite) add nothing.
+    Sorted by the first column, each front point adds the strip between its second column and the
+    lowest second-column value seen so far (or the reference)."""
+    pts = np.asarray(points, dtype=float).reshape(-1, 2)
+    rx, ry = float(reference[0]), float(reference[1])
+    pts = pts[np.all(np.isfinite(pts), axis=1) & (pts[:, 0] < rx) & (pts[:, 1] < ry)]
+    area, best_y = 0.0, ry
+    for x, y in pts[np.lexsort((pts[:, 1], pts[:, 0]))]:
+        if y < best_y:
+            area += (rx - x) * (best_y - y)
+            best_y = y
+    return area
+
+
 def knee_index(x: np.ndarray, y: np.ndarray) -> int:
     """The front point farthest from the line joining its two extremes, both axes scaled to [0, 1]
     (the "kneedle" idea: where trading one objective for the other stops paying)."""

@@ -68,7 +68,7 @@ def validate_sweep(cfg: DictConfig) -> None:
 # without the settings that only say where things are or how fast they run.
 DEFINING_SECTIONS = ("objective", "data", "model", "train", "prune", "energy", "channel", "trajectory", "selection",
                      "evaluation", "scenario")
-NOT_DEFINING = {*(f"data.{k}" for k in DATA_KEYS_IGNORED), "train.num_threads",
+NOT_DEFINING = {*(f"data.{k}" for k in DATA_KEYS_IGNORED), "train.num_threads", "train.device",
                 # read by evaluate.py's report only, never by a trial
                 "channel.bandwidths_hz", "trajectory.locations", "trajectory.location_radius_m",
                 "evaluation.realisations", "evaluation.sensitivity",

@@ -50,3 +50,15 @@ def test_failed_download_gives_one_clear_message(tmp_path, monkeypatch):
     message = str(info.value)
     assert "data.root" in message and "MNIST_ROOT" in message and "downloading failed (URLError" in message
     assert info.value.__cause__ is None  # one message, not a chain of urllib errors
+
+
+def test_train_repeat_tiles_the_training_split_only(fake_mnist):
+    """200 training images, val_fraction 0.25: 150 train + 50 val; train_repeat=3 -> 450 training
+    rows, each of the 150 exactly 3 times, the same validation set, and no validation image among them."""
+    once = load_mnist(fake_mnist, 0.25, 0, False)
+    tiled = load_mnist(fake_mnist, 0.25, 0, False, train_repeat=3)
+    assert len(tiled.train) == 450 and torch.equal(tiled.val.images, once.val.images)
+    assert torch.equal(tiled.train.images[300:], once.train.images)
+    assert torch.equal(tiled.train.labels, once.train.labels.repeat(3))
+    train_rows = {t.numpy().tobytes() for t in tiled.train.images}
+    assert not any(v.numpy().tobytes() in train_rows for v in tiled.val.images)

@@ -48,3 +48,16 @@ def test_selection_rules():
     assert select(rows, "knee", "e", "a") == 3
     with pytest.raises(ValueError, match="selection.rule must be one of"):
         select(rows, "best", "e", "a")
+
+
+def test_hypervolume_2d_by_hand():
+    from pipeline.objective import hypervolume_2d
+    ref = (1.0, 1.0)
+    # front (0.2, 0.6), (0.5, 0.3); dominated (0.6, 0.7); outside the box (1.2, 0.1); not finite
+    pts = [(0.5, 0.3), (0.6, 0.7), (0.2, 0.6), (1.2, 0.1), (float("nan"), 0.0)]
+    # sorted by x: (0.2, 0.6) adds (1 - 0.2) * (1 - 0.6) = 0.32; (0.5, 0.3) adds (1 - 0.5) * (0.6 - 0.3) = 0.15;
+    # (0.6, 0.7) adds nothing (0.7 > 0.3): 0.47
+    assert hypervolume_2d(pts, ref) == pytest.approx(0.47)
+    assert hypervolume_2d([(0.2, 0.6)], ref) == pytest.approx(0.32)
+    assert hypervolume_2d([], ref) == 0.0
+    assert hypervolume_2d([(1.0, 0.5)], ref) == 0.0  # on the reference's edge: nothing dominated

@@ -201,15 +201,17 @@ def test_study_definition_is_what_changes_a_trial_not_where_it_runs():
     base = study_definition(sweep_cfg("experiment=smoke"))
     json.dumps(base)  # the sweeper stores it on the study
     assert base["objective"] == {"mode": "scalar", "lam": 0.5}
-    assert base["data"] == {"val_fraction": 0.1, "split_seed": 0, "train_subset": 600, "test_subset": 500}
+    assert base["data"] == {"val_fraction": 0.1, "split_seed": 0, "train_subset": 600, "test_subset": 500,
+                            "train_repeat": 1}
     assert base["seed"] == 0 and base["train"]["epochs"] == 1
     # searched keys and what derives from them are the search space, not the definition
     assert "mu" not in base["train"] and "threshold" not in base["prune"] and "search" not in base
-    same = ["data.root=/elsewhere", "data.download=false", "train.num_threads=1", "tracking.uri=sqlite:///x.db",
+    same = ["data.root=/elsewhere", "data.download=false", "train.num_threads=1", "train.device=cpu", "tracking.uri=sqlite:///x.db",
             "cache.dir=/tmp/c", "hydra.sweeper.n_trials=9", "channel.bandwidths_hz=[1e3]",
             "evaluation.realisations=5", "selection.rule=knee"]  # read after the trials only
     assert study_definition(sweep_cfg("experiment=smoke", *same)) == base
     for changed in ("objective.lam=0.2", "objective=multi", "data.train_subset=100", "seed=1", "train.epochs=2",
+                    "train.max_steps=5", "data.train_repeat=2",
                     "channel.bandwidth_hz=1e6", "trajectory.duration_s=30", "energy.precision=int8",
                     "scenario=paper", "selection.candidates=layers", "selection.enforce_deadline=false",
                     "evaluation.objective_realisations=3"):

@@ -1,0 +1,138 @@
+"""Time to a good Pareto front: the default sweep against a naive one, side by side in one run.
+
+Both are `python sweep.py -m` with the same TPE sampler (seed 0), search space for the threshold
+and fine-tuning epochs, and trial count, each in its own throwaway folder (Optuna and MLflow
+SQLite stores, reuse cache), one after the other on the same cores:
+
+- default: the project's sweep as configured in conf/sweep.yaml (mu on a log grid whose trained
+  models the reuse cache shares, the step cap and learning-rate schedule of the sweep's training,
+  the median pruner on the per-epoch eq. (8) value);
+- naive:   mu on the continuous log interval the grid spans, every trial trained from scratch
+  (cache off) for the full train.epochs at the paper's constant learning rate, no pruner.
+
+Quality is the hypervolume (pipeline.objective.hypervolume_2d) of the COMPLETE trials in
+(validation error, energy_normalised) - energy_normalised being eq. (8)'s E_PS / E_PSNC - both
+minimised, against the fixed reference point (1 - selection.min_val_accuracy, 1): a model below the
+accuracy floor, or costing more than the uncompressed model's PSNC energy, adds nothing. For both
+sweeps the script prints the hypervolume over wall time, the time each first reaches 95% of the
+naive sweep's final hypervolume, and the ratio; it draws docs/time_to_front.png.
+
+Timing at full-MNIST scale without the full MNIST: --repeat 12 tiles the offline 5k subset's
+4.5k training images 12 times after the validation split (data.train_repeat: a 54k-image epoch, as
+the full set's, without training on a validation image). Accuracies remain "5k-train subset".
+
+    .venv/bin/python benchmarks/bench_time_to_front.py                      # 60k-sized epochs, 30 trials
+    .venv/bin/python benchmarks/bench_time_to_front.py --repeat 1           # the 5k subset as it is
+    .venv/bin/python benchmarks/bench_time_to_front.py --only default       # one sweep's curve alone
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import optuna
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from pipeline.objective import hypervolume_2d  # noqa: E402
+
+MIN_VAL_ACCURACY = 0.95  # conf/selection/default.yaml; the reference point's error is 1 - this
+REFERENCE = (1.0 - MIN_VAL_ACCURACY, 1.0)
+SWEEPS = {
+    "default": [],
+    "naive": [
+        "hydra.sweeper.params.search.one_minus_mu=tag(log, interval(3.0e-6, 5.0e-5))",
+        "train.max_steps=null", "train.lr_schedule=constant", "cache.enabled=false",
+        "hydra/sweeper/ecosplit_pruner=none",
+    ],
+}
+
+
+def run_sweep(name: str, extra: list[str], folder: Path, args) -> tuple[float, list[tuple[float, float, float]]]:
+    """Run one sweep; its wall time and, per COMPLETE trial, (seconds since launch, val error, E_PS/E_PSNC)."""
+    storage = f"sqlite:///{folder}/optuna.db"
+    cmd = [sys.executable, str(REPO / "sweep.py"), "-m", f"data.root={args.data_root}", "data.download=false",
+           f"data.train_repeat={args.repeat}", f"sweep.name=bench-{name}", f"sweep.storage={storage}",
+           f"sweep.n_trials={args.trials}", f"tracking.uri=sqlite:///{folder}/mlflow.db",
+           f"tracking.artifact_location={folder}/mlruns", f"cache.dir={folder}/cache",
+           f"hydra.sweep.dir={folder}/multirun", *extra, *args.set]
+    start = time.time()
+    with open(folder / "sweep.log", "w") as log:
+        proc = subprocess.run(cmd, cwd=folder, stdout=log, stderr=subprocess.STDOUT)
+    wall_s = time.time() - start
+    if proc.returncode != 0:
+        sys.exit(f"{name} sweep failed (exit {proc.returncode}); see {folder / 'sweep.log'}")
+    study = optuna.load_study(study_name=f"bench-{name}-scalar", storage=storage)
+    points = []
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+        points.append((t.datetime_complete.timestamp() - start, 1.0 - t.user_attrs["val_accuracy"],
+                       t.user_attrs["energy_normalised"]))
+    states = [t.state.name for t in study.trials]
+    print(f"{name:8s} {wall_s / 60:6.1f} min  " + ", ".join(f"{s} {states.count(s)}" for s in sorted(set(states))),
+          flush=True)
+    return wall_s, sorted(points)
+
+
+def curve(points) -> list[tuple[float, float]]:
+    """(time, hypervolume of the trials complete by then) after every trial."""
+    return [(t, hypervolume_2d([p[1:] for p in points[: i + 1]], REFERENCE)) for i, (t, *_) in enumerate(points)]
+
+
+def first_time(hv_curve, target: float) -> float:
+    return next((t for t, hv in hv_curve if hv >= target), float("nan"))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=12, help="data.train_repeat (12: 54k-image epochs)")
+    parser.add_argument("--trials", type=int, default=30, help="trials per sweep (the default sweep's 30)")
+    parser.add_argument("--only", choices=sorted(SWEEPS), help="run one sweep only (no ratio)")
+    parser.add_argument("--set", nargs="*", default=[], help="extra overrides for both sweeps")
+    parser.add_argument("--data-root", default=os.environ.get("MNIST_ROOT", str(REPO.parent / "shared" / "mnist")))
+    parser.add_argument("--plot", default=str(REPO / "docs" / "time_to_front.png"))
+    args = parser.parse_args()
+    print(f"{args.trials} trials per sweep, training split tiled x{args.repeat}, reference point "
+          f"(val error {REFERENCE[0]:.2f}, E_PS/E_PSNC {REFERENCE[1]:.1f})", flush=True)
+    curves, walls = {}, {}
+    for name in [args.only] if args.only else SWEEPS:
+        with tempfile.TemporaryDirectory(prefix=f"ttf-{name}-") as tmp:
+            walls[name], points = run_sweep(name, SWEEPS[name], Path(tmp), args)
+        curves[name] = curve(points)
+    target = 0.95 * curves["naive"][-1][1] if "naive" in curves else None
+    print(f"\n{'sweep':8s} {'wall':>8s} {'final HV':>9s} {'t(95% naive HV)':>16s}")
+    for name, c in curves.items():
+        reached = first_time(c, target) if target else float("nan")
+        print(f"{name:8s} {walls[name] / 60:6.1f} m {c[-1][1] if c else 0.0:9.5f} {reached / 60:14.1f} m")
+    if len(curves) == 2:
+        t_default, t_naive = first_time(curves["default"], target), first_time(curves["naive"], target)
+        print(f"\ndefault reaches 95% of the naive final HV {t_naive / t_default:.1f}x sooner than the naive "
+              f"sweep reaches it, {walls['naive'] / t_default:.1f}x sooner than the naive sweep ends")
+    plot(curves, target, args)
+
+
+def plot(curves, target, args) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    for name, c in curves.items():
+        ax.step([t / 60 for t, _ in c], [hv for _, hv in c], where="post", label=f"{name} sweep")
+    if target:
+        ax.axhline(target, color="grey", ls="--", lw=0.8, label="95% of the naive final HV")
+    ax.set_xlabel("wall time (min)")
+    ax.set_ylabel("hypervolume (val error x E_PS/E_PSNC)")
+    ax.set_title(f"{args.trials} TPE trials, training split x{args.repeat} (5k-train subset)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(args.plot, dpi=120)
+    print(f"plot: {args.plot}")
+
+
+if __name__ == "__main__":
+    main()
