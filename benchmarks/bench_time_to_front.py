@@ -97,13 +97,19 @@ def main() -> None:
     parser.add_argument("--set", nargs="*", default=[], help="extra overrides for both sweeps")
     parser.add_argument("--data-root", default=os.environ.get("MNIST_ROOT", str(REPO.parent / "shared" / "mnist")))
     parser.add_argument("--plot", default=str(REPO / "docs" / "time_to_front.png"))
+    parser.add_argument("--keep", help="keep each sweep's stores in <dir>/<sweep> (a new folder) instead of a temp dir")
     args = parser.parse_args()
     print(f"{args.trials} trials per sweep, training split tiled x{args.repeat}, reference point "
           f"(val error {REFERENCE[0]:.2f}, E_PS/E_PSNC {REFERENCE[1]:.1f})", flush=True)
     curves, walls = {}, {}
     for name in [args.only] if args.only else SWEEPS:
-        with tempfile.TemporaryDirectory(prefix=f"ttf-{name}-") as tmp:
-            walls[name], points = run_sweep(name, SWEEPS[name], Path(tmp), args)
+        if args.keep:  # the sweeps' stores stay for a look (mlflow ui, optuna-dashboard)
+            folder = Path(args.keep) / name
+            folder.mkdir(parents=True)
+            walls[name], points = run_sweep(name, SWEEPS[name], folder, args)
+        else:
+            with tempfile.TemporaryDirectory(prefix=f"ttf-{name}-") as tmp:
+                walls[name], points = run_sweep(name, SWEEPS[name], Path(tmp), args)
         curves[name] = curve(points)
     target = 0.95 * curves["naive"][-1][1] if "naive" in curves else None
     print(f"\n{'sweep':8s} {'wall':>8s} {'final HV':>9s} {'t(95% naive HV)':>16s}")
