@@ -485,12 +485,12 @@ def run_front(cfg: DictConfig) -> dict:
         version = register(promoted["mlflow_run_id"], name, alias, promoted, cfg.cache.dir)
     notes = {i: f"<- {cfg.rule}" for i in [chosen] if i >= 0}
     try:
-        current = MlflowClient().get_model_version_by_alias(name, alias).run_id
+        current = MlflowClient().get_model_version_by_alias(name, alias)
     except mlflow.exceptions.MlflowException:
         current = None
-    for i, row in enumerate(rows):
-        if row["mlflow_run_id"] == current:
-            notes[i] = " ".join(filter(None, [notes.get(i), f"@{alias}"]))
+    holder = next((i for i, r in enumerate(rows) if current is not None and r["mlflow_run_id"] == current.run_id), None)
+    if holder is not None:
+        notes[holder] = " ".join(filter(None, [notes.get(holder), f"@{alias}"]))
     shown = [i for i, r in enumerate(rows) if cfg.show == "all" or r["on_front"]]
     print(format_table([rows[i] for i in shown], {k: notes[i] for k, i in enumerate(shown) if i in notes}))
     studies = sorted({str(r["study"]) for r in rows})
@@ -499,6 +499,10 @@ def run_front(cfg: DictConfig) -> dict:
     if promoted is not None:
         print(f"promoted trial {promoted['trial']} of {promoted['study']} (run {promoted['mlflow_run_id']}) "
               f"-> models:/{name}@{alias} (version {version})")
+    elif current is not None:
+        where = (f"trial {rows[holder]['trial']} of {rows[holder]['study']}" if holder is not None
+                 else f"run {current.run_id}, not among these trials")
+        print(f"models:/{name}@{alias} is version {current.version}: {where}")
     elif chosen < 0 and rows:
         print(f"rule={cfg.rule}: no trial meets selection.min_val_accuracy={cfg.selection.min_val_accuracy}")
     return {"rows": rows, "chosen": chosen, "promoted": promoted, "version": version}

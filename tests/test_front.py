@@ -142,7 +142,7 @@ def test_lists_the_front_of_two_sweeps_with_only_complete_trials(store, capsys):
     assert {(r["study"], r["trial"]) for r in run(store)["rows"]} == set(rows)  # [] = every sweep there
 
 
-def test_promote_by_rule_and_by_trial_moves_the_alias_to_a_splittable_model(store):
+def test_promote_by_rule_and_by_trial_moves_the_alias_to_a_splittable_model(store, capsys):
     versions = {}
     for rule, expected in PICKS.items():
         out = run(store, "action=promote", f"rule={rule}")
@@ -155,6 +155,10 @@ def test_promote_by_rule_and_by_trial_moves_the_alias_to_a_splittable_model(stor
     assert key_of(store, alias_run(store)) == ("sb", 0)
     run(store, "action=promote", "trial=1", "studies=[sb]")  # unambiguous within one sweep
     assert key_of(store, alias_run(store)) == ("sb", 1)
+    capsys.readouterr()
+    run(store)
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        f"models:/ecosplit-selected@champion is version {versions['best_objective']}: trial 1 of sb")
 
     mlflow.set_tracking_uri(store["uri"])
     model = mlflow.pytorch.load_model("models:/ecosplit-selected@champion")
