@@ -59,6 +59,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
 from . import objective, tracking
+from .cache import ROLE as CACHE_ROLE  # the runs holding the cached dense models
 from .cli import run_cli, user_errors_exit
 from .config import ConfigError, check_range
 from .model import SplitCNN, load_checkpoint, save_checkpoint
@@ -69,7 +70,6 @@ ENERGY_KEY = "energy_total_j_ps"
 ACCURACY_KEY = "val_accuracy"
 STATE_TAG = "optuna.state"          # COMPLETE | PRUNED | FAIL on a trial run
 CACHE_KEY_TAG = "ecosplit.cache_key"
-CACHE_ROLE = "trained-model"        # pipeline.cache.ROLE: the runs holding the cached dense models
 FORMAT_TAG = "ecosplit.format"      # on a model version logged here
 FORMAT = "pytorch-pickle+dense"
 DENSE_FILE = "dense.pt"
@@ -131,9 +131,12 @@ def trial_runs(experiment_ids: Iterable[str], studies: Iterable[str] | None = No
 
 
 def with_lam(rows: list[dict], lam: float) -> list[dict]:
-    """Rows whose ``objective`` is eq. (8) at ``lam``, from their logged val_loss and PS/PSNC energies."""
-    return [{**r, "objective.lam": lam, "objective": objective.scalar_objective(
-        r["val_loss"], r[ENERGY_KEY], r["energy_total_j_psnc"], lam)} for r in rows]
+    """Rows whose ``objective`` is eq. (8) at ``lam``, from their logged val_loss and PS/PSNC
+    energies (NaN for a row that lacks one: no rule picks it)."""
+    def eq8(r: dict) -> float:
+        terms = [r.get(k, math.nan) for k in ("val_loss", ENERGY_KEY, "energy_total_j_psnc")]
+        return objective.scalar_objective(*terms, lam) if all(map(math.isfinite, terms)) and terms[2] > 0 else math.nan
+    return [{**r, "objective.lam": lam, "objective": eq8(r)} for r in rows]
 
 
 def pareto_table(rows: list[dict], rule: str, min_accuracy: float | None) -> tuple[list[dict], int]:

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
@@ -140,6 +141,9 @@ def test_lists_the_front_of_two_sweeps_with_only_complete_trials(store, capsys):
     only_a = run(store, "studies=[sa]", "show=front")["rows"]
     assert {(r["study"], r["trial"]) for r in only_a} == {("sa", 0), ("sa", 1), ("sa", 2)}
     assert {(r["study"], r["trial"]) for r in run(store)["rows"]} == set(rows)  # [] = every sweep there
+    # the same front from Python, over both experiments
+    rows2, chosen = front.front_from_mlflow(store["uri"], ["ecosplit", "other"], ["sa", "sb", "sc"], "knee", MIN_ACC)
+    assert len(rows2) == 7 and (rows2[chosen]["study"], rows2[chosen]["trial"]) == PICKS["knee"]
 
 
 def test_promote_by_rule_and_by_trial_moves_the_alias_to_a_splittable_model(store, capsys):
@@ -294,3 +298,11 @@ def test_evaluate_names_the_cache_when_a_trials_dense_model_is_nowhere(store, fa
     with pytest.raises(ConfigError, match=rf"train_run_id={lost}: its dense model .* is not in the run, nor in "
                                           rf"cache.dir=.*no-cache or any MLflow run tagged ecosplit.cache_key=0+"):
         run_evaluate(eval_cfg(store, fake_mnist, f"train_run_id={lost}"))
+
+
+def test_eq8_at_another_lambda_from_the_logged_terms():
+    rows = [{"val_loss": 0.2, "energy_total_j_ps": 1e-6, "energy_total_j_psnc": 4e-6, "objective": 9.0},
+            {"energy_total_j_ps": 1e-6, "energy_total_j_psnc": 4e-6, "objective": 0.1}]  # no val_loss logged
+    out = front.with_lam(rows, 0.6)
+    assert out[0]["objective"] == pytest.approx(0.6 * 0.2 + 0.4 * 0.25)  # 0.22
+    assert np.isnan(out[1]["objective"]) and out[0]["objective.lam"] == 0.6
