@@ -1,7 +1,7 @@
 """Eq. (8) as a search objective, and the accuracy/energy Pareto front with a selection rule.
 
 Pure numpy: works on arrays and on plain row dicts, so fronts can be recomputed from trials of
-one study or from MLflow runs of several sweeps (pipeline.sweep.front_from_mlflow).
+one study or from MLflow runs of several sweeps (pipeline.front).
 """
 from __future__ import annotations
 
@@ -78,29 +78,33 @@ def knee_index(x: np.ndarray, y: np.ndarray) -> int:
     return int(np.argmax(dist))
 
 
+RULES = ("min_energy", "knee", "best_objective")
+
+
 def select(rows: Sequence[Mapping], rule: str, energy_key: str, accuracy_key: str,
-           min_accuracy: float | None = None) -> int:
+           min_accuracy: float | None = None, objective_key: str = "objective") -> int:
     """Index (into ``rows``) of the model picked from the accuracy/energy front.
 
-    rule "min_energy": lowest energy among rows with accuracy >= min_accuracy;
-    rule "knee": the knee of the front (max accuracy, min energy).
+    Every rule considers only the feasible rows, accuracy >= min_accuracy (all when None):
+    rule "min_energy": the lowest energy;
+    rule "knee": the knee of the front (max accuracy, min energy);
+    rule "best_objective": the lowest eq. (8) value (``objective_key``), so lambda decides (the
+    row need not be on the accuracy/energy front: eq. (8) weighs the loss, not the accuracy).
     Returns -1 when no row qualifies.
     """
+    if rule not in RULES:
+        raise ValueError(f"selection.rule must be one of {', '.join(RULES)} (got {rule!r})")
     energy = np.array([r.get(energy_key, np.nan) for r in rows], float)
     acc = np.array([r.get(accuracy_key, np.nan) for r in rows], float)
     ok = np.isfinite(energy) & np.isfinite(acc)
+    feasible = ok & (acc >= min_accuracy) if min_accuracy is not None else ok
+    if rule == "best_objective":
+        value = np.array([r.get(objective_key, np.nan) for r in rows], float)
+        feasible &= np.isfinite(value)
+        idx = np.flatnonzero(feasible)
+        return int(idx[np.argmin(value[idx])]) if len(idx) else -1
     if rule == "min_energy":
-        if min_accuracy is not None:
-            ok &= acc >= min_accuracy
-        if not ok.any():
-            return -1
-        return int(np.flatnonzero(ok)[np.argmin(energy[ok])])
-    if rule == "knee":
-        front = pareto_mask(np.column_stack([energy, acc]), ["minimize", "maximize"]) & ok
-        if min_accuracy is not None:
-            front &= acc >= min_accuracy
-        idx = np.flatnonzero(front)
-        if not len(idx):
-            return -1
-        return int(idx[knee_index(energy[idx], acc[idx])])
-    raise ValueError(f"selection.rule must be one of min_energy, knee (got {rule!r})")
+        idx = np.flatnonzero(feasible)
+        return int(idx[np.argmin(energy[idx])]) if len(idx) else -1
+    idx = np.flatnonzero(pareto_mask(np.column_stack([energy, acc]), ["minimize", "maximize"]) & feasible)
+    return int(idx[knee_index(energy[idx], acc[idx])]) if len(idx) else -1

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from . import tracking
+from . import front, tracking
 from .config import (ConfigError, carbon_index, link_from_config, route_from_config, timing_from_config,
                      validate_evaluation, validate_training)
 from .evaluation import METHODS, STAT_KEYS, CutTable, cut_table, simulate, table_rows, versus_paper
@@ -41,23 +41,31 @@ def tables(cfg: DictConfig, model: SplitCNN) -> CutTable:
 class Models:
     dense: SplitCNN
     pruned: SplitCNN
-    train_run_id: str | None
+    train_run_id: str | None  # the run the models come from (train.py's or a sweep trial's)
+
+
+SOURCES = ("train_run_id", "model_uri", "checkpoint")
 
 
 def load_models(cfg: DictConfig) -> Models:
-    """From ``train_run_id`` (its checkpoints) or ``checkpoint`` (dense file, or a folder with both)."""
-    if cfg.train_run_id:
+    """From ``train_run_id`` (a train.py run's checkpoints, or a sweep trial run's pruned model and
+    the dense model it was pruned from), ``model_uri`` (a registered version, ``models:/<name>@<alias>``
+    or ``models:/<name>/<version>``: see pipeline.front) or ``checkpoint`` (dense file, or a folder
+    with both)."""
+    given = [k for k in SOURCES if cfg.get(k)]
+    if len(given) > 1:
+        raise ConfigError(f"give one model to evaluate, not {' and '.join(given)}")
+    if cfg.train_run_id or cfg.model_uri:
+        setting = "train_run_id" if cfg.train_run_id else "model_uri"
+        if cfg.model_uri:
+            front.parse_model_uri(cfg.model_uri)
         if not tracking.store_exists(cfg.tracking.uri):  # reading it would create an empty store
-            raise ConfigError(f"train_run_id={cfg.train_run_id}: tracking.uri={cfg.tracking.uri} does not exist "
-                              f"(set tracking.uri to the store train.py recorded the run in)")
+            raise ConfigError(f"{setting}={cfg[setting]}: tracking.uri={cfg.tracking.uri} does not exist "
+                              f"(set tracking.uri to the store the run was recorded in)")
         tracking.use(cfg.tracking.uri)  # the run is read from the configured store, not MLflow's default
-        try:
-            folder = tracking.download(cfg.train_run_id, "checkpoints")
-        except Exception as exc:  # MLflow raises several types for a bad id
-            raise ConfigError(f"train_run_id={cfg.train_run_id}: no checkpoints found in "
-                              f"{tracking.mask_secrets(cfg.tracking.uri)} "
-                              f"({type(exc).__name__})") from None
-        return Models(load_checkpoint(folder / "dense.pt"), load_checkpoint(folder / "pruned.pt"), cfg.train_run_id)
+        if cfg.train_run_id:
+            return Models(*front.run_models(cfg.train_run_id, cfg.cache.dir), cfg.train_run_id)
+        return Models(*front.registered_models(cfg.model_uri, cfg.cache.dir))
     if cfg.checkpoint:
         path = Path(cfg.checkpoint).expanduser()
         if path.is_dir() and (path / "dense.pt").exists() and (path / "pruned.pt").exists():
@@ -67,7 +75,8 @@ def load_models(cfg: DictConfig) -> Models:
             dense = load_checkpoint(path)
             return Models(dense, prune_model(cfg, dense, load_data(cfg)), None)
         raise ConfigError(f"checkpoint={path}: not a checkpoint file nor a folder with dense.pt and pruned.pt")
-    raise ConfigError("give the model to evaluate: train_run_id=<MLflow run id of train.py> or checkpoint=<path>")
+    raise ConfigError("give the model to evaluate: train_run_id=<MLflow run id of train.py or of a sweep trial>, "
+                      "model_uri=models:/<name>@<alias> or checkpoint=<path>")
 
 
 # -- the evaluation itself ------------------------------------------------------------------
@@ -138,6 +147,31 @@ def output_dir() -> Path:
         return Path(os.getcwd())
 
 
+DEFAULT_METRIC_KEYS = ("energy_total_j", "co2_kg", "deadline_miss_rate", "duty_cycle")
+METRIC_KEYS = ("energy_total_j", "energy_processing_j", "energy_transmission_j", *DEFAULT_METRIC_KEYS[1:])
+
+
+def bandwidth_label(hz: float) -> str:
+    """15e3 -> "15khz", 5e6 -> "5mhz": the bandwidth as it appears in a metric name."""
+    for unit, scale in (("ghz", 1e9), ("mhz", 1e6), ("khz", 1e3)):
+        if hz >= scale:
+            return f"{hz / scale:g}{unit}"
+    return f"{hz:g}hz"
+
+
+def bandwidth_metrics(ev: Evaluation, carbon: float, default_hz: float) -> dict[str, float]:
+    """Every method's trajectory averages at every bandwidth evaluated, named
+    ``<key>_<method>_<bandwidth>`` (``energy_total_j_ps_15mhz``), plus the default bandwidth's
+    under their unsuffixed names (``energy_total_j_ps``: the sweep's energy term)."""
+    metrics = {}
+    for bw, results in ev.results.items():
+        for row in table_rows(bw, results, carbon):
+            metrics.update({f"{k}_{row['method']}_{bandwidth_label(bw)}": row[k] for k in METRIC_KEYS})
+            if bw == default_hz:
+                metrics.update({f"{k}_{row['method']}": row[k] for k in DEFAULT_METRIC_KEYS})
+    return metrics
+
+
 def run_evaluate(cfg: DictConfig) -> dict[str, float]:
     validate_evaluation(cfg)
     validate_training(cfg)
@@ -148,10 +182,7 @@ def run_evaluate(cfg: DictConfig) -> dict[str, float]:
     setting = {"scenario": cfg.scenario, "candidates": cfg.selection.candidates}
     table = [{**row, **setting} for bw in cfg.channel.bandwidths_hz
              for row in table_rows(float(bw), ev.results[float(bw)], carbon)]
-    metrics = {}
-    for row in table_rows(float(cfg.channel.bandwidth_hz), ev.results[float(cfg.channel.bandwidth_hz)], carbon):
-        for key in ("energy_total_j", "co2_kg", "deadline_miss_rate", "duty_cycle"):
-            metrics[f"{key}_{row['method']}"] = row[key]
+    metrics = bandwidth_metrics(ev, carbon, float(cfg.channel.bandwidth_hz))
     cells = versus_paper(table)
     totals = [c["ours_over_paper"] for c in cells if c["quantity"] == "energy_total_j"]
     if totals:  # how far from the paper's Table III in one figure: mean |log10(ours / paper)| of its E cells
@@ -169,8 +200,9 @@ def run_evaluate(cfg: DictConfig) -> dict[str, float]:
     files.extend(_fig5(cfg, out, models))
 
     experiment_id = tracking.configure(cfg.tracking.uri, cfg.tracking.experiment, cfg.tracking.artifact_location)
-    with tracking.run(experiment_id, cfg.tracking.run_name or "evaluate", {"stage": "evaluate",
-                      "ecosplit.train_run_id": models.train_run_id or ""}, parent_run_id=models.train_run_id) as active:
+    tags = {"stage": "evaluate", "ecosplit.train_run_id": models.train_run_id or "",
+            **({"ecosplit.model_uri": cfg.model_uri} if cfg.model_uri else {})}
+    with tracking.run(experiment_id, cfg.tracking.run_name or "evaluate", tags, parent_run_id=models.train_run_id) as active:
         tracking.log_params(tracking.flatten(OmegaConf.to_container(cfg, resolve=True)))
         tracking.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
         tracking.log_metrics(metrics)

@@ -3,7 +3,8 @@
 ``run_trial`` is the task ``sweep.py`` hands to the ecosplit_optuna sweeper. In the sweeper
 process: ``study_definition`` first, before the study is opened (validates the settings and says
 what a re-run must not change), ``on_start`` before any trial (tracking store, experiment, parent
-run), ``on_complete`` at the end (Pareto front, best trial, registered model), or ``on_abort``
+run), ``on_complete`` at the end (Pareto front, best trial, the model picked by ``selection.rule``
+registered through ``pipeline.front``, which also serves ``python -m pipeline.front``), or ``on_abort``
 when the sweep stops early (parent and orphaned trial runs FAILED or KILLED with the reason).
 
 Several workers (``sweep.py -m`` on several machines, one study, one tracking server) share one
@@ -22,11 +23,9 @@ import math
 import subprocess
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import mlflow
-import numpy as np
 import optuna
 import torch
 from mlflow.tracking import MlflowClient
@@ -37,7 +36,8 @@ from .cache import DATA_KEYS_IGNORED, ModelCache, training_key
 from .cli import user_errors_exit
 from .config import ConfigError, check_range, validate_evaluation, validate_training
 from .data import MnistSplits
-from .model import SplitCNN, load_checkpoint, save_checkpoint
+from .front import ACCURACY_KEY, ENERGY_KEY, pareto_table, register_once, study_rows
+from .model import SplitCNN, save_checkpoint
 from .pruning import layer_table
 from .reporting import energy_terms
 from .stages import load_data, measure, prune_model, prune_only, train_dense
@@ -45,8 +45,6 @@ from .training import EpochRecord, evaluate
 
 log = logging.getLogger(__name__)
 
-ENERGY_KEY = "energy_total_j_ps"
-ACCURACY_KEY = "val_accuracy"
 
 
 # -- configuration ---------------------------------------------------------------------------
@@ -56,8 +54,8 @@ def validate_sweep(cfg: DictConfig) -> None:
     check_range(cfg, "objective.lam", 0, 1)
     if cfg.objective.mode not in ("scalar", "multi"):
         raise ConfigError(f"objective.mode must be one of scalar, multi (got {cfg.objective.mode!r})")
-    if cfg.selection.rule not in ("min_energy", "knee"):
-        raise ConfigError(f"selection.rule must be one of min_energy, knee (got {cfg.selection.rule!r})")
+    if cfg.selection.rule not in objective.RULES:
+        raise ConfigError(f"selection.rule must be one of {', '.join(objective.RULES)} (got {cfg.selection.rule!r})")
     check_range(cfg, "selection.min_val_accuracy", 0, 1)
     check_range(cfg, "sweep.warmup_epochs", 0, integer=True)
     if cfg.sweep.finetuned_loss not in ("dense", "pruned"):
@@ -409,45 +407,6 @@ def _trial_metrics(cfg: DictConfig, trial, experiment_id: str, data: MnistSplits
 
 
 # -- end of sweep -----------------------------------------------------------------------------
-def study_rows(study: optuna.Study) -> list[dict]:
-    """One row per COMPLETE trial: number, params, objective values and user attributes."""
-    names = study.metric_names or [f"value{i}" for i in range(len(study.directions))]
-    rows = []
-    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
-        row = {"trial": t.number, **{f"param.{k}": v for k, v in t.params.items()}, **t.user_attrs}
-        row.update(dict(zip(names, t.values)))
-        row.pop("constraints", None)
-        rows.append({k: v if v is None or isinstance(v, (bool, int, float)) else tracking.mask_secrets(str(v))
-                     for k, v in row.items()})
-    return rows
-
-
-def pareto_table(rows: list[dict], rule: str, min_accuracy: float | None) -> tuple[list[dict], int]:
-    """Mark the accuracy/energy front and the selected row (index into rows, -1 if none)."""
-    if not rows:
-        return [], -1
-    pts = np.array([[r.get(ENERGY_KEY, np.nan), r.get(ACCURACY_KEY, np.nan)] for r in rows], float)
-    mask = objective.pareto_mask(pts, ["minimize", "maximize"])
-    chosen = objective.select(rows, rule, ENERGY_KEY, ACCURACY_KEY, min_accuracy)
-    out = [{**r, "on_front": bool(m), "feasible": bool(min_accuracy is None or r.get(ACCURACY_KEY, -1) >= min_accuracy),
-            "selected": i == chosen} for i, (r, m) in enumerate(zip(rows, mask))]
-    return out, chosen
-
-
-def front_from_mlflow(tracking_uri: str, experiment: str, study_names: list[str] | None = None,
-                      rule: str = "min_energy", min_accuracy: float | None = None) -> tuple[list[dict], int]:
-    """Recompute the front over the FINISHED trial runs of one or several sweeps in MLflow."""
-    mlflow.set_tracking_uri(tracking_uri)
-    exp = MlflowClient().get_experiment_by_name(experiment)
-    if exp is None:
-        return [], -1
-    flt = "tags.`ecosplit.role` = 'trial' and attributes.status = 'FINISHED'"
-    runs = MlflowClient().search_runs([exp.experiment_id], filter_string=flt, max_results=50000)
-    rows = [{"mlflow_run_id": r.info.run_id, "study": r.data.tags.get("ecosplit.study"), **r.data.metrics}
-            for r in runs if study_names is None or r.data.tags.get("ecosplit.study") in study_names]
-    return pareto_table(rows, rule, min_accuracy)
-
-
 def on_complete(study: optuna.Study, cfg: DictConfig) -> None:
     """pareto.csv, the Pareto plot, best scalar trial and the registered selected model."""
     from .plots import pareto_plot
@@ -487,7 +446,8 @@ def on_complete(study: optuna.Study, cfg: DictConfig) -> None:
         for k in (ENERGY_KEY, ACCURACY_KEY, "test_accuracy", "compression_ratio"):
             if k in sel:
                 client.log_metric(run_id, f"selected_{k}", sel[k], step=len(rows))
-        version = _register_once(client, run_id, sel, cfg.selection.registered_model, cfg.selection.alias)
+        version = register_once(client, run_id, sel, cfg.selection.registered_model, cfg.selection.alias,
+                                cfg.cache.dir)
         log.info("selected trial %s (%s=%.4g J, %s=%.4f) registered as models:/%s@%s (version %s)", sel["trial"],
                  ENERGY_KEY, sel[ENERGY_KEY], ACCURACY_KEY, sel[ACCURACY_KEY], cfg.selection.registered_model,
                  cfg.selection.alias, version)
@@ -501,43 +461,6 @@ def on_complete(study: optuna.Study, cfg: DictConfig) -> None:
     log.info("Pareto front: %d of %d trials; pareto.csv in %s", sum(r["on_front"] for r in rows), len(rows), out)
 
 
-REGISTERING_TAG = "ecosplit.registering"  # on the parent run: "<trial run id>:<worker token>"
-
-
-def _registered_version(name: str, alias: str, trial_run_id: str) -> str | None:
-    """The version behind models:/name@alias if it comes from trial_run_id, else None."""
-    try:
-        current = MlflowClient().get_model_version_by_alias(name, alias)
-    except mlflow.exceptions.MlflowException:
-        return None  # no such model or alias yet
-    return current.version if current.run_id == trial_run_id else None
-
-
-def _register_once(client: MlflowClient, parent_run_id: str, sel: dict, name: str, alias: str,
-                   settle_s: float = 1.0, wait_s: float = 120.0) -> str:
-    """Register the selected trial's model once although every worker ends the sweep (best effort):
-    a worker volunteers on the parent run's tag, the last volunteer to write it registers, the
-    others wait for the alias (and take over after wait_s if it never comes)."""
-    trial_run_id = sel["mlflow_run_id"]
-    me = f"{trial_run_id}:{uuid.uuid4().hex}"
-    deadline = time.monotonic() + wait_s
-    while time.monotonic() < deadline:
-        version = _registered_version(name, alias, trial_run_id)
-        if version is not None:
-            return version
-        claim = client.get_run(parent_run_id).data.tags.get(REGISTERING_TAG, "")
-        if not claim.startswith(trial_run_id + ":"):  # nobody is on it: volunteer
-            client.set_tag(parent_run_id, REGISTERING_TAG, me)
-            time.sleep(settle_s)  # let simultaneous volunteers write too; the last one wins
-            claim = client.get_run(parent_run_id).data.tags.get(REGISTERING_TAG)
-        if claim == me:
-            return register_model(trial_run_id, name, alias, sel)
-        time.sleep(settle_s)
-    log.warning("the model of trial %s was not registered by another worker within %.0f s: registering it here",
-                sel["trial"], wait_s)
-    return register_model(trial_run_id, name, alias, sel)
-
-
 def _pareto_html(rows, path: Path, client, run_id: str) -> None:
     try:
         import plotly.express as px
@@ -546,20 +469,3 @@ def _pareto_html(rows, path: Path, client, run_id: str) -> None:
     fig = px.scatter(rows, x=ENERGY_KEY, y=ACCURACY_KEY, color="on_front", hover_data=list(rows[0]))
     fig.write_html(str(path))
     client.log_artifact(run_id, str(path))
-
-
-def register_model(trial_run_id: str, name: str, alias: str, row: dict) -> str:
-    """Log the selected pruned model as an MLflow PyTorch model in its trial run, register it under
-    ``name`` and point ``alias`` at it: ``mlflow.pytorch.load_model(f"models:/{name}@{alias}")``."""
-    import mlflow.pytorch
-    client = MlflowClient()
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = tracking.download(trial_run_id, "checkpoints", tmp)
-        model = load_checkpoint(Path(folder) / "pruned.pt").eval()
-    with mlflow.start_run(run_id=trial_run_id):
-        # pt2 (MLflow's default) traces the graph, so the loader needs no ecosplit code
-        example = np.zeros((2, 1, 28, 28), dtype=np.float32)  # batch 2 keeps the batch dimension dynamic
-        info = mlflow.pytorch.log_model(model, name="model", input_example=example, pip_requirements=["torch==2.14.1"])
-    mv = mlflow.register_model(info.model_uri, name, tags={"trial": str(row["trial"])})
-    client.set_registered_model_alias(name, alias, mv.version)
-    return mv.version

@@ -107,14 +107,14 @@ def test_train_on_a_missing_gpu_is_one_line_exit_2_and_nothing_recorded(tmp_path
 def test_evaluate_refuses_a_store_that_does_not_exist_without_creating_it(tmp_path):
     proc = run("evaluate", tmp_path, "train_run_id=0123abcd", f"tracking.uri=sqlite:///{tmp_path}/none.db",
                f"hydra.run.dir={tmp_path}/out")
-    assert_refused(proc, "does not exist (set tracking.uri to the store train.py recorded the run in)")
+    assert_refused(proc, "does not exist (set tracking.uri to the store the run was recorded in)")
     assert stores(tmp_path) == {}
 
 
 # Refused by pipeline.sweep.study_definition, the sweeper's definition hook, before the study opens.
 @pytest.mark.parametrize("override,line", [
     ("objective.lam=-0.1", "error: objective.lam must be in [0, 1] (got -0.1)"),
-    ("selection.rule=best", "error: selection.rule must be one of min_energy, knee (got 'best')"),
+    ("selection.rule=best", "error: selection.rule must be one of min_energy, knee, best_objective (got 'best')"),
     ("train.epochs=0", "error: train.epochs must be in [1, inf) (got 0)"),
     ("channel.decision=psychic", "error: channel.decision must be one of oracle, causal (got 'psychic')"),
     ("data.val_fraction=1.0", "error: data.val_fraction must be in (0, 1) (got 1.0)"),

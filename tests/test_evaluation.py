@@ -60,11 +60,21 @@ def test_evaluate_writes_table3_figures_and_run(eval_cfg, tmp_path, monkeypatch)
     client = MlflowClient(eval_cfg.tracking.uri)
     run = client.get_run(metrics["run_id"])
     assert run.data.metrics["energy_total_j_softmax"] == pytest.approx(metrics["energy_total_j_softmax"])
+    # every bandwidth computed, named by it: the two Table III rows and the default 5 MHz
+    for r in rows:
+        name = {15e3: "15khz", 15e6: "15mhz"}[float(r["bandwidth_hz"])]
+        for key in ("energy_total_j", "energy_processing_j", "energy_transmission_j", "co2_kg", "duty_cycle"):
+            assert run.data.metrics[f"{key}_{r['method']}_{name}"] == pytest.approx(float(r[key]), rel=1e-12)
+    for m in ("ps", "pool1", "softmax", "psnc", "offload"):
+        assert run.data.metrics[f"energy_total_j_{m}_5mhz"] == pytest.approx(metrics[f"energy_total_j_{m}"], rel=1e-12)
+    assert run.data.metrics["energy_total_j_ps_15mhz"] != pytest.approx(run.data.metrics["energy_total_j_ps_5mhz"])
     assert {"table3.csv", "fig4_trajectory.png"} <= {a.path for a in client.list_artifacts(run.info.run_id)}
 
 
 @pytest.mark.parametrize("override,message", [
-    ("checkpoint=null", "train_run_id=<MLflow run id of train.py> or checkpoint=<path>"),
+    ("checkpoint=null", "train_run_id=<MLflow run id of train.py or of a sweep trial>, "
+                        "model_uri=models:/<name>@<alias> or checkpoint=<path>"),
+    ("train_run_id=0123abcd", "give one model to evaluate, not train_run_id and checkpoint"),
     ("checkpoint=/no/such/file.pt", "not a checkpoint file"),
     ("channel.bandwidth_hz=0", r"channel.bandwidth_hz must be in \(0, inf\)"),
     ("channel.power_w=-1", r"channel.power_w must be in \(0, inf\)"),
@@ -117,3 +127,9 @@ def test_evaluate_refuses_a_tracking_uri_that_does_not_exist(small_train_cfg, tm
     with pytest.raises(ConfigError, match=r"train_run_id=0123abcd: tracking.uri=sqlite:///.*/none.db does not exist"):
         run_evaluate(cfg)
     assert not (tmp_path / "none.db").exists()  # reading it would have created an empty store
+
+
+def test_bandwidth_label_in_metric_names():
+    from pipeline.reporting import bandwidth_label
+    assert [bandwidth_label(hz) for hz in (15e3, 5e6, 15e6, 2.4e9, 500.0, 1.5e3)] == [
+        "15khz", "5mhz", "15mhz", "2.4ghz", "500hz", "1.5khz"]

@@ -61,3 +61,20 @@ def test_hypervolume_2d_by_hand():
     assert hypervolume_2d([(0.2, 0.6)], ref) == pytest.approx(0.32)
     assert hypervolume_2d([], ref) == 0.0
     assert hypervolume_2d([(1.0, 0.5)], ref) == 0.0  # on the reference's edge: nothing dominated
+
+
+def test_the_three_rules_pick_three_different_trials_and_only_feasible_ones():
+    # min_accuracy 0.9. Row 0 is infeasible (0.85) although cheapest and lowest in eq. (8).
+    rows = [{"e": 1.0, "a": 0.85, "obj": 0.10},
+            {"e": 2.0, "a": 0.91, "obj": 0.60},   # cheapest feasible -> min_energy
+            {"e": 3.0, "a": 0.97, "obj": 0.50},
+            {"e": 8.0, "a": 0.98, "obj": 0.40},   # lowest feasible eq. (8) -> best_objective
+            {"e": 9.0, "a": 0.95, "obj": 0.45}]   # dominated by rows 2 and 3
+    # knee over the feasible front rows 1, 2, 3: e scaled (0, 1/6, 1), a scaled (0, 6/7, 1); the chord is
+    # the diagonal, distance ~ |a - e|: 0, 0.69, 0 -> row 2
+    picks = {rule: select(rows, rule, "e", "a", 0.9, objective_key="obj") for rule in ("min_energy", "knee", "best_objective")}
+    assert picks == {"min_energy": 1, "knee": 2, "best_objective": 3}
+    assert select(rows, "best_objective", "e", "a", None, objective_key="obj") == 0  # no floor: row 0
+    assert select(rows, "best_objective", "e", "a", 0.99, objective_key="obj") == -1
+    no_objective = [{k: v for k, v in r.items() if k != "obj"} for r in rows]
+    assert select(no_objective, "best_objective", "e", "a", 0.9, objective_key="obj") == -1

@@ -17,7 +17,7 @@ from omegaconf import OmegaConf, open_dict
 
 from pipeline.cache import ModelCache, training_key
 from pipeline.config import ConfigError
-from pipeline.model import SplitCNN
+from pipeline.model import SplitCNN, save_checkpoint
 from pipeline.stages import load_data
 from pipeline.sweep import find_parent_run, on_abort, on_start, run_trial, study_definition
 from tests.conftest import REPO, study_runs
@@ -71,7 +71,9 @@ def test_smoke_sweep_leaves_parent_children_pareto_and_registered_model(smoke_ru
     assert len(rows) == 3 and sum(r["selected"] == "True" for r in rows) == 1
     mlflow.set_tracking_uri(f"sqlite:///{work}/mlflow.db")
     model = mlflow.pytorch.load_model("models:/ecosplit-selected@champion")
-    assert model(torch.zeros(3, 1, 28, 28)).shape == (3, 10)
+    x = torch.rand(3, 1, 28, 28)
+    assert model(x).shape == (3, 10)
+    assert torch.equal(model.server(model.client(x, "conv3"), "conv3"), model(x))  # still splittable
 
 
 def test_rerun_resumes_instead_of_adding_trials_and_reuses_training(smoke_run, fake_mnist):
@@ -278,6 +280,40 @@ def test_on_abort_leaves_the_parent_running_while_another_worker_runs_trials(hoo
     on_abort(study, cfg, "KILLED", "interrupted")
     parent = find_parent_run(exp_id, study.study_name)
     assert parent.info.status == "RUNNING" and "failure_reason" not in parent.data.tags
+
+
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+def test_the_end_of_sweep_registers_the_trial_selection_rule_picks(hook_env, tmp_path, monkeypatch):
+    from pipeline.front import FORMAT, FORMAT_TAG
+    from pipeline.pruning import prune
+    from pipeline.sweep import on_complete
+    cfg, study, client, exp_id = hook_env
+    monkeypatch.chdir(tmp_path)  # hydra.sweep.dir is relative
+    OmegaConf.update(cfg, "selection.min_val_accuracy", 0.95)
+    OmegaConf.update(cfg, "cache.dir", str(tmp_path / "cache"))
+    torch.manual_seed(0)
+    dense = SplitCNN((2, 2, 2, 2), (4, 4, 4, 4, 10))
+    (tmp_path / "cache").mkdir()
+    save_checkpoint(dense, tmp_path / "cache" / f"{'c' * 64}.pt")  # the trial's dense model, by its cache key
+    save_checkpoint(prune(dense, 0.2), tmp_path / "pruned.pt")
+    study.set_metric_names(["objective"])
+    # trial 0: least energy; 1: least eq. (8) among the feasible; 2: lower still, but val_accuracy < 0.95
+    for number, (objective_value, energy_j, accuracy) in enumerate([(0.5, 10e-6, 0.96), (0.3, 20e-6, 0.97),
+                                                                     (0.2, 5e-6, 0.90)]):
+        run_id = client.create_run(exp_id, tags={"ecosplit.role": "trial", "ecosplit.study": study.study_name,
+                                                 "optuna.trial_number": str(number),
+                                                 "ecosplit.cache_key": "c" * 64}).info.run_id
+        client.log_artifact(run_id, str(tmp_path / "pruned.pt"), "checkpoints")
+        client.set_terminated(run_id, "FINISHED")
+        study.add_trial(optuna.trial.create_trial(value=objective_value, user_attrs={
+            "energy_total_j_ps": energy_j, "val_accuracy": accuracy, "mlflow_run_id": run_id}))
+    for rule, picked in (("min_energy", 0), ("best_objective", 1)):  # the sweep re-run with another rule
+        OmegaConf.update(cfg, "selection.rule", rule)
+        on_complete(study, cfg)
+        version = client.get_model_version_by_alias("ecosplit-selected", "champion")
+        assert version.run_id == study.trials[picked].user_attrs["mlflow_run_id"], rule
+        assert version.tags[FORMAT_TAG] == FORMAT and version.tags["trial"] == str(picked)
+        assert find_parent_run(exp_id, study.study_name).data.tags["selected_trial"] == str(picked)
 
 
 def test_on_abort_before_on_start_creates_no_store(tmp_path):

@@ -1,0 +1,308 @@
+"""`python -m pipeline.front`: the front of several sweeps read from MLflow, promotion to the
+registered model's alias, and evaluate.py on a trial run and on a registered version.
+
+The store is hand-made: trial runs with chosen metrics and tiny models, as the sweep records them
+(tags ecosplit.role/study, optuna.trial_number, optuna.state, ecosplit.cache_key; pruned.pt), and
+the cache's dense model in an experiment of its own."""
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from pipeline import front
+from pipeline.cli import user_errors_exit
+from pipeline.config import ConfigError
+from pipeline.model import SplitCNN, load_checkpoint, save_checkpoint
+from pipeline.pruning import prune
+from pipeline.reporting import run_evaluate
+from tests.conftest import REPO, compose_cfg
+
+KEY = "k" * 64  # the cache key every trial trained under
+MIN_ACC = 0.92
+PSNC_J = 100e-6
+# study, trial, PS energy (uJ), val accuracy, eq. (8) at lambda 0.5, val loss, optuna.state, status
+TRIALS = [
+    ("sa", 0, 10, 0.90, 0.40, 0.50, "COMPLETE", "FINISHED"),   # front (cheapest); infeasible
+    ("sa", 1, 12, 0.93, 0.60, 0.30, "COMPLETE", "FINISHED"),   # front; min_energy
+    ("sa", 2, 20, 0.92, 0.65, 0.35, "COMPLETE", "FINISHED"),   # dominated by sa 1
+    ("sa", 3, 1, 0.99, 0.01, 0.01, "PRUNED", "FINISHED"),      # pruned: never counts
+    ("sb", 0, 15, 0.97, 0.55, 0.10, "COMPLETE", "FINISHED"),   # front; knee
+    ("sb", 1, 40, 0.98, 0.50, 0.20, "COMPLETE", "FINISHED"),   # front; best_objective
+    ("sb", 2, 50, 0.975, 0.58, 0.25, None, "FINISHED"),        # an older store's trial: counts; dominated by sb 1
+    ("sb", 3, 2, 0.99, 0.01, 0.01, None, "FAILED"),            # an older store's pruned trial: never counts
+]
+# front of the counted rows (E, acc): sa0 (10, .90), sa1 (12, .93), sb0 (15, .97), sb1 (40, .98);
+# sa2 (20, .92) is dominated by sa1, sb2 (50, .975) by sb1.
+FRONT = {("sa", 0), ("sa", 1), ("sb", 0), ("sb", 1)}
+# knee of the feasible front sa1, sb0, sb1: E scaled (0, 3/28, 1), acc scaled (0, .8, 1); distance
+# to the diagonal ~ |acc - E|: 0, .69, 0 -> sb0
+PICKS = {"min_energy": ("sa", 1), "knee": ("sb", 0), "best_objective": ("sb", 1)}
+
+
+def tiny_dense(seed: int = 0) -> SplitCNN:
+    torch.manual_seed(seed)
+    return SplitCNN((2, 2, 2, 2), (4, 4, 4, 4, 10))
+
+
+def _trial_run(client, exp_id, study, trial, energy_uj, acc, obj, val_loss, state, status, pruned_file, lam=0.5,
+               key=KEY):
+    tags = {"ecosplit.role": "trial", "ecosplit.study": study, "optuna.trial_number": str(trial),
+            "ecosplit.cache_key": key}
+    if state is not None:
+        tags["optuna.state"] = state
+    run_id = client.create_run(exp_id, run_name=f"trial-{trial}", tags=tags).info.run_id
+    for k, v in {"energy_total_j_ps": energy_uj * 1e-6, "energy_total_j_psnc": PSNC_J, "val_accuracy": acc,
+                 "test_accuracy": acc - 0.01, "objective": obj, "val_loss": val_loss, "compression_ratio": 3.0,
+                 "train_mu": 0.99999}.items():
+        client.log_metric(run_id, k, v)
+    for k, v in {"prune.threshold": 0.5, "prune.finetune_epochs": 1, "objective.lam": lam}.items():
+        client.log_param(run_id, k, v)
+    client.log_artifact(run_id, str(pruned_file), "checkpoints")
+    client.set_terminated(run_id, status)
+    return run_id
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """{"uri", "runs": {(study, trial): run id}, "dense", "pruned", "dir"}: two sweeps in experiment
+    ecosplit, a third (lambda 0.2) in experiment other, the dense model in experiment ecosplit-cache."""
+    work = tmp_path_factory.mktemp("front")
+    uri = f"sqlite:///{work}/mlflow.db"
+    client = MlflowClient(uri)
+    dense = tiny_dense()
+    pruned = prune(dense, 0.2)
+    save_checkpoint(dense, work / "dense.pt")
+    save_checkpoint(pruned, work / "pruned.pt")
+    cache_exp = client.create_experiment("ecosplit-cache", artifact_location=str(work / "art-cache"))
+    cache_run = client.create_run(cache_exp, tags={"ecosplit.role": "trained-model", "ecosplit.cache_key": KEY})
+    client.log_artifact(cache_run.info.run_id, str(work / "dense.pt"))
+    client.set_terminated(cache_run.info.run_id, "FINISHED")
+    runs = {}
+    exp = client.create_experiment("ecosplit", artifact_location=str(work / "art"))
+    for study, trial, *values in TRIALS:
+        runs[study, trial] = _trial_run(client, exp, study, trial, *values, work / "pruned.pt")
+    other = client.create_experiment("other", artifact_location=str(work / "art-other"))
+    runs["sc", 0] = _trial_run(client, other, "sc", 0, 30, 0.95, 0.30, 0.05, "COMPLETE", "FINISHED",
+                               work / "pruned.pt", lam=0.2)
+    return {"uri": uri, "runs": runs, "dense": dense, "pruned": pruned, "dir": work}
+
+
+def front_cfg(store, *overrides):
+    return compose_cfg("front", [f"tracking.uri={store['uri']}", f"selection.min_val_accuracy={MIN_ACC}",
+                                 f"cache.dir={store['dir']}/no-cache", *overrides])
+
+
+def run(store, *overrides):
+    return front.run_front(front_cfg(store, *overrides))
+
+
+def refused(store, capsys, *overrides) -> str:
+    """The one error line of a refused command (exit status 2)."""
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        user_errors_exit(front.run_front)(front_cfg(store, *overrides))
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("error: "), err
+    return err[0]
+
+
+def alias_run(store, name="ecosplit-selected", alias="champion"):
+    try:
+        return MlflowClient(store["uri"]).get_model_version_by_alias(name, alias).run_id
+    except mlflow.exceptions.MlflowException:
+        return None
+
+
+def key_of(store, run_id):
+    return next(k for k, v in store["runs"].items() if v == run_id)
+
+
+def test_lists_the_front_of_two_sweeps_with_only_complete_trials(store, capsys):
+    before = alias_run(store)
+    out = run(store, "studies=[sa,sb]")
+    rows = {(r["study"], r["trial"]): r for r in out["rows"]}
+    assert set(rows) == {("sa", 0), ("sa", 1), ("sa", 2), ("sb", 0), ("sb", 1), ("sb", 2)}
+    assert {k for k, r in rows.items() if r["on_front"]} == FRONT
+    assert {k for k, r in rows.items() if r["feasible"]} == set(rows) - {("sa", 0)}
+    assert (out["rows"][out["chosen"]]["study"], out["rows"][out["chosen"]]["trial"]) == PICKS["min_energy"]
+    assert out["promoted"] is None and alias_run(store) == before  # listing changes nothing
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].startswith("| trial | study | mu | threshold | finetune epochs | val acc | test acc | PS energy (uJ)")
+    assert len([line for line in table if line.startswith("| ")]) == 1 + 6
+    assert "| 1 | sa | 0.99999 | 0.5 | 1 | 0.9300 | 0.9200 | 12 | 3.00 | 0.6000 | yes | yes | <- min_energy |" in table
+    only_a = run(store, "studies=[sa]", "show=front")["rows"]
+    assert {(r["study"], r["trial"]) for r in only_a} == {("sa", 0), ("sa", 1), ("sa", 2)}
+    assert {(r["study"], r["trial"]) for r in run(store)["rows"]} == set(rows)  # [] = every sweep there
+    # the same front from Python, over both experiments
+    rows2, chosen = front.front_from_mlflow(store["uri"], ["ecosplit", "other"], ["sa", "sb", "sc"], "knee", MIN_ACC)
+    assert len(rows2) == 7 and (rows2[chosen]["study"], rows2[chosen]["trial"]) == PICKS["knee"]
+
+
+def test_promote_by_rule_and_by_trial_moves_the_alias_to_a_splittable_model(store, capsys):
+    versions = {}
+    for rule, expected in PICKS.items():
+        out = run(store, "action=promote", f"rule={rule}")
+        assert key_of(store, alias_run(store)) == expected, rule
+        versions[rule] = out["version"]
+    assert len(set(versions.values())) == 3
+    again = run(store, "action=promote", "rule=min_energy")  # promoted before: the alias moves back, no new version
+    assert again["version"] == versions["min_energy"] and key_of(store, alias_run(store)) == PICKS["min_energy"]
+    run(store, "action=promote", "trial=sb:0")
+    assert key_of(store, alias_run(store)) == ("sb", 0)
+    run(store, "action=promote", "trial=1", "studies=[sb]")  # unambiguous within one sweep
+    assert key_of(store, alias_run(store)) == ("sb", 1)
+    capsys.readouterr()
+    run(store)
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        f"models:/ecosplit-selected@champion is version {versions['best_objective']}: trial 1 of sb")
+
+    mlflow.set_tracking_uri(store["uri"])
+    model = mlflow.pytorch.load_model("models:/ecosplit-selected@champion")
+    x = torch.randn(3, 1, 28, 28)
+    assert isinstance(model, SplitCNN) and torch.equal(model.server(model.client(x, "pool2"), "pool2"), model(x))
+    assert torch.equal(model(x), store["pruned"](x))
+
+
+def test_best_objective_follows_lambda(store, capsys):
+    # lam = 1: eq. (8) is the val loss; lowest among the feasible: sb0 (0.10) in sa/sb, sc0 (0.05) with other
+    picked = run(store, "rule=best_objective", "lam=1.0")
+    assert (picked["rows"][picked["chosen"]]["study"], picked["rows"][picked["chosen"]]["trial"]) == ("sb", 0)
+    both = run(store, "rule=best_objective", "lam=1.0", "experiments=[ecosplit,other]")
+    assert both["rows"][both["chosen"]]["study"] == "sc"
+    line = refused(store, capsys, "rule=best_objective", "experiments=[ecosplit,other]")
+    assert "rule=best_objective over sweeps with different objective.lam (0.2, 0.5): set lam=" in line
+
+
+def test_a_trial_off_the_front_or_infeasible_is_refused_unless_forced(store, capsys):
+    run(store, "action=promote", "trial=sb:0")
+    before = alias_run(store)
+    line = refused(store, capsys, "action=promote", "trial=sa:2")
+    assert line.startswith("error: trial=sa:2 is not on the accuracy/energy front") and "force=true" in line
+    line = refused(store, capsys, "action=promote", "trial=sa:0", "selection.min_val_accuracy=0.95")
+    assert line.startswith("error: trial=sa:0 has val_accuracy 0.9000 < selection.min_val_accuracy=0.95")
+    assert alias_run(store) == before
+    run(store, "action=promote", "trial=sa:2", "force=true")
+    assert key_of(store, alias_run(store)) == ("sa", 2)
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["action=promote", "trial=sa:9"], "error: trial=sa:9: no COMPLETE trial sa:9 among the listed sweeps "
+                                       "(trials: sa: 0-2; sb: 0-2)"),
+    (["action=promote", "trial=3"], "error: trial=3: no COMPLETE trial 3"),  # sa 3 was pruned
+    (["action=promote", "trial=1"], "error: trial=1 is in several sweeps (sa, sb): give trial=<study>:1"),
+    (["experiments=[nope]"], "error: experiments: no MLflow experiment 'nope' in sqlite:///"),
+    (["studies=[sz]"], "error: studies: no sweep 'sz' with COMPLETE trials in experiments=['ecosplit'] "
+                       "(sweeps there: sa, sb)"),
+    (["rule=best"], "error: rule must be one of min_energy, knee, best_objective (got 'best')"),
+    (["action=delete"], "error: action must be one of list, promote (got 'delete')"),
+    (["lam=2"], "error: lam must be in [0, 1] (got 2)"),
+    (["trial=1"], "error: trial=1 needs action=promote (got action=list)"),
+    (["action=promote", "selection.min_val_accuracy=0.99"],
+     "error: rule=min_energy: no trial with val_accuracy >= selection.min_val_accuracy=0.99 among 6 COMPLETE trials"),
+])
+def test_bad_input_is_one_line_and_changes_nothing(store, capsys, overrides, message):
+    before = alias_run(store)
+    versions = len(MlflowClient(store["uri"]).search_model_versions("name = 'ecosplit-selected'"))
+    assert refused(store, capsys, *overrides).startswith(message)
+    assert alias_run(store) == before
+    assert len(MlflowClient(store["uri"]).search_model_versions("name = 'ecosplit-selected'")) == versions
+
+
+def test_the_command_line_refuses_an_unknown_trial_with_exit_2_and_one_line(store, tmp_path):
+    before = alias_run(store)
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    env["PYTHONPATH"] = str(REPO)
+    proc = subprocess.run([sys.executable, "-m", "pipeline.front", f"tracking.uri={store['uri']}", "action=promote",
+                           "trial=sb:7"], cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert [x for x in proc.stderr.splitlines() if x.strip()] == [
+        "error: trial=sb:7: no COMPLETE trial sb:7 among the listed sweeps (trials: sa: 0-2; sb: 0-2)"]
+    assert alias_run(store) == before and list(tmp_path.iterdir()) == []  # no outputs/, no log file
+
+
+def test_the_dense_model_is_found_in_the_local_cache_first_then_in_any_experiment(store, tmp_path):
+    mlflow.set_tracking_uri(store["uri"])
+    x = torch.randn(2, 1, 28, 28)
+    remote = front.find_dense(KEY, tmp_path)  # nothing local: the cache run in experiment ecosplit-cache
+    assert torch.equal(remote(x), store["dense"](x))
+    save_checkpoint(tiny_dense(seed=1), tmp_path / f"{KEY}.pt")
+    assert torch.equal(front.find_dense(KEY, tmp_path)(x), tiny_dense(seed=1)(x))
+    assert front.find_dense("0" * 64, tmp_path) is None
+
+
+# -- evaluate.py on what the front gives ------------------------------------------------------------
+def eval_cfg(store, fake_mnist, *overrides):
+    return compose_cfg("evaluate", [
+        f"data.root={fake_mnist}", "data.download=false", f"tracking.uri={store['uri']}",
+        f"tracking.artifact_location={store['dir']}/art-eval", f"cache.dir={store['dir']}/no-cache",
+        "trajectory.duration_s=10", "fig5_thresholds=[0.0]", "evaluation.realisations=2",
+        "evaluation.sensitivity.path_loss_exponents=[]", "evaluation.sensitivity.reference_distances_m=[]",
+        *overrides])
+
+
+def test_evaluate_on_a_trial_run_and_a_registered_model_gives_the_checkpoints_table3(store, fake_mnist, tmp_path,
+                                                                                   monkeypatch):
+    (tmp_path / "ckpt").mkdir()
+    for name in ("dense", "pruned"):
+        save_checkpoint(store[name], tmp_path / "ckpt" / f"{name}.pt")
+    trial_run = store["runs"]["sb", 0]
+    mlflow.set_tracking_uri(store["uri"])
+    version = front.register(trial_run, "eval-test", "x", {"trial": 0, "study": "sb"}, None)
+    tables = {}
+    for source in (f"checkpoint={tmp_path / 'ckpt'}", f"train_run_id={trial_run}", "model_uri=models:/eval-test@x"):
+        out = tmp_path / str(len(tables))
+        out.mkdir()
+        monkeypatch.chdir(out)
+        with monkeypatch.context() as m:
+            if not source.startswith("model_uri"):  # the figures once (their cost is matplotlib's)
+                for fig in ("_fig3", "_fig4"):
+                    m.setattr(f"pipeline.reporting.{fig}", lambda *a: Path(os.devnull))
+                m.setattr("pipeline.reporting._fig5", lambda *a: [])
+            metrics = run_evaluate(eval_cfg(store, fake_mnist, source))
+        tables[source] = (out / "table3.csv").read_text()
+        if "checkpoint" not in source:
+            tags = MlflowClient(store["uri"]).get_run(metrics["run_id"]).data.tags
+            assert tags["ecosplit.train_run_id"] == trial_run and tags["mlflow.parentRunId"] == trial_run
+    assert len(set(tables.values())) == 1 and len(list(csv.DictReader(tables[source].splitlines()))) == 10
+    for f in ("fig3_layers.png", "fig4_trajectory.png", "fig5_compression.png"):
+        assert (out / f).stat().st_size > 0, f
+    # the same version by number; the dense model travels with it as extra_files/dense.pt
+    dense, pruned, run_id = front.registered_models(f"models:/eval-test/{version}", None)
+    x = torch.randn(2, 1, 28, 28)
+    assert run_id == trial_run and torch.equal(dense(x), store["dense"](x)) and torch.equal(pruned(x), store["pruned"](x))
+
+
+@pytest.mark.parametrize("source,message", [
+    ("model_uri=runs:/abc/model", "model_uri must be models:/<name>@<alias> or models:/<name>/<version>"),
+    ("model_uri=models:/eval-test@nope", "model_uri=models:/eval-test@nope: no such registered model version"),
+    ("train_run_id=0123abcd", "train_run_id=0123abcd: no checkpoints found"),
+])
+def test_evaluate_refuses_an_unknown_model_naming_the_setting(store, fake_mnist, source, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        run_evaluate(eval_cfg(store, fake_mnist, source))
+
+
+def test_evaluate_names_the_cache_when_a_trials_dense_model_is_nowhere(store, fake_mnist, tmp_path):
+    client = MlflowClient(store["uri"])
+    exp = client.create_experiment("lost", artifact_location=str(store["dir"] / "art-lost"))
+    lost = _trial_run(client, exp, "sd", 0, 30, 0.95, 0.3, 0.05, "COMPLETE", "FINISHED", store["dir"] / "pruned.pt",
+                      key="0" * 64)
+    with pytest.raises(ConfigError, match=rf"train_run_id={lost}: its dense model .* is not in the run, nor in "
+                                          rf"cache.dir=.*no-cache or any MLflow run tagged ecosplit.cache_key=0+"):
+        run_evaluate(eval_cfg(store, fake_mnist, f"train_run_id={lost}"))
+
+
+def test_eq8_at_another_lambda_from_the_logged_terms():
+    rows = [{"val_loss": 0.2, "energy_total_j_ps": 1e-6, "energy_total_j_psnc": 4e-6, "objective": 9.0},
+            {"energy_total_j_ps": 1e-6, "energy_total_j_psnc": 4e-6, "objective": 0.1}]  # no val_loss logged
+    out = front.with_lam(rows, 0.6)
+    assert out[0]["objective"] == pytest.approx(0.6 * 0.2 + 0.4 * 0.25)  # 0.22
+    assert np.isnan(out[1]["objective"]) and out[0]["objective.lam"] == 0.6
