@@ -9,10 +9,15 @@ n_trials=10 and with n_trials=110 as separate processes; the marginal cost of a 
 left is per trial: ask, the sampler, Hydra's job launch, tell and whatever the sweeper adds.
 Runs are interleaved (repeat r: 10 then 110 trials, the sweepers in turn) and the median of
 the repeats is printed with the ratio: the machine is shared, so only side-by-side figures
-mean anything.
+mean anything. Printed: wall time, and the CPU time of the sweeper's process (user + system; it
+leaves out waiting for the disk, and is less sensitive to other processes on the machine).
+The official plugin asks 2 trials per batch (its default n_jobs), ecosplit_optuna 1 (its default).
 
 Sweepers:
-  ecosplit_optuna          this repo's plugin (hydra_plugins/), this venv's Optuna and Hydra.
+  ecosplit_optuna          this repo's plugin (hydra_plugins/), this venv's Optuna and Hydra, its
+                           defaults (SQLite in write-ahead-log mode: hydra.sweeper.sqlite_wal).
+  ecosplit_optuna, no WAL  the same with hydra.sweeper.sqlite_wal=false: SQLite's own journal, as
+                           the official plugin leaves it; what is left is fewer round trips.
   official, Optuna 5       hydra-optuna-sweeper 1.2.0 from <venv>/coexist (`make install`
                            puts it there with --no-deps for a coexistence test): its code on
                            this venv's Optuna, SQLAlchemy and Hydra, so the difference is the
@@ -21,7 +26,7 @@ Sweepers:
                            (optuna 2.10.1, sqlalchemy<2, hydra-core 1.3.8) in a separate venv,
                            built once under ~/.cache/ecosplit-bench/ from the package registry.
 
-    .venv/bin/python benchmarks/bench_sweeper.py                  # ~1.5 min on 2 cores
+    .venv/bin/python benchmarks/bench_sweeper.py                  # ~2.5 min on 2 cores
     .venv/bin/python benchmarks/bench_sweeper.py --official-venv  # + the official plugin's own stack
 
 No assertions: it prints the figures and the ratio.
@@ -30,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import sqlite3
 import statistics
@@ -67,10 +73,13 @@ class Sweeper:
     python: str
     pythonpath: str
     overrides: list
+    ours: bool = True
     seconds: dict = field(default_factory=dict)  # n_trials -> [wall seconds per repeat]
+    cpu: dict = field(default_factory=dict)  # n_trials -> [CPU seconds per repeat]
 
-    def marginal_ms(self) -> list:
-        return [1000 * (b - a) / (N_LARGE - N_SMALL) for a, b in zip(self.seconds[N_SMALL], self.seconds[N_LARGE])]
+    def marginal_ms(self, cpu: bool = False) -> list:
+        s = self.cpu if cpu else self.seconds
+        return [1000 * (b - a) / (N_LARGE - N_SMALL) for a, b in zip(s[N_SMALL], s[N_LARGE])]
 
 
 def coexist_dir() -> Path | None:
@@ -110,22 +119,26 @@ def _env(pythonpath: str) -> dict:
     return env
 
 
-def run_once(sweeper: Sweeper, app_dir: Path, work: Path, n_trials: int, tag: str) -> float:
+def run_once(sweeper: Sweeper, app_dir: Path, work: Path, n_trials: int, tag: str) -> tuple:
+    """(wall seconds, CPU seconds) of one sweep of n_trials in a new process."""
     db = work / f"{tag}.db"
     args = [sweeper.python, str(app_dir / "app.py"), "-m", *sweeper.overrides, *SEARCH,
             f"hydra.sweeper.n_trials={n_trials}", "hydra.sweeper.sampler.seed=0",
             f"hydra.sweeper.storage=sqlite:///{db}", "hydra.sweeper.study_name=bench",
             f"hydra.sweep.dir={work / tag}"]
+    cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     p = subprocess.run(args, cwd=app_dir, env=_env(sweeper.pythonpath), capture_output=True, text=True)
     wall = time.perf_counter() - start
+    cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = cpu1.ru_utime + cpu1.ru_stime - cpu0.ru_utime - cpu0.ru_stime
     if p.returncode != 0:
         raise SystemExit(f"{sweeper.label}, n_trials={n_trials}: exit {p.returncode}\n{(p.stdout + p.stderr)[-3000:]}")
     with sqlite3.connect(db) as con:  # plain SQL: Optuna 2 and 5 share this table
         done = con.execute("select count(*) from trials where state = 'COMPLETE'").fetchone()[0]
     if done != n_trials:
         raise SystemExit(f"{sweeper.label}: {done} COMPLETE trials, expected {n_trials}")
-    return wall
+    return wall, cpu
 
 
 def main() -> None:
@@ -138,21 +151,23 @@ def main() -> None:
                     help="also run the official plugin on its own pinned stack (separate venv, cached)")
     args = ap.parse_args()
 
-    sweepers = [Sweeper("ecosplit_optuna", sys.executable, str(args.ours.resolve()),
-                        ["hydra/sweeper=ecosplit_optuna", "hydra.sweeper.sampler.multivariate=false"])]
+    ours = ["hydra/sweeper=ecosplit_optuna", "hydra.sweeper.sampler.multivariate=false"]
+    sweepers = [Sweeper("ecosplit_optuna", sys.executable, str(args.ours.resolve()), ours),
+                Sweeper("ecosplit_optuna, no WAL", sys.executable, str(args.ours.resolve()),
+                        ours + ["hydra.sweeper.sqlite_wal=false"])]
     coexist = coexist_dir()
     if coexist is not None:
-        sweepers.append(Sweeper("official, Optuna 5", sys.executable, str(coexist), ["hydra/sweeper=optuna"]))
+        sweepers.append(Sweeper("official, Optuna 5", sys.executable, str(coexist), ["hydra/sweeper=optuna"], ours=False))
     else:
         print("hydra-optuna-sweeper is not in <venv>/coexist (`make install` puts it there): skipped")
     if args.official_venv:
-        sweepers.append(Sweeper("official, own stack", str(official_venv()), "", ["hydra/sweeper=optuna"]))
+        sweepers.append(Sweeper("official, own stack", str(official_venv()), "", ["hydra/sweeper=optuna"], ours=False))
 
     print(f"bench_sweeper: trivial Hydra app, TPE (seed 0, multivariate=false), SQLite in a temp dir, basic "
           f"launcher; marginal cost per trial = (t{N_LARGE} - t{N_SMALL}) / {N_LARGE - N_SMALL}; "
           f"{args.repeats} interleaved repeats; {os.cpu_count()} cores")
     for s in sweepers:
-        print(f"  {s.label:20s} {versions(s.python, s.pythonpath)}")
+        print(f"  {s.label:24s} {versions(s.python, s.pythonpath)}")
     print("load average before (1/5/15 min): " + " ".join(f"{x:.2f}" for x in os.getloadavg()), flush=True)
 
     base = Path(tempfile.mkdtemp(prefix="ecosplit-bench-sweeper-"))
@@ -164,26 +179,37 @@ def main() -> None:
         for r in range(args.repeats):
             for n in (N_SMALL, N_LARGE):
                 order = sweepers[r % len(sweepers):] + sweepers[:r % len(sweepers)]  # take turns going first
-                for i, s in enumerate(order):
-                    wall = run_once(s, app_dir, base, n, f"s{sweepers.index(s)}-n{n}-r{r}")
+                for s in order:
+                    wall, cpu = run_once(s, app_dir, base, n, f"s{sweepers.index(s)}-n{n}-r{r}")
                     s.seconds.setdefault(n, []).append(wall)
-            print(f"  repeat {r + 1}: " + "   ".join(f"{s.label} {s.marginal_ms()[-1]:.1f} ms" for s in sweepers),
+                    s.cpu.setdefault(n, []).append(cpu)
+            print(f"  repeat {r + 1}: " + "   ".join(f"{s.label} {s.marginal_ms()[-1]:.0f} ms" for s in sweepers),
                   flush=True)
     finally:
         shutil.rmtree(base, ignore_errors=True)
     print("load average after (1/5/15 min): " + " ".join(f"{x:.2f}" for x in os.getloadavg()))
 
     print()
-    print(f"sweeper               t{N_SMALL} (s)  t{N_LARGE} (s)  marginal ms/trial (median; repeats)")
+    print(f"sweeper                   t{N_SMALL} (s)  t{N_LARGE} (s)   marginal ms/trial, median (repeats)")
+    print(f"{'':24s} {'':17s}   wall                     CPU")
     for s in sweepers:
-        print(f"{s.label:20s} {statistics.median(s.seconds[N_SMALL]):7.2f}  {statistics.median(s.seconds[N_LARGE]):8.2f}"
-              f"   {statistics.median(s.marginal_ms()):6.1f}   ({', '.join(f'{m:.1f}' for m in s.marginal_ms())})")
-    ours = statistics.median(sweepers[0].marginal_ms())
-    for s in sweepers[1:]:
-        theirs = statistics.median(s.marginal_ms())
-        per_repeat = ", ".join(f"{a / b:.2f}" for a, b in zip(sweepers[0].marginal_ms(), s.marginal_ms()))
-        print(f"ecosplit_optuna / {s.label}: {ours / theirs:.2f}x the marginal cost per trial "
-              f"(per repeat: {per_repeat}; target <= 1.00)")
+        print(f"{s.label:24s} {statistics.median(s.seconds[N_SMALL]):6.2f}  {statistics.median(s.seconds[N_LARGE]):7.2f}"
+              f"   {_figures(s.marginal_ms())}   {_figures(s.marginal_ms(cpu=True))}")
+    for mine in (s for s in sweepers if s.ours):
+        for theirs in (s for s in sweepers if not s.ours):
+            print(f"{mine.label} / {theirs.label}: wall {_ratio(mine, theirs)}, CPU {_ratio(mine, theirs, cpu=True)}"
+                  "   (target <= 1.00)")
+
+
+def _figures(ms: list) -> str:
+    return f"{statistics.median(ms):6.1f} ({', '.join(f'{m:.0f}' for m in ms)})".ljust(22)
+
+
+def _ratio(a: Sweeper, b: Sweeper, cpu: bool = False) -> str:
+    """Ratio of the medians, and per repeat (each repeat ran the two side by side)."""
+    x, y = a.marginal_ms(cpu), b.marginal_ms(cpu)
+    return (f"{statistics.median(x) / statistics.median(y):.2f}x "
+            f"(per repeat {', '.join(f'{p / q:.2f}' for p, q in zip(x, y))})")
 
 
 if __name__ == "__main__":

@@ -76,6 +76,7 @@ log = logging.getLogger("hydra_plugins.ecosplit_optuna_sweeper")
 
 HYDRA_USAGE_ERRORS = (ConfigCompositionException, MissingConfigException, OverrideParseException)
 COUNTED_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
+WAIT_POLL_S = 0.2  # re-reading the study while waiting for trials RUNNING in other processes
 
 
 class FailKind:
@@ -296,7 +297,9 @@ class EcosplitOptunaSweeperImpl(Sweeper):
                         waited_for = watch
                         log.info("budget used up; waiting for trials %s RUNNING elsewhere "
                                  "(freed and retried here if their process dies)", watch)
-                    time.sleep(min(s.heartbeat_interval or 1, 1.0))
+                    # a few cheap reads a second: the last trial elsewhere ending is seen at once
+                    # (on_complete then runs here without delaying the sweep's end)
+                    time.sleep(WAIT_POLL_S)
                     trials = self._sync(study)
                     continue
                 batch = self._ask_batch(study, space, k, n_trials, waiting > 0)
