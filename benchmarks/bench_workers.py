@@ -7,7 +7,11 @@ proxied by the server) - both from tests/services.py. Each configuration gets it
 MLflow experiment, so no configuration reuses another's trained models.
 
 Trial size: data.train_subset=600, 1 training epoch, prune.finetune_epochs=1 fixed (so every trial
-costs about the same), the synthetic MNIST of tests/conftest.py (or $MNIST_ROOT). Threads:
+costs about the same), the synthetic MNIST of tests/conftest.py (or $MNIST_ROOT). The pruner is off
+(hydra/sweeper/ecosplit_pruner=none): this measures the throughput of equal trials, and a pruned trial
+stops part-way at a point that depends on the other trials (which differ with the number of workers and
+their seeds), so with pruning the configurations would not do the same work; every trial must end
+COMPLETE. Threads:
 train.num_threads=1 per worker for the 1/2/3-worker runs; "1 worker, 2 threads" is printed too.
 Heartbeat on (interval 5 s, grace 20 s), as recommended for several workers. The 2-thread run sets
 OMP_WAIT_POLICY=PASSIVE (spinning OpenMP threads collapse when any other process wants a core).
@@ -16,12 +20,17 @@ Per trial, the task logs time_data_s, time_train_s, time_prune_s, time_eval_s (t
 time_task_s (the whole task, MLflow calls included); Optuna's datetime_start/complete give the
 trial's duration as the sweeper sees it (ask, suggest, Hydra's job launch, task, tell). Overhead =
 everything but the work: inside the task (tracking: MLflow runs, params, artifacts, cache lookups),
-around it (sweeper: Optuna ask/tell, Hydra job launch) and between a worker's trials (sync).
+around it (sweeper: Optuna ask/tell, Hydra job launch) and between a worker's trials (sync). What no
+number of workers shortens is printed too: start-up (launch -> first trial: imports, the study, on_start)
+and tail (last trial -> last exit: results, on_complete). Before the first configuration the imports
+are run once untimed, so no configuration pays for a cold file cache, and Optuna's tables are created
+untimed too.
 
     .venv/bin/python benchmarks/bench_workers.py            # ~6-8 min on 2 cores
 """
 from __future__ import annotations
 
+import datetime
 import os
 import resource
 import shutil
@@ -46,7 +55,7 @@ CONFIGS = [  # (label, workers, torch threads per worker)
     ("1 worker  x 2 threads", 1, 2),  # with OMP_WAIT_POLICY=PASSIVE, see below
 ]
 TRIAL = ["experiment=smoke", "data.train_subset=600", "train.epochs=1", "prune.finetune_epochs=1",
-         "hydra.sweeper.heartbeat_interval=5", "hydra.sweeper.grace_period=20"]
+         "hydra/sweeper/ecosplit_pruner=none", "hydra.sweeper.heartbeat_interval=5", "hydra.sweeper.grace_period=20"]
 WORK = ("time_data_s", "time_train_s", "time_prune_s", "time_eval_s")
 
 
@@ -94,7 +103,7 @@ def run_config(base: Path, pg: PostgresServer, tracking_uri: str, data: Path, la
     storage = pg.url("optuna")
     procs, logs = [], []
     busy0, workers0, services0 = cpu_busy_s(), children_cpu_s(), group_cpu_s(services)
-    start = time.monotonic()
+    start, launched = time.monotonic(), datetime.datetime.now()
     for i in range(workers):
         work = base / study_name / f"w{i}"
         work.mkdir(parents=True)
@@ -113,17 +122,26 @@ def run_config(base: Path, pg: PostgresServer, tracking_uri: str, data: Path, la
             # another user's job), a 2-thread torch on 2 cores slows down ~20x. Passive waits.
             env["OMP_WAIT_POLICY"] = "PASSIVE"
         procs.append(subprocess.Popen(args, cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT))
-    for p, log in zip(procs, logs):
-        if p.wait(timeout=1800) != 0:
-            raise SystemExit(f"{label}: a worker failed:\n{log.read_text()[-3000:]}")
+    exited: dict[int, datetime.datetime] = {}
+    while len(exited) < len(procs):  # each worker's exit time (polled: they end in any order)
+        for i, p in enumerate(procs):
+            if i not in exited and p.poll() is not None:
+                exited[i] = datetime.datetime.now()
+                if p.returncode != 0:
+                    raise SystemExit(f"{label}: a worker failed:\n{logs[i].read_text()[-3000:]}")
+        if time.monotonic() - start > 1800:
+            raise SystemExit(f"{label}: still running after 30 min")
+        time.sleep(0.05)
     wall = time.monotonic() - start
     workers_cpu = children_cpu_s() - workers0
     services_cpu = group_cpu_s(services) - services0
     other_cpu = cpu_busy_s() - busy0 - workers_cpu - services_cpu
 
     study = optuna.load_study(study_name=study_name, storage=storage)
-    trials = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    assert len(trials) == N_TRIALS, len(trials)
+    states = [t.state.name for t in study.get_trials(deepcopy=False)]
+    if states != ["COMPLETE"] * N_TRIALS:
+        raise SystemExit(f"{label}: expected {N_TRIALS} COMPLETE trials, got {sorted(states)}")
+    trials = study.get_trials(deepcopy=False)
     client = MlflowClient(tracking_uri)
     exp_id = client.get_experiment_by_name(experiment).experiment_id
     runs = client.search_runs([exp_id], "tags.`ecosplit.role` = 'trial' and attributes.status = 'FINISHED'",
@@ -141,6 +159,7 @@ def run_config(base: Path, pg: PostgresServer, tracking_uri: str, data: Path, la
     last = max(t.datetime_complete for t in trials)
     return {
         "label": label, "workers": workers, "wall": wall, "steady": (last - first).total_seconds(),
+        "startup_s": (first - launched).total_seconds(), "tail_s": (max(exited.values()) - last).total_seconds(),
         "workers_cpu": workers_cpu, "services_cpu": services_cpu, "other_cpu": other_cpu,
         "trial_s": statistics.mean(dur.values()), "work_s": statistics.mean(work.values()),
         "tracking_s": statistics.mean(task[n] - work[n] for n in dur),
@@ -160,12 +179,17 @@ def main() -> None:
           "backed by the same PostgreSQL, artifacts proxied by the server")
     data = data_root(base)
     print(f"data: {data}")
+    # untimed: every configuration then starts with the same warm file cache
+    subprocess.run([sys.executable, "-c", "import sweep"], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
+                   check=True)
     print("load average before start (1/5/15 min): " + " ".join(f"{x:.2f}" for x in os.getloadavg()))
     results = []
     try:
         with PostgresServer(base / "postgres") as pg:
             pg.create_database("optuna")
             pg.create_database("mlflow")
+            import optuna  # Optuna's tables, made untimed: no configuration pays for creating them
+            optuna.storages.RDBStorage(pg.url("optuna"))
             with MlflowServer(pg.url("mlflow"), base / "mlflow-artifacts") as mlflow_server:
                 for label, workers, threads in CONFIGS:
                     services = {pg.proc.pid, mlflow_server.proc.pid}  # both lead their own process group
@@ -200,6 +224,10 @@ def main() -> None:
               f"other {r['other_cpu']:6.1f}   of {os.cpu_count() * r['wall']:6.1f} core-s")
     base_r = results[0]
     fixed = base_r["trial_s"] + base_r["gap_s"] - base_r["work_s"]
+    print("\nwhat no number of workers shortens (s): start-up = launch -> first trial starts (imports, study, "
+          "on_start); tail = last trial ends -> last worker exits (results, on_complete)")
+    for r in results:
+        print(f"  {r['label']}  start-up {r['startup_s']:5.1f}   tail {r['tail_s']:5.1f}")
     print(f"\nfixed overhead per trial (1 worker): {fixed:.2f} s -> under 5 % from ~{fixed / 0.05 - fixed:.0f} s "
           f"of work per trial (this smoke trial: {base_r['work_s']:.2f} s)")
     print("columns: wall = first start -> last exit (process start-up, on_start, on_complete incl. model "

@@ -180,6 +180,7 @@ def test_grid_values():
         ({"bogus": 1}, "hydra.sweeper: unknown setting(s) ['bogus']"),
         ({"heartbeat_interval": 0}, "heartbeat_interval must be null (off) or an integer >= 1"),
         ({"max_retry": -1}, "max_retry must be null (unlimited) or an integer >= 0"),
+        ({"sqlite_wal": "yes"}, "hydra.sweeper.sqlite_wal must be true or false, got 'yes'"),
     ],
 )
 def test_invalid_settings_give_one_clear_message(kwargs, message):
@@ -883,6 +884,114 @@ def test_grid_sweep_runs_beside_the_official_plugin(tmp_path, official_plugin):
     assert p.returncode == 0, p.stdout + p.stderr
     trials = trials_of(storage, "grid")
     assert sorted((t.params["x"], t.params["y"]) for t in trials) == [(0, -2), (0, -1), (1, -2), (1, -1)]
+
+
+# --------------------------------------------------------------------------- storage round trips (unit)
+def _commits(storage):
+    """A counter of the write transactions (each a sync to disk on SQLite's defaults, a round trip
+    on a server) committed through an RDB storage from now on; Optuna commits its reads too."""
+    from sqlalchemy import event
+
+    count = [0]
+
+    def statement(conn, cursor, sql, *args):
+        if sql.lstrip().split(None, 1)[0].upper() in ("INSERT", "UPDATE", "DELETE"):
+            conn.info["wrote"] = True
+
+    def commit(conn):
+        count[0] += conn.info.pop("wrote", False)
+
+    event.listen(storage.engine, "before_cursor_execute", statement)
+    event.listen(storage.engine, "commit", commit)
+    return count
+
+
+def test_a_trial_is_created_with_its_owner_and_fixed_params_in_one_commit(tmp_path):
+    from hydra_plugins.ecosplit_optuna_sweeper._storage import ask, rdb_storage
+
+    storage = rdb_storage(sqlite(tmp_path))
+    study = optuna.create_study(storage=storage, study_name="ask")
+    commits = _commits(storage)
+    trial = ask(study, False, {"fixed_params": {"a": "1"}}, {OWNER: {"pid": 7}})
+    assert commits[0] == 1  # study.ask() + two attribute writes would be 3
+    fresh = optuna.load_study(study_name="ask", storage=sqlite(tmp_path)).trials[0]
+    assert fresh.state == TrialState.RUNNING and fresh.number == trial.number == 0
+    assert fresh.user_attrs == {"fixed_params": {"a": "1"}} and fresh.system_attrs[OWNER] == {"pid": 7}
+    # a WAITING trial (a retry, enqueue_trial) is taken first, as by study.ask(), and gets them too
+    study.enqueue_trial({"x": 0.25})
+    retry = ask(study, True, {"fixed_params": {"a": "2"}}, {OWNER: {"pid": 8}})
+    assert retry.number == 1 and retry.suggest_float("x", 0, 1) == 0.25
+    fresh = optuna.load_study(study_name="ask", storage=sqlite(tmp_path)).trials[1]
+    assert fresh.user_attrs == {"fixed_params": {"a": "2"}} and fresh.system_attrs[OWNER] == {"pid": 8}
+
+
+def test_an_outcome_is_told_in_two_commits_with_every_attribute_in_its_type(tmp_path):
+    from hydra_plugins.ecosplit_optuna_sweeper._outcome import Outcome
+    from hydra_plugins.ecosplit_optuna_sweeper._storage import rdb_storage
+    from hydra_plugins.ecosplit_optuna_sweeper._trials import tell
+
+    storage = rdb_storage(sqlite(tmp_path))
+    study = optuna.create_study(storage=storage, study_name="tell")
+    done, failed = study.ask(), study.ask()
+    metrics = {"epochs": 3, "acc": 0.93, "note": "ok", "pruned": True}
+    commits = _commits(storage)
+    tell(study, done, Outcome("COMPLETE", values=[0.25], user_attrs=metrics,
+                              constraints=[("acc >= 0.95", 0.02), ("epochs <= 5", -2.0)]), "task")
+    assert commits[0] == 2  # the attributes in one transaction, the state in another (was 7)
+    tell(study, failed, Outcome("FAIL", user_attrs={"epochs": 1}, fail_reason="boom"), "task")
+    assert commits[0] == 4
+    first, second = optuna.load_study(study_name="tell", storage=sqlite(tmp_path)).trials
+    assert first.state == TrialState.COMPLETE and first.value == 0.25
+    assert first.user_attrs == {**metrics, "constraints": [0.02, -2.0]}
+    assert [type(first.user_attrs[k]) for k in metrics] == [int, float, str, bool]
+    assert first.constraints == {"acc >= 0.95": 0.02, "epochs <= 5": -2.0}  # Optuna's native ones
+    assert not feasible(first)
+    assert second.state == TrialState.FAIL and second.user_attrs == {"epochs": 1, "fail_reason": "boom"}
+    assert second.system_attrs[FAIL_KIND] == "task" and second.constraints == {}
+
+
+def test_the_first_heartbeat_waits_a_tick_on_sqlite_and_is_written_at_once_elsewhere(tmp_path):
+    from hydra_plugins.ecosplit_optuna_sweeper._storage import Heartbeat, _heartbeat_ages, rdb_storage
+
+    storage = rdb_storage(sqlite(tmp_path), heartbeat_interval=1, grace_period=3)
+    study = optuna.create_study(storage=storage)
+    lazy_trial, eager_trial = study.ask(), study.ask()
+    lazy, eager = Heartbeat(storage, 1, at_once=False), Heartbeat(storage, 60, at_once=True)
+    try:
+        lazy.add([lazy_trial._trial_id])
+        eager.add([eager_trial._trial_id])
+        ages = _heartbeat_ages(storage, study._study_id)
+        assert ages[lazy_trial._trial_id] is None and ages[eager_trial._trial_id] is not None
+        deadline = time.monotonic() + 5  # the lazy one beats at its next tick (1 s)
+        while _heartbeat_ages(storage, study._study_id)[lazy_trial._trial_id] is None:
+            assert time.monotonic() < deadline, "no heartbeat one interval after the trial started"
+            time.sleep(0.1)
+    finally:
+        lazy.close()
+        eager.close()
+
+
+@pytest.mark.parametrize("wal, journal_mode, synchronous", [(True, "wal", 1), (False, "delete", 2)])
+def test_sqlite_storages_write_ahead_unless_turned_off(tmp_path, wal, journal_mode, synchronous):
+    from hydra_plugins.ecosplit_optuna_sweeper._storage import rdb_storage
+
+    storage = rdb_storage(sqlite(tmp_path), sqlite_wal=wal)
+    with storage.engine.connect() as connection:
+        assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == journal_mode
+        assert connection.exec_driver_sql("PRAGMA synchronous").scalar() == synchronous  # 1 NORMAL, 2 FULL
+
+
+def test_the_progress_line_names_the_best_feasible_complete_trial():
+    impl = EcosplitOptunaSweeperImpl(direction="maximize")
+    study = optuna.create_study(direction="maximize")
+    for value, constraint in ((0.9, 0.1), (0.7, -0.1), (0.8, 0.0)):  # 0.9 is infeasible (> 0)
+        trial = study.ask()
+        trial.set_constraint("c", constraint)
+        study.tell(trial, value)
+    study.tell(study.ask(), state=TrialState.PRUNED)
+    stats = impl._stats(study, study.get_trials(deepcopy=False))
+    assert stats["best"] == "0.8 (trial 2)" and study.best_trial.number == 2
+    assert (stats["done"], stats["failed"]) == (4, 0)
 
 
 def test_a_lost_database_connection_is_recognised_through_optunas_wrapper():

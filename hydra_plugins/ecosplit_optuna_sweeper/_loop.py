@@ -48,7 +48,7 @@ from optuna.trial import FrozenTrial, Trial, TrialState
 
 from . import _runtime
 from ._factory import derived_seed, is_nop, make_pruner, make_sampler
-from ._outcome import ConfigError, Outcome, describe_exception
+from ._outcome import FIXED_PARAMS, ConfigError, Outcome, describe_exception
 from ._progress import Progress
 from ._results import write_results
 from ._search_space import SearchSpace, SearchSpaceError, params_config_to_lines, parse_search_space
@@ -57,6 +57,7 @@ from ._storage import (
     FAIL_KIND,
     OWNER,
     Heartbeat,
+    ask,
     fail_trial,
     free_dead_trials,
     host_name,
@@ -67,13 +68,15 @@ from ._storage import (
     unwatched,
 )
 from ._study import definition, open_study
-from ._trials import GuardedTask, OutcomeReader, configure, tell
+from ._runtime import feasible
+from ._trials import GuardedTask, OutcomeReader, configure, fixed_params_attr, tell
 from .masking import install_log_masking, mask_secrets, redact_url
 
 log = logging.getLogger("hydra_plugins.ecosplit_optuna_sweeper")
 
 HYDRA_USAGE_ERRORS = (ConfigCompositionException, MissingConfigException, OverrideParseException)
 COUNTED_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
+WAIT_POLL_S = 0.2  # re-reading the study while waiting for trials RUNNING in other processes
 
 
 class FailKind:
@@ -112,6 +115,8 @@ class EcosplitOptunaSweeperImpl(Sweeper):
         self._custom_fn: Any = None
         self._owned: Dict[int, Trial] = {}  # trial id -> trial this process has RUNNING
         self._heartbeat: Optional[Heartbeat] = None
+        self._owner: Dict[str, Any] = {}  # this process's owner record (one per sweep)
+        self._fixed_attr: Dict[str, Any] = {}  # the fixed_params user attr (one per sweep)
 
     # ------------------------------------------------------------------ hydra API
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
@@ -169,7 +174,8 @@ class EcosplitOptunaSweeperImpl(Sweeper):
         if s.storage_url is None and s.heartbeat_interval:
             log.info("in-memory study: no heartbeats (nothing outlives this process)")
         storage = (
-            rdb_storage(s.storage_url, s.engine_kwargs, s.heartbeat_interval, s.grace_period)
+            rdb_storage(s.storage_url, s.engine_kwargs, s.heartbeat_interval, s.grace_period,
+                        sqlite_wal=s.sqlite_wal)
             if s.storage_url else None
         )
         study = open_study(s, storage, sampler, pruner, defn)
@@ -195,7 +201,10 @@ class EcosplitOptunaSweeperImpl(Sweeper):
         for f in space.fixed.values():
             log.info("  fixed: %s", mask_secrets(f.override))
 
-        heartbeat = Heartbeat(study._storage, s.heartbeat_interval) if s.heartbeat_on else None
+        # see Heartbeat: an SQLite file is shared on one machine only, so one clock
+        heartbeat = (Heartbeat(study._storage, s.heartbeat_interval,
+                               at_once=not s.storage_url.startswith("sqlite"))
+                     if s.heartbeat_on else None)
         self._heartbeat = heartbeat
         try:
             if hooks["on_start"] is not None:
@@ -240,6 +249,9 @@ class EcosplitOptunaSweeperImpl(Sweeper):
     def _run(self, study: optuna.Study, space: SearchSpace, n_trials: int, heartbeat: Optional[Heartbeat]) -> None:
         s = self.settings
         self._next_job_dir = _next_free_job_number(Path(self.sweep_dir or "."))
+        # work done once per sweep, not per trial
+        self._owner = owner_record(s.heartbeat_interval if s.heartbeat_on else None)
+        self._fixed_attr = fixed_params_attr(space)
         trials = self._sync(study)
         stats = self._stats(study, trials)
         counted = sum(t.state in COUNTED_STATES for t in trials)
@@ -268,7 +280,8 @@ class EcosplitOptunaSweeperImpl(Sweeper):
         waited_for: List[int] = []
         try:
             while True:
-                trials = self._sync(study)
+                # `trials`: the study as read by the last _sync (one read per batch, after
+                # freeing the trials of dead processes)
                 counted = sum(t.state in COUNTED_STATES for t in trials)
                 waiting = sum(t.state == TrialState.WAITING for t in trials)
                 # WAITING trials are already counted and are popped first by ask()
@@ -284,16 +297,20 @@ class EcosplitOptunaSweeperImpl(Sweeper):
                         waited_for = watch
                         log.info("budget used up; waiting for trials %s RUNNING elsewhere "
                                  "(freed and retried here if their process dies)", watch)
-                    time.sleep(min(s.heartbeat_interval or 1, 1.0))
+                    # a few cheap reads a second: the last trial elsewhere ending is seen at once
+                    # (on_complete then runs here without delaying the sweep's end)
+                    time.sleep(WAIT_POLL_S)
+                    trials = self._sync(study)
                     continue
-                batch = self._ask_batch(study, space, k, n_trials)
+                batch = self._ask_batch(study, space, k, n_trials, waiting > 0)
                 if not batch:
+                    trials = self._sync(study)
                     continue
                 progress.before_batch()
                 returns = self._launch(study, batch)
                 outcomes = [self._read_outcome(t, r) for (t, _), r in zip(batch, returns)]
                 told = self._tell_batch(study, batch, outcomes)
-                trials = study.get_trials(deepcopy=False)
+                trials = self._sync(study)
                 stats = self._stats(study, trials)
                 for frozen, outcome in told:
                     progress.trial_finished(
@@ -317,13 +334,18 @@ class EcosplitOptunaSweeperImpl(Sweeper):
             log.info("done here; trials %s are still RUNNING in other processes", left)
 
     def _sync(self, study: optuna.Study) -> List[FrozenTrial]:
+        """Free the trials of dead processes, then return the study's trials: one read of the
+        study, a second only when something was freed."""
+        trials = retrying(lambda: study.get_trials(deepcopy=False), "reading the study")
         if self.settings.storage_url:
-            retrying(
+            freed = retrying(
                 lambda: free_dead_trials(study, self.settings.grace_period if self.settings.heartbeat_on
-                                         else None, self.settings.max_retry, self._owned),
+                                         else None, self.settings.max_retry, self._owned, trials),
                 "freeing trials of dead processes",
             )
-        return retrying(lambda: study.get_trials(deepcopy=False), "reading the study")
+            if freed:
+                trials = retrying(lambda: study.get_trials(deepcopy=False), "reading the study")
+        return trials
 
     def _watchable_running(self, study: optuna.Study, trials: Sequence[FrozenTrial]) -> List[int]:
         """RUNNING trials worth waiting for: those that are freed if their process dies."""
@@ -337,20 +359,19 @@ class EcosplitOptunaSweeperImpl(Sweeper):
                         "owner record or an owner with heartbeats off on another machine)", sorted(blind))
         return [n for n in running if n not in blind]
 
-    def _own(self, study: optuna.Study, owner: Dict[str, Any]) -> Trial:
-        """Ask a trial and make it this process's at once: registered (so an interrupt frees
-        it), owner recorded, heartbeat started. Ctrl-C is held back until that is done: a
-        RUNNING trial without an owner could never be freed. ``ask`` is not retried: a lost
-        acknowledgement would leave a trial nobody owns."""
+    def _own(self, study: optuna.Study, waiting: bool = True) -> Trial:
+        """Ask a trial and make it this process's at once: owner recorded (with the fixed
+        params, in the transaction that creates it), registered (so an interrupt frees it),
+        heartbeat started. Ctrl-C is held back until that is done: a RUNNING trial without an
+        owner could never be freed. ``ask`` is not retried: a lost acknowledgement would leave
+        a trial nobody owns. ``waiting``: the last read of the study saw WAITING trials,
+        which are taken first."""
+        system_attrs = {OWNER: self._owner} if self.settings.storage_url else {}
+        user_attrs = {FIXED_PARAMS: self._fixed_attr} if self._fixed_attr else {}
         with _sigint_deferred(), warnings.catch_warnings():
-            # heartbeats are recorded by this sweeper, not by Study.optimize
-            warnings.filterwarnings("ignore", message=".*Heartbeat of storage.*")
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            trial = study.ask()
+            trial = ask(study, waiting, user_attrs, system_attrs)
             self._owned[trial._trial_id] = trial
-            if self.settings.storage_url:
-                retrying(lambda: trial.storage.set_trial_system_attr(trial._trial_id, OWNER, owner),
-                         "recording the trial's owner")
             if self._heartbeat is not None:
                 self._heartbeat.add([trial._trial_id])
         return trial
@@ -360,14 +381,14 @@ class EcosplitOptunaSweeperImpl(Sweeper):
         if self._heartbeat is not None:
             self._heartbeat.remove([trial_id])
 
-    def _ask_batch(self, study: optuna.Study, space: SearchSpace, k: int, n_trials: int) -> List[Tuple[Trial, List[str]]]:
+    def _ask_batch(self, study: optuna.Study, space: SearchSpace, k: int, n_trials: int,
+                   waiting: bool = True) -> List[Tuple[Trial, List[str]]]:
         s = self.settings
-        owner = owner_record(s.heartbeat_interval if s.heartbeat_on else None)
         batch: List[Tuple[Trial, List[str]]] = []
         for _ in range(k):
-            trial = self._own(study, owner)
+            trial = self._own(study, waiting)
             try:
-                overrides = configure(s, study, trial, space, self._custom_fn, self.config)
+                overrides = configure(s, study, trial, space, self._custom_fn, self.config, self._fixed_attr)
             except (ConfigError, SearchSpaceError) as e:
                 self._finish(study, trial, str(e), FailKind.CONFIG)
                 raise UsageError(f"trial {trial.number}: {e}") from e
@@ -377,7 +398,10 @@ class EcosplitOptunaSweeperImpl(Sweeper):
             batch.append((trial, overrides))
 
         # Several processes may ask concurrently: keep only the trials that rank within the
-        # first n_trials counted trials (by number); the others are surplus.
+        # first n_trials counted trials (by number); the others are surplus. A trial numbered
+        # below n_trials ranks below n_trials whatever the others are: no read needed.
+        if all(t.number < n_trials for t, _ in batch):
+            return batch
         counted = sorted(t.number for t in study.get_trials(deepcopy=False, states=COUNTED_STATES))
         allowed = set(counted[:n_trials])
         kept = []
@@ -454,13 +478,18 @@ class EcosplitOptunaSweeperImpl(Sweeper):
         failed = sum(t.state == TrialState.FAIL and t.system_attrs.get(FAIL_KIND) == FailKind.TASK for t in trials)
         best = "-"
         if any(t.state == TrialState.COMPLETE for t in trials):
-            try:
-                if len(self.settings.directions) == 1:
-                    best = f"{study.best_value:.6g} (trial {study.best_trial.number})"
-                else:
+            if len(self.settings.directions) == 1:
+                # study.best_trial's choice (the best feasible COMPLETE trial), from the trials
+                # in hand instead of two more queries
+                sign = -1.0 if self.settings.directions[0] == "maximize" else 1.0
+                ok = [t for t in trials if feasible(t)]
+                top = min(ok, key=lambda t: (sign * t.values[0], t.number)) if ok else None
+                best = f"{top.values[0]:.6g} (trial {top.number})" if top else "- (no feasible trial)"
+            else:
+                try:
                     best = f"{len(study.best_trials)} trial(s) on the Pareto front"
-            except (ValueError, RuntimeError):
-                best = "- (no feasible trial)"
+                except (ValueError, RuntimeError):
+                    best = "- (no feasible trial)"
         return {"done": done, "failed": failed, "best": best}
 
     def _check_failures(self, told: List[Tuple[FrozenTrial, Outcome]], failed: int, budget: int,

@@ -84,6 +84,16 @@ def _pruner_and_sampler_from_hydra(n_objectives: int) -> Tuple[Any, Any]:
     return from_job_config(sweeper_cfg, n_objectives)
 
 
+def _sweeper_setting(name: str, default: Any) -> Any:
+    """A setting of the job's ``hydra.sweeper`` (the sweep's own), or ``default`` without one."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return default
+    value = HydraConfig.get().sweeper.get(name)
+    return default if value is None else value
+
+
 def _real_storage_url(env_value: str) -> Optional[str]:
     """The storage URL to open for ``$ECOSPLIT_OPTUNA_STORAGE`` (password masked by the
     sweeper): the job's ``hydra.sweeper.storage`` when it masks to the same URL."""
@@ -175,7 +185,7 @@ def current_trial() -> "Optional[optuna.Trial]":
         if study is None:
             from ._storage import rdb_storage
 
-            rdb = rdb_storage(storage)
+            rdb = rdb_storage(storage, sqlite_wal=_sweeper_setting("sqlite_wal", True))
             directions = rdb.get_study_directions(rdb.get_study_id_from_name(study_name))
             pruner, sampler = _pruner_and_sampler_from_hydra(len(directions))
             study = optuna.load_study(

@@ -94,6 +94,9 @@ class Settings:
             raise ConfigError(
                 f"hydra.sweeper.engine_kwargs must be null or a mapping, got {self.engine_kwargs!r}"
             )
+        if not isinstance(v["sqlite_wal"], bool):
+            raise ConfigError(f"hydra.sweeper.sqlite_wal must be true or false, got {v['sqlite_wal']!r}")
+        self.sqlite_wal: bool = v["sqlite_wal"]
         self.study_name: Optional[str] = v["study_name"]
 
         for name in ("n_trials", "n_jobs"):

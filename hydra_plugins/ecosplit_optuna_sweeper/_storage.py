@@ -50,10 +50,12 @@ def rdb_storage(
     heartbeat_interval: Optional[int] = None,
     grace_period: Optional[int] = None,
     attempts: int = 5,
+    sqlite_wal: bool = True,
 ) -> optuna.storages.RDBStorage:
     """RDBStorage(url). Server databases get ``pool_pre_ping`` (a restarted server's dropped
     connections are replaced instead of failing the next query). Processes started together
-    on an empty database race to create Optuna's schema (unique violations): the losers retry."""
+    on an empty database race to create Optuna's schema (unique violations): the losers retry.
+    An SQLite file gets write-ahead logging (``sqlite_wal``, see :func:`_use_wal`)."""
     from sqlalchemy.exc import IntegrityError, ProgrammingError
 
     kwargs: Dict[str, Any] = {"engine_kwargs": dict(engine_kwargs or {})}
@@ -66,7 +68,10 @@ def rdb_storage(
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                return optuna.storages.RDBStorage(url, **kwargs)
+                storage = optuna.storages.RDBStorage(url, **kwargs)
+            if sqlite_wal and storage.engine.name == "sqlite" and storage.engine.url.database not in (None, "", ":memory:"):
+                _use_wal(storage.engine)
+            return storage
         except (IntegrityError, ProgrammingError) as e:
             if attempt == attempts:
                 raise
@@ -74,6 +79,38 @@ def rdb_storage(
                      type(getattr(e, "orig", e)).__name__)
             time.sleep(0.5 * attempt)
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _use_wal(engine: Any) -> None:
+    """Every connection of ``engine`` (an SQLite file) runs in write-ahead-log mode with
+    ``synchronous=NORMAL``.
+
+    In SQLite's default mode every commit syncs the file to disk (~13-18 ms per commit on this
+    project's machine, and a trial commits at least four times: creation, its params, its
+    state); in WAL mode with synchronous=NORMAL a commit appends to the log without a sync
+    (the log is synced at checkpoints). Committed transactions survive a crash of the process
+    (SIGKILL, OOM), which is what recovery relies on; after a power loss or an OS crash the
+    last ones may be rolled back, the file stays consistent. Readers no longer wait for a
+    writer, so several sweepers and their jobs on one file block each other less. WAL needs all
+    users on one machine (as SQLite does anyway: no network file systems). The journal mode is
+    stored in the file: every later user of it, Optuna or not, uses WAL too; ``*.db-wal`` and
+    ``*.db-shm`` files sit beside it while it is open."""
+    import sqlite3
+
+    from sqlalchemy import event
+
+    def pragmas(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+        except sqlite3.OperationalError as e:  # e.g. locked past the busy timeout: SQLite's defaults
+            log.debug("SQLite storage: WAL not set on this connection (%s)", e)
+        finally:
+            cursor.close()
+
+    event.listen(engine, "connect", pragmas)
+    engine.dispose()  # the connections Optuna opened to create its tables get the pragmas too
 
 
 def is_connection_error(e: BaseException) -> bool:
@@ -155,6 +192,74 @@ def owner_record(heartbeat_interval: Optional[int]) -> Dict[str, Any]:
             "start": _proc_start(pid), "heartbeat": heartbeat_interval}
 
 
+# --------------------------------------------------------------------------- batched writes
+def set_trial_attrs(
+    storage: Any, trial_id: int, user_attrs: Optional[Dict[str, Any]] = None,
+    system_attrs: Optional[Dict[str, Any]] = None,
+) -> None:
+    """Write several attributes of a RUNNING trial at once.
+
+    Optuna's storage API writes one attribute per call, and on an RDB storage every call is
+    its own transaction: one commit each (~13 ms on an SQLite file here, a round trip on a
+    server). On an RDB storage they go in one transaction through the storage's own
+    per-attribute statement (which refuses a finished trial as Optuna's setters do, with
+    UpdateFinishedTrialError); other storages get one call each."""
+    user_attrs, system_attrs = user_attrs or {}, system_attrs or {}
+    if not user_attrs and not system_attrs:
+        return
+    rdb = _rdb(storage)
+    write = getattr(rdb, "_set_trial_attr_without_commit", None)
+    if write is None:
+        for k, v in user_attrs.items():
+            storage.set_trial_user_attr(trial_id, k, v)
+        for k, v in system_attrs.items():
+            storage.set_trial_system_attr(trial_id, k, v)
+        return
+    from optuna.storages._rdb import models
+    from optuna.storages._rdb.storage import _create_scoped_session
+
+    with _create_scoped_session(rdb.scoped_session, True) as session:
+        for model, attrs in ((models.TrialUserAttributeModel, user_attrs),
+                             (models.TrialSystemAttributeModel, system_attrs)):
+            for k, v in attrs.items():
+                write(session, model, trial_id, k, v)
+
+
+def ask(study: optuna.Study, waiting: bool, user_attrs: Dict[str, Any],
+        system_attrs: Dict[str, Any]) -> optuna.trial.Trial:
+    """``study.ask()`` with attributes written along. A new trial is created with them in the
+    one transaction that creates it (Optuna's ``create_new_trial`` with a template trial); a
+    WAITING trial (a retry or ``enqueue_trial``) is popped first, as ``ask`` does, when the
+    caller's last read of the study saw one (``waiting``), and gets them in one more."""
+    storage = study._storage
+    # as in study.ask(): samplers re-read the study for every trial
+    study._thread_local.cached_all_trials = None
+    trial_id = _pop_waiting(study) if waiting else None
+    if trial_id is not None:
+        set_trial_attrs(storage, trial_id, user_attrs, system_attrs)
+    else:
+        template = FrozenTrial(
+            number=-1, state=TrialState.RUNNING, value=None, values=None,
+            datetime_start=datetime.datetime.now(), datetime_complete=None, params={},
+            distributions={}, user_attrs=dict(user_attrs), system_attrs=dict(system_attrs),
+            intermediate_values={}, trial_id=-1,
+        )
+        trial_id = storage.create_new_trial(study._study_id, template_trial=template)
+    return optuna.trial.Trial(study, trial_id)
+
+
+def _pop_waiting(study: optuna.Study) -> Optional[int]:
+    """Set the first WAITING trial RUNNING (as ``study.ask()`` does); None when another
+    process took them all."""
+    for t in study._storage.get_all_trials(study._study_id, deepcopy=False, states=(TrialState.WAITING,)):
+        try:
+            if study._storage.set_trial_state_values(t._trial_id, state=TrialState.RUNNING):
+                return t._trial_id
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue
+    return None
+
+
 def _same_machine(owner: Dict[str, Any]) -> bool:
     """True only when a PID recorded by ``owner`` means a process we can see: same host name,
     same boot (two machines may share a name) and same PID namespace (containers)."""
@@ -217,13 +322,16 @@ def _rdb(storage: Any) -> Optional[optuna.storages.RDBStorage]:
 
 
 def dead_trials(
-    study: optuna.Study, grace_period: Optional[int], own_ids: Iterable[int] = ()
+    study: optuna.Study, grace_period: Optional[int], own_ids: Iterable[int] = (),
+    trials: Optional[Sequence[FrozenTrial]] = None,
 ) -> List[Tuple[FrozenTrial, str]]:
-    """The RUNNING trials of the study whose owner is dead, each with the reason."""
+    """The RUNNING trials of the study whose owner is dead, each with the reason (``trials``:
+    the study's trials as just read, else they are read here)."""
     storage = _rdb(study._storage)
     own = set(own_ids)
-    running = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-               if t._trial_id not in own]
+    if trials is None:
+        trials = study.get_trials(deepcopy=False)
+    running = [t for t in trials if t.state == TrialState.RUNNING and t._trial_id not in own]
     if not running or storage is None:
         return []
     stale: Set[int] = set()
@@ -276,8 +384,7 @@ def fail_trial(study: optuna.Study, trial_id: int, number: int, reason: str, kin
     storage = study._storage
 
     def do() -> None:
-        storage.set_trial_user_attr(trial_id, FAIL_REASON, reason)
-        storage.set_trial_system_attr(trial_id, FAIL_KIND, kind)
+        set_trial_attrs(storage, trial_id, {FAIL_REASON: reason}, {FAIL_KIND: kind})
         storage.set_trial_state_values(trial_id, state=TrialState.FAIL)
 
     try:
@@ -315,11 +422,11 @@ def requeue(study: optuna.Study, trial_id: int, number: int, max_retry: Optional
 
 def free_dead_trials(
     study: optuna.Study, grace_period: Optional[int], max_retry: Optional[int],
-    own_ids: Iterable[int] = (),
+    own_ids: Iterable[int] = (), trials: Optional[Sequence[FrozenTrial]] = None,
 ) -> List[int]:
     """Fail and re-queue the trials of dead owners; returns their numbers."""
     freed = []
-    for t, reason in dead_trials(study, grace_period, own_ids):
+    for t, reason in dead_trials(study, grace_period, own_ids, trials):
         if fail_trial(study, t._trial_id, t.number, f"worker died: {reason}", "dead"):
             log.warning("trial %d was RUNNING but %s: failed and re-queued with the same params",
                         t.number, reason)
@@ -332,11 +439,21 @@ def free_dead_trials(
 class Heartbeat:
     """Record Optuna heartbeats for the trials of the running batch (the sweeper process is
     alive exactly as long as the batch is being run on its behalf). A failed write is a
-    WARNING (once per outage): a trial that cannot beat is freed by other workers."""
+    WARNING (once per outage): a trial that cannot beat is freed by other workers.
 
-    def __init__(self, storage: Any, interval: int) -> None:
+    On an SQLite file (``at_once=False``) a trial's first beat comes at the next tick, at most
+    one interval after it is added: the owner record says heartbeats are on, and an owner that
+    never beat is judged only ``grace_period`` (> interval) after the trial started (see
+    :func:`dead_trials`), so a trial shorter than the interval costs no heartbeat write. That
+    judgement compares the trial's start, written on the owner's clock, with the judge's
+    clock: fine on SQLite, whose users all run on one machine. A server database may be
+    shared by machines whose clocks differ, so there (``at_once=True``) the first beat is
+    written at once and ages are measured on the database's clock only."""
+
+    def __init__(self, storage: Any, interval: int, at_once: bool = True) -> None:
         self._storage = storage
         self._interval = interval
+        self._at_once = at_once
         self._ids: set = set()
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -369,7 +486,8 @@ class Heartbeat:
     def add(self, ids: Sequence[int]) -> None:
         with self._lock:
             self._ids.update(ids)
-        self._beat(ids)
+        if self._at_once:
+            self._beat(ids)
 
     def remove(self, ids: Sequence[int]) -> None:
         with self._lock:

@@ -29,10 +29,15 @@ from ._outcome import (
 )
 from ._search_space import SearchSpace, SearchSpaceError, encode_value, quote
 from ._settings import Settings
-from ._storage import FAIL_KIND, retrying
+from ._storage import FAIL_KIND, retrying, set_trial_attrs
 from .masking import mask_secrets, redact_url
 
 log = logging.getLogger("hydra_plugins.ecosplit_optuna_sweeper")
+
+try:  # the system-attr prefix of Optuna 5's native constraints (Trial.set_constraint)
+    from optuna.study._constrained_optimization import _CONSTRAINTS_KEY
+except ImportError:  # pragma: no cover - moved in another Optuna version
+    _CONSTRAINTS_KEY = "constraints"
 
 # exit status of a task that stops on a usage error (bad setting, missing data): the
 # convention of argparse and of this project's entry points
@@ -65,11 +70,19 @@ def env_overrides(settings: Settings, study: optuna.Study, trial: Trial) -> List
     return [f"++hydra.job.env_set.{k}={quote(v)}" for k, v in env.items()]
 
 
+def fixed_params_attr(space: SearchSpace) -> Dict[str, Any]:
+    """The ``fixed_params`` user attr of every trial (passwords masked): computed once per
+    sweep and written with the trial when it is created."""
+    return {f.name: mask_secrets(f.value_text) for f in space.fixed.values()}
+
+
 def configure(
     settings: Settings, study: optuna.Study, trial: Trial, space: SearchSpace,
-    custom_fn: Optional[Callable[..., Any]], config: Any,
+    custom_fn: Optional[Callable[..., Any]], config: Any, fixed_attr: Dict[str, Any],
 ) -> List[str]:
-    """Suggest the params of ``trial`` and return the overrides of its job."""
+    """Suggest the params of ``trial`` and return the overrides of its job. ``fixed_attr``
+    (:func:`fixed_params_attr`) is already on the trial; fixed params returned by
+    ``custom_search_space`` are added to it here."""
     for name, d in space.distributions.items():
         suggest(trial, name, d)
     extra_fixed: Dict[str, Any] = {}
@@ -87,10 +100,10 @@ def configure(
         raise ConfigError(
             f"hydra.sweeper.params: {sorted(overlap)} are both searched and fixed; remove one"
         )
-    fixed_attr = {f.name: mask_secrets(f.value_text) for f in space.fixed.values()}
-    fixed_attr.update({k: mask_secrets(encode_value(v)) for k, v in extra_fixed.items()})
-    if fixed_attr:
-        trial.set_user_attr(FIXED_PARAMS, fixed_attr)
+    if extra_fixed:
+        merged = dict(fixed_attr)
+        merged.update({k: mask_secrets(encode_value(v)) for k, v in extra_fixed.items()})
+        trial.set_user_attr(FIXED_PARAMS, merged)
     overrides = space.overrides_for(trial.params)
     overrides += [f"{k}={encode_value(v)}" for k, v in extra_fixed.items()]
     return overrides + env_overrides(settings, study, trial)
@@ -171,21 +184,28 @@ class OutcomeReader:
 
 def tell(study: optuna.Study, trial: Trial, outcome: Outcome, kind: str) -> Optional[FrozenTrial]:
     """Tell the outcome (retrying while the database is unreachable); None when another
-    process finished the trial first (e.g. failed it as stale)."""
+    process finished the trial first (e.g. failed it as stale).
+
+    Every attribute of the outcome (the task's metrics, the constraint values both as Optuna's
+    native constraints and as the ``constraints`` user attr, or the FAIL's reason and kind) is
+    written in one transaction (:func:`set_trial_attrs`), then the state in a second: two
+    commits per trial instead of one per metric."""
+    user_attrs = dict(outcome.user_attrs)
+    system_attrs: Dict[str, Any] = {}
+    if outcome.state == "COMPLETE" and outcome.constraints:
+        # the keys Trial.set_constraint writes, read back by FrozenTrial.constraints
+        system_attrs = {f"{_CONSTRAINTS_KEY}:{name}": float(value) for name, value in outcome.constraints}
+        user_attrs[CONSTRAINTS] = [v for _, v in outcome.constraints]
+    elif outcome.state == "FAIL":
+        user_attrs[FAIL_REASON] = outcome.fail_reason or "unknown"
+        system_attrs = {FAIL_KIND: kind}
 
     def do() -> FrozenTrial:
-        for k, v in outcome.user_attrs.items():
-            trial.set_user_attr(k, v)
+        set_trial_attrs(trial.storage, trial._trial_id, user_attrs, system_attrs)
         if outcome.state == "COMPLETE":
-            for name, value in outcome.constraints:
-                trial.set_constraint(name, value)
-            if outcome.constraints:
-                trial.set_user_attr(CONSTRAINTS, [v for _, v in outcome.constraints])
             return _safe_tell(study, trial, values=outcome.values)
         if outcome.state == "PRUNED":
             return _safe_tell(study, trial, state=TrialState.PRUNED)
-        trial.set_user_attr(FAIL_REASON, outcome.fail_reason or "unknown")
-        trial.storage.set_trial_system_attr(trial._trial_id, FAIL_KIND, kind)
         return _safe_tell(study, trial, state=TrialState.FAIL)
 
     try:

@@ -216,6 +216,9 @@ class EcosplitOptunaSweeperConf:
     # null = in-memory; or an RDB URL: sqlite:///optuna.db, postgresql://user:pw@host/db
     storage: Optional[str] = None
     engine_kwargs: Optional[Dict[str, Any]] = None
+    # SQLite file storages: write-ahead log + synchronous=NORMAL (a commit costs no fsync;
+    # durable across crashes of the process, not across power loss). false: SQLite's defaults
+    sqlite_wal: bool = True
     study_name: Optional[str] = None
 
     # study-wide TOTAL of COMPLETE + PRUNED + RUNNING + WAITING trials (FAIL not counted)
