@@ -5,6 +5,11 @@ its weights (data selection and content, model widths, the train section, the se
 (1) in a local folder, guarded by a file lock so concurrent processes train it once, and
 (2) as an MLflow run's artifact, so workers sharing a tracking server share the model too.
 
+The MLflow runs of the cache (role ``trained-model``) live in their own experiment,
+``cache.experiment`` (``cache_experiment_id``), on the same tracking URI as the sweep: the sweep's
+experiment holds only the sweep and its trials, and a shared tracking server still shares the
+models.
+
 Workers on other machines (other local folders) coordinate through the tracking server with a
 best-effort claim: before training, a worker opens a RUNNING ``trained-model`` run for the key
 and keeps it alive with a beat (a metric bumped every CLAIM_BEAT_S). The oldest live claim
@@ -17,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import shutil
 import tempfile
 import threading
@@ -24,12 +30,13 @@ import time
 from pathlib import Path
 from typing import Callable
 
+import optuna
 from filelock import FileLock
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
 from . import tracking
-from .data import MnistSplits
+from .data import MnistSplits, TensorSplit, resolve_root
 from .model import SplitCNN, load_checkpoint, save_checkpoint
 
 log = logging.getLogger(__name__)
@@ -44,20 +51,52 @@ CLAIM_POLL_S = 1.0     # how often a waiting worker looks again
 BEAT_METRIC = "claim_beat"
 
 
-def data_fingerprint(data: MnistSplits) -> str:
+def cache_experiment_id(cfg: DictConfig) -> str:
+    """The id of the MLflow experiment holding the cache's trained-model runs, ``cache.experiment``
+    in the store at ``tracking.uri`` (created if missing; looked up once per process)."""
+    return tracking.configure(cfg.tracking.uri, cfg.cache.experiment, cfg.tracking.artifact_location)
+
+
+def _sha256(splits: list[TensorSplit]) -> str:
     h = hashlib.sha256()
-    for split in (data.train, data.val):
+    for split in splits:
         h.update(split.images.numpy().tobytes())
         h.update(split.labels.numpy().tobytes())
     return h.hexdigest()
 
 
+def data_fingerprint(data: MnistSplits) -> str:
+    """sha256 of the training data: the train and validation images and labels."""
+    return _sha256([data.train, data.val])
+
+
+def data_selection(cfg: DictConfig) -> dict:
+    """The data settings that choose the samples (not where the files are)."""
+    return {k: v for k, v in OmegaConf.to_container(cfg.data, resolve=True).items() if k not in DATA_KEYS_IGNORED}
+
+
+_DIGESTS: dict[tuple, tuple[str, str]] = {}  # data selection -> (data_fingerprint, test split sha256)
+
+
+def data_digests(cfg: DictConfig, data: MnistSplits) -> tuple[str, str]:
+    """``data_fingerprint(data)`` and the sha256 of the test split. Hashing the images takes ~0.3 s
+    for the full MNIST, so it is done once per process and data selection: the settings, the
+    folder and its MNIST files' names, sizes and modification times (``data`` must be what
+    ``cfg.data`` loads)."""
+    root = resolve_root(cfg.data.root)
+    raw = root / "MNIST" / "raw"
+    files = tuple(sorted((e.name, e.stat().st_size, e.stat().st_mtime_ns) for e in os.scandir(raw))) if raw.is_dir() else ()
+    key = (str(root), json.dumps(data_selection(cfg), sort_keys=True), files)
+    if key not in _DIGESTS:
+        _DIGESTS[key] = (data_fingerprint(data), _sha256([data.test]))
+    return _DIGESTS[key]
+
+
 def training_key(cfg: DictConfig, data: MnistSplits) -> str:
     """sha256 of the resolved training config and the training data's content."""
-    data_cfg = {k: v for k, v in OmegaConf.to_container(cfg.data, resolve=True).items() if k not in DATA_KEYS_IGNORED}
     blob = {
-        "data": data_cfg,
-        "data_sha256": data_fingerprint(data),
+        "data": data_selection(cfg),
+        "data_sha256": data_digests(cfg, data)[0],
         "model": OmegaConf.to_container(cfg.model, resolve=True),
         "train": OmegaConf.to_container(cfg.train, resolve=True),
         "seed": cfg.seed,
@@ -150,10 +189,10 @@ class ModelCache:
 
     def _publish(self, run_id: str, model: SplitCNN, cfg: DictConfig) -> None:
         client = MlflowClient()
-        with tempfile.TemporaryDirectory() as tmp:
+        with tempfile.TemporaryDirectory() as tmp:  # one upload call for both files
             save_checkpoint(model, Path(tmp) / "dense.pt")
-            client.log_artifact(run_id, str(Path(tmp) / "dense.pt"))
-        client.log_text(run_id, tracking.mask_secrets(OmegaConf.to_yaml(cfg, resolve=True)), "config.yaml")
+            (Path(tmp) / "config.yaml").write_text(tracking.mask_secrets(OmegaConf.to_yaml(cfg, resolve=True)))
+            client.log_artifacts(run_id, tmp)
         client.set_terminated(run_id, "FINISHED")
 
     def get_or_train(self, key: str, train_fn: Callable[[], SplitCNN], cfg: DictConfig) -> tuple[SplitCNN, str]:
@@ -200,9 +239,18 @@ class ModelCache:
                 if beat is not None:
                     beat.stop()
                 if claim is not None:
-                    try:
-                        status = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
-                        client.set_terminated(claim, status)
-                    except Exception as e:
-                        log.warning("could not end cache claim %s: %s", claim, e)
+                    _end_claim(client, claim, exc)
                 raise
+
+
+def _end_claim(client: MlflowClient, run_id: str, exc: BaseException) -> None:
+    """End the claim of a training that did not finish, saying why: KILLED when it was stopped
+    (Ctrl-C, or its trial pruned: a deliberate stop, not an error), FAILED otherwise."""
+    stopped = isinstance(exc, (KeyboardInterrupt, optuna.TrialPruned))
+    reason = (f"training stopped: the trial was pruned ({exc})" if isinstance(exc, optuna.TrialPruned)
+              else tracking.failure_reason(exc))
+    try:
+        client.set_tag(run_id, "failure_reason", tracking.mask_secrets(reason)[:tracking.MAX_TAG_CHARS])
+        client.set_terminated(run_id, "KILLED" if stopped else "FAILED")
+    except Exception as e:
+        log.warning("could not end cache claim %s: %s", run_id, e)
