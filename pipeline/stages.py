@@ -39,12 +39,12 @@ def dataset_digest(cfg: DictConfig, data: MnistSplits) -> str:
     return hashlib.sha256(f"{train_val}:{test}".encode()).hexdigest()[:12]
 
 
-def log_data(cfg: DictConfig, data: MnistSplits, run_id: str) -> None:
-    """The run's data as an MLflow dataset input: its name, ``dataset_digest``, the split sizes and
-    selection settings as its profile, the MNIST folder as its source."""
+def dataset_input(cfg: DictConfig, data: MnistSplits) -> dict:
+    """The run's data as ``tracking.log_dataset`` records it: its name, ``dataset_digest``, the
+    split sizes and selection settings as its profile, the MNIST folder as its source."""
     profile = {"train": len(data.train), "val": len(data.val), "test": len(data.test), **data_selection(cfg)}
-    tracking.log_dataset(run_id, DATASET_NAME, dataset_digest(cfg, data), str(resolve_root(cfg.data.root) / "MNIST"),
-                         profile)
+    return {"name": DATASET_NAME, "digest": dataset_digest(cfg, data),
+            "source": str(resolve_root(cfg.data.root) / "MNIST"), "profile": profile}
 
 
 def train_dense(
@@ -121,7 +121,7 @@ def run_train(cfg: DictConfig) -> dict[str, float]:
     batch.metrics({"train_samples": len(data.train), "val_samples": len(data.val), "test_samples": len(data.test)})
     with tracking.run(experiment_id, cfg.tracking.run_name or "train", {"stage": "train"}, batch=batch) as active:
         batch.send()
-        log_data(cfg, data, active.info.run_id)
+        tracking.log_dataset(active.info.run_id, **dataset_input(cfg, data))
         tracking.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
 
         # one step axis: training epochs, then fine-tuning epochs, then the final (pruned) values,

@@ -24,6 +24,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import numpy as np
@@ -40,7 +41,7 @@ from .data import MnistSplits
 from .model import SplitCNN, load_checkpoint, save_checkpoint
 from .pruning import layer_table
 from .reporting import energy_terms
-from .stages import load_data, log_data, measure, prune_model, prune_only, train_dense
+from .stages import dataset_input, load_data, measure, prune_model, prune_only, train_dense
 from .training import EpochRecord, evaluate
 
 log = logging.getLogger(__name__)
@@ -286,7 +287,7 @@ def on_abort(study: optuna.Study, cfg: DictConfig, status: str, reason: str) -> 
 
 # -- one trial --------------------------------------------------------------------------------
 STATE_TAG = "optuna.state"  # on every trial run: COMPLETE, PRUNED or FAIL
-# the per-epoch values wait in the trial's batch for at most this long: a smoke trial sends them
+# the per-epoch values wait in the trial's batch for at least this long: a smoke trial sends them
 # with its final metrics, a full-size one (an epoch takes seconds) every epoch
 EPOCH_FLUSH_S = 5.0
 
@@ -326,8 +327,11 @@ def run_trial(cfg: DictConfig) -> dict:
     name = f"trial-{trial.number}" if trial is not None else "trial"
     pruned = None
     with tracking.run(experiment_id, name, tags, parent_id, batch=batch, failed_tags={STATE_TAG: "FAIL"}) as active:
-        batch.send(one_call=True)
-        log_data(cfg, data, active.info.run_id)
+        # sent while the trial trains: the settings one call takes (a running trial shows them in
+        # the UI) and the data
+        batch.flush()
+        dataset = dataset_input(cfg, data)
+        batch.in_background(tracking.log_dataset, active.info.run_id, **dataset)
         try:
             metrics, model_id = _trial_metrics(cfg, trial, batch, data, key)
         except optuna.TrialPruned as exc:  # a decision, not a failure: the run ends FINISHED
@@ -336,7 +340,8 @@ def run_trial(cfg: DictConfig) -> dict:
         else:
             metrics["time_data_s"] = time_data_s
             numbers = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
-            batch.metrics({k: v for k, v in numbers.items() if not k.startswith("time_")}, model_id=model_id)
+            batch.metrics({k: v for k, v in numbers.items() if not k.startswith("time_")}, model_id=model_id,
+                          dataset=(dataset["name"], dataset["digest"]))
             batch.metrics({k: v for k, v in numbers.items() if k.startswith("time_")})  # the run's, not the model's
             bad = [k for k in ("objective", "val_loss", ENERGY_KEY) if not math.isfinite(metrics[k])]
             if bad:
@@ -418,7 +423,7 @@ def _trial_metrics(cfg: DictConfig, trial, batch: tracking.RunLog, data: MnistSp
             times["time_intermediate_s"] += time.perf_counter() - t
             batch.metrics({"dense_val_loss": rec.val_loss, "dense_val_accuracy": rec.val_accuracy,
                            **{f"intermediate_{k}": v for k, v in values.items()}}, step=rec.epoch)
-            batch.send(older_than_s=EPOCH_FLUSH_S)
+            batch.flush(older_than_s=EPOCH_FLUSH_S)
             if can_prune:
                 trial.report(values["objective"], rec.epoch)
                 if warmup_epochs < rec.epoch < last_epoch and trial.should_prune():
@@ -432,10 +437,10 @@ def _trial_metrics(cfg: DictConfig, trial, batch: tracking.RunLog, data: MnistSp
         times["time_train_s"] = time.perf_counter() - t - overhead_s[0]
         return dense
 
+    claim_tags = {"ecosplit.study": str(_hydra_sweeper().study_name)}
+    if trial is not None:
+        claim_tags["optuna.trial_id"] = trial._trial_id
     if cfg.cache.enabled:
-        claim_tags = {"ecosplit.study": str(_hydra_sweeper().study_name)}
-        if trial is not None:
-            claim_tags["optuna.trial_id"] = trial._trial_id
         cache = ModelCache(Path(cfg.cache.dir).expanduser(), cache_experiment_id(cfg) if cfg.cache.mlflow else None,
                            claim_tags)
         dense, source = cache.get_or_train(key, train, cfg)
@@ -445,6 +450,14 @@ def _trial_metrics(cfg: DictConfig, trial, batch: tracking.RunLog, data: MnistSp
     t = time.perf_counter()
     pruned = prune_model(cfg, dense, data)
     times["time_prune_s"] = time.perf_counter() - t
+    # the model goes to MLflow while it is evaluated (both only read it)
+    model_tags = {"ecosplit.study": claim_tags["ecosplit.study"]}
+    if trial is not None:
+        model_tags["optuna.trial_number"] = trial.number
+    model_id = batch.in_background(
+        _log_pruned_model, batch.run_id, batch.experiment_id, dense, pruned, tags=model_tags,
+        name=f"pruned-trial-{trial.number}" if trial is not None else "pruned",
+        params={k: OmegaConf.select(cfg, k) for k in ("train.mu", "prune.mode", "prune.threshold", "prune.finetune_epochs")})
     t = time.perf_counter()
     if key not in _DENSE_TEST:  # the dense model's test score depends on the training key only
         _DENSE_TEST[key] = evaluate(dense, data.test)
@@ -453,27 +466,20 @@ def _trial_metrics(cfg: DictConfig, trial, batch: tracking.RunLog, data: MnistSp
     metrics.update({**energy, "train_mu": float(cfg.train.mu)})
     times["time_eval_s"] = time.perf_counter() - t
     metrics.update(times)
-    model_id = _log_pruned_model(cfg, trial, batch, dense, pruned)
-    return metrics, model_id
+    return metrics, model_id.result()
 
 
-def _log_pruned_model(cfg: DictConfig, trial, run: tracking.RunLog, dense: SplitCNN, pruned: SplitCNN) -> str:
+def _log_pruned_model(run_id: str, experiment_id: str, dense: SplitCNN, pruned: SplitCNN, **model: Any) -> str:
     """``checkpoints/pruned.pt`` and ``layers.csv`` as the run's artifacts (one upload call), and
     the pruned model as an MLflow logged model of the run holding the same checkpoint (load it
-    with ``pipeline.model.load_checkpoint``); its id."""
+    with ``pipeline.model.load_checkpoint``), ``model`` its name, params and tags; its id."""
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = Path(tmp) / "checkpoints" / "pruned.pt"
         checkpoint.parent.mkdir()
         save_checkpoint(pruned, checkpoint)
         (Path(tmp) / "layers.csv").write_text(tracking.rows_to_csv(dataclasses.asdict(r) for r in layer_table(dense, pruned)))
-        MlflowClient().log_artifacts(run.run_id, tmp)
-        params = {"train.mu": cfg.train.mu, "prune.mode": cfg.prune.mode, "prune.threshold": cfg.prune.threshold,
-                  "prune.finetune_epochs": cfg.prune.finetune_epochs}
-        tags = {"ecosplit.study": str(_hydra_sweeper().study_name)}
-        if trial is not None:
-            tags["optuna.trial_number"] = trial.number
-        name = f"pruned-trial-{trial.number}" if trial is not None else "pruned"
-        return tracking.log_model(run.run_id, run.experiment_id, name, [checkpoint], params, tags, model_type=MODEL_TYPE)
+        MlflowClient().log_artifacts(run_id, tmp)
+        return tracking.log_model(run_id, experiment_id, files=[checkpoint], model_type=MODEL_TYPE, **model)
 
 
 MODEL_TYPE = "ecosplit.SplitCNN checkpoint"

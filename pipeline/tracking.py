@@ -15,8 +15,9 @@ import logging
 import os
 import tempfile
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import mlflow
 from mlflow.entities import LoggedModelOutput, Metric, Param, RunTag
@@ -104,9 +105,10 @@ def _clean(values: Mapping[str, Any], max_chars: int) -> dict[str, str]:
 
 
 class RunLog:
-    """Params, metrics and tags of one run, queued and sent together by ``send``: one
-    ``log_batch`` call where ``log_params``, ``log_metrics`` and ``set_tags`` make one each
-    (MLflow splits a batch above 100 params + tags or 1000 metrics). Secrets are masked."""
+    """Params, metrics and tags of one run, queued and sent together: one ``log_batch`` call where
+    ``log_params``, ``log_metrics`` and ``set_tags`` make one each (MLflow splits a batch above 100
+    params + tags or 1000 metrics). Secrets are masked. ``send`` sends now; ``flush`` and
+    ``in_background`` leave MLflow's latency to a worker thread while the caller computes."""
 
     def __init__(self, run_id: str | None = None, experiment_id: str | None = None):
         self.run_id, self.experiment_id = run_id, experiment_id  # set by ``run`` when handed to it
@@ -114,7 +116,43 @@ class RunLog:
         self._tags: dict[str, str] = {}
         self._tag_keys: set[str] = set()  # every tag ever queued, sent or not
         self._metrics: list[Metric] = []
-        self._sent_at = time.monotonic()
+        self._flushed_at = time.monotonic()
+        self._worker: ThreadPoolExecutor | None = None
+        self._pending: list[Future] = []
+
+    def in_background(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Future:
+        """Call ``fn`` (MLflow calls that need nothing back soon) in this run's worker thread, in
+        the order given, while the caller goes on computing: the store's latency overlaps the
+        work. ``join`` waits for them; ``run`` joins before the run ends."""
+        if self._worker is None:
+            self._worker = ThreadPoolExecutor(1, thread_name_prefix="ecosplit-mlflow")
+        self._pending.append(self._worker.submit(fn, *args, **kwargs))
+        return self._pending[-1]
+
+    def join(self) -> None:
+        """Wait for every background call; raise the first one's error."""
+        pending, self._pending = self._pending, []
+        try:
+            for future in pending:
+                future.result()
+        finally:
+            if self._worker is not None and not self._pending:
+                self._worker.shutdown(wait=True)
+                self._worker = None
+
+    def take(self) -> "RunLog":
+        """What one ``log_batch`` call takes of the queue, in the order queued, as a RunLog of its
+        own (e.g. to send it in the background while this one goes on queueing)."""
+        part = RunLog(self.run_id, self.experiment_id)
+        tags = list(self._tags.items())[:BATCH_PARAMS_TAGS]
+        params = list(self._params.items())[:BATCH_PARAMS_TAGS - len(tags)]
+        part._tags, part._params = dict(tags), dict(params)
+        part._metrics, self._metrics = self._metrics[:BATCH_METRICS], self._metrics[BATCH_METRICS:]
+        for k, _ in params:
+            del self._params[k]
+        for k, _ in tags:
+            del self._tags[k]
+        return part
 
     def params(self, params: Mapping[str, Any]) -> None:
         self._params.update(_clean(params, MAX_PARAM_CHARS))
@@ -126,27 +164,31 @@ class RunLog:
     def has_tag(self, key: str) -> bool:
         return key in self._tag_keys
 
-    def metrics(self, metrics: Mapping[str, float], step: int = 0, model_id: str | None = None) -> None:
-        """Queue ``metrics`` at ``step``; with ``model_id`` they are the logged model's metrics too."""
+    def metrics(self, metrics: Mapping[str, float], step: int = 0, model_id: str | None = None,
+                dataset: tuple[str, str] | None = None) -> None:
+        """Queue ``metrics`` at ``step``; with ``model_id`` they are the logged model's metrics too,
+        measured on ``dataset`` (name, digest) if given."""
         now = int(time.time() * 1000)
-        self._metrics += [Metric(k, float(v), now, step, model_id=model_id) for k, v in metrics.items()]
+        name, digest = dataset or (None, None)
+        self._metrics += [Metric(k, float(v), now, step, model_id=model_id, dataset_name=name, dataset_digest=digest)
+                          for k, v in metrics.items()]
 
-    def send(self, older_than_s: float = 0.0, one_call: bool = False) -> None:
-        """Send what is queued (when the last send is at least ``older_than_s`` ago); with
-        ``one_call``, only what one call takes, in the order queued, the rest stays queued."""
-        if time.monotonic() - self._sent_at < older_than_s or not (self._params or self._tags or self._metrics):
+    def send(self) -> None:
+        """Send what is queued, now."""
+        if not (self._params or self._tags or self._metrics):
             return
-        tags = list(self._tags.items())[:BATCH_PARAMS_TAGS if one_call else None]
-        params = list(self._params.items())[:BATCH_PARAMS_TAGS - len(tags) if one_call else None]
-        metrics = self._metrics[:BATCH_METRICS if one_call else None]
-        MlflowClient().log_batch(self.run_id, metrics=metrics, params=[Param(k, v) for k, v in params],
-                                 tags=[RunTag(k, v) for k, v in tags])
-        for k, _ in params:
-            del self._params[k]
-        for k, _ in tags:
-            del self._tags[k]
-        del self._metrics[:len(metrics)]
-        self._sent_at = time.monotonic()
+        MlflowClient().log_batch(self.run_id, metrics=self._metrics,
+                                 params=[Param(k, v) for k, v in self._params.items()],
+                                 tags=[RunTag(k, v) for k, v in self._tags.items()])
+        self._params, self._tags, self._metrics = {}, {}, []
+
+    def flush(self, older_than_s: float = 0.0) -> None:
+        """Send what one call takes of the queue in the background, if the last flush is at least
+        ``older_than_s`` ago (e.g. per-epoch values: at most one call every ``older_than_s``)."""
+        if time.monotonic() - self._flushed_at < older_than_s or not (self._params or self._tags or self._metrics):
+            return
+        self.in_background(self.take().send)
+        self._flushed_at = time.monotonic()
 
 
 @contextlib.contextmanager
@@ -162,9 +204,15 @@ def run(experiment_id: str, run_name: str, tags: Mapping[str, str] | None = None
     batch.run_id, batch.experiment_id = active.info.run_id, experiment_id
     try:
         yield active
+        batch.join()
         batch.send()
     except BaseException as exc:  # SystemExit and KeyboardInterrupt too: never leave it RUNNING
         status = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
+        try:
+            batch.join()
+        except Exception as e:  # already failing: a background call's own error is secondary
+            if e is not exc:
+                log.warning("MLflow run %s: a background call failed too: %s", active.info.run_id, e)
         try:
             if not batch.has_tag("failure_reason"):  # keep a reason the caller set
                 batch.tags({"failure_reason": failure_reason(exc)})

@@ -85,7 +85,10 @@ def test_smoke_sweep_leaves_parent_children_pareto_and_registered_model(smoke_ru
         model = client.get_logged_model(c.data.tags["ecosplit.model_id"])
         assert model.source_run_id == c.info.run_id and model.status == LoggedModelStatus.READY
         assert model.model_id in {o.model_id for o in c.outputs.model_outputs}
-        assert {m.key: m.value for m in model.metrics}["objective"] == c.data.metrics["objective"]
+        (objective,) = [m for m in model.metrics if m.key == "objective"]
+        assert objective.value == c.data.metrics["objective"]
+        assert (objective.dataset_name, objective.dataset_digest) == ("mnist", data_input.dataset.digest)
+        assert not [m for m in model.metrics if m.key.startswith("time_")]  # the run's, not the model's
         assert [a.path for a in client.list_logged_model_artifacts(model.model_id)] == ["pruned.pt"]
         assert {a.path for a in client.list_artifacts(c.info.run_id)} >= {"checkpoints", "layers.csv"}
         assert [a.path for a in client.list_artifacts(c.info.run_id, "checkpoints")] == ["checkpoints/pruned.pt"]
@@ -438,6 +441,7 @@ def trial_task(trial_store, tmp_path, fake_mnist, monkeypatch):
         with open_dict(task_cfg):
             del task_cfg["hydra"]
         monkeypatch.setattr("hydra_plugins.ecosplit_optuna_sweeper.current_trial", lambda: trial)
+        run.last_cfg = task_cfg
         try:
             return task_cfg, run_trial(task_cfg)
         except optuna.TrialPruned as exc:
@@ -510,3 +514,18 @@ def test_a_bad_trial_is_pruned_only_after_the_warmup_and_never_caches_a_half_tra
         assert claim.info.status == "KILLED"
         assert claim.data.tags["failure_reason"] == f"training stopped: the trial was pruned ({result})"
         assert "intermediate_objective" in run.data.metrics  # the epochs it trained are in its run
+
+
+def test_a_failing_background_mlflow_call_fails_the_trial_and_ends_its_run(trial_task, monkeypatch):
+    def store_full(*args, **kwargs):
+        raise OSError("artifact store full")
+    monkeypatch.setattr("pipeline.tracking.log_model", store_full)  # called in the run's worker thread
+    study = optuna.create_study()
+    with pytest.raises(OSError, match="artifact store full"):
+        trial_task(study.ask())
+    cfg = trial_task.last_cfg
+    client = MlflowClient(cfg.tracking.uri)
+    (run,) = study_runs(client, cfg.tracking.experiment, cfg.sweep.study_name, role="trial")
+    assert run.info.status == "FAILED" and run.data.tags["optuna.state"] == "FAIL"
+    assert run.data.tags["failure_reason"] == "OSError: artifact store full"
+    assert run.inputs.dataset_inputs and run.data.params["train.mu"]  # the other background calls were made
