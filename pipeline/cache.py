@@ -187,16 +187,27 @@ class ModelCache:
         save_checkpoint(model, tmp)
         tmp.replace(path)  # atomic: a reader never sees half a file
 
-    def _publish(self, run_id: str, model: SplitCNN, cfg: DictConfig) -> None:
+    def _publish(self, run_id: str, beat: _Beat, model: SplitCNN, cfg: DictConfig) -> None:
+        """The trained model and its config to the claim run, which then ends FINISHED; it beats
+        until the upload is done (a slow upload must not look like a dead worker)."""
         client = MlflowClient()
-        with tempfile.TemporaryDirectory() as tmp:  # one upload call for both files
-            save_checkpoint(model, Path(tmp) / "dense.pt")
-            (Path(tmp) / "config.yaml").write_text(tracking.mask_secrets(OmegaConf.to_yaml(cfg, resolve=True)))
-            client.log_artifacts(run_id, tmp)
-        client.set_terminated(run_id, "FINISHED")
+        try:
+            with tempfile.TemporaryDirectory() as tmp:  # one upload call for both files
+                save_checkpoint(model, Path(tmp) / "dense.pt")
+                (Path(tmp) / "config.yaml").write_text(tracking.mask_secrets(OmegaConf.to_yaml(cfg, resolve=True)))
+                client.log_artifacts(run_id, tmp)
+            beat.stop()
+            client.set_terminated(run_id, "FINISHED")
+        except BaseException as exc:
+            beat.stop()
+            _end_claim(client, run_id, exc)
+            raise
 
-    def get_or_train(self, key: str, train_fn: Callable[[], SplitCNN], cfg: DictConfig) -> tuple[SplitCNN, str]:
-        """The dense model and where it came from: "local", "mlflow" or "trained"."""
+    def get_or_train(self, key: str, train_fn: Callable[[], SplitCNN], cfg: DictConfig,
+                     background: Callable[..., object] | None = None) -> tuple[SplitCNN, str]:
+        """The dense model and where it came from: "local", "mlflow" or "trained". With
+        ``background`` (e.g. ``RunLog.in_background``) a model trained here is uploaded by it while
+        the caller goes on; the local copy is saved first, so local reuse never waits."""
         path = self._path(key)
         with FileLock(str(path) + ".lock"):
             if path.exists():
@@ -229,11 +240,12 @@ class ModelCache:
                     log.info("waiting for another worker to train %s (claim %s)", key[:12], owner)
                     time.sleep(CLAIM_POLL_S)
                 model = train_fn()
-                beat.stop()
-                beat = None
                 self._save_local(path, model)
-                self._publish(claim, model, cfg)
-                claim = None
+                claim, beat, publish = None, None, (claim, beat, model, cfg)  # _publish ends the claim
+                if background is None:
+                    self._publish(*publish)
+                else:
+                    background(self._publish, *publish)
                 return model, "trained"
             except BaseException as exc:
                 if beat is not None:

@@ -443,7 +443,7 @@ def _trial_metrics(cfg: DictConfig, trial, batch: tracking.RunLog, data: MnistSp
     if cfg.cache.enabled:
         cache = ModelCache(Path(cfg.cache.dir).expanduser(), cache_experiment_id(cfg) if cfg.cache.mlflow else None,
                            claim_tags)
-        dense, source = cache.get_or_train(key, train, cfg)
+        dense, source = cache.get_or_train(key, train, cfg, background=batch.in_background)
     else:
         dense, source = train(), "trained"
     batch.tags({"ecosplit.dense_source": source})

@@ -16,6 +16,7 @@ from mlflow.entities import LoggedModelStatus
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf, open_dict
 
+from pipeline import tracking
 from pipeline.cache import ModelCache, training_key
 from pipeline.config import ConfigError
 from pipeline.model import SplitCNN
@@ -216,8 +217,13 @@ def test_cache_hits_locally_and_through_mlflow(tmp_path, small_train_cfg):
         torch.manual_seed(0)
         return SplitCNN((2, 2, 2, 2), (4, 4, 4, 4, 10))
 
-    first, src1 = ModelCache(tmp_path / "a", exp_id).get_or_train(key, train, cfg)
-    again, src2 = ModelCache(tmp_path / "a", exp_id).get_or_train(key, train, cfg)
+    uploads = tracking.RunLog()  # the model goes up in its worker thread, as in a sweep trial
+    first, src1 = ModelCache(tmp_path / "a", exp_id).get_or_train(key, train, cfg, background=uploads.in_background)
+    again, src2 = ModelCache(tmp_path / "a", exp_id).get_or_train(key, train, cfg)  # the local copy: no wait
+    uploads.join()
+    (published,) = MlflowClient().search_runs([exp_id])
+    assert published.info.status == "FINISHED" and published.data.tags["ecosplit.cache_key"] == key
+    assert {a.path for a in MlflowClient().list_artifacts(published.info.run_id)} == {"dense.pt", "config.yaml"}
     other_machine, src3 = ModelCache(tmp_path / "b", exp_id).get_or_train(key, train, cfg)
     assert (src1, src2, src3) == ("trained", "local", "mlflow") and len(calls) == 1
     x = torch.randn(2, 1, 28, 28)
