@@ -85,7 +85,8 @@ def data_digests(cfg: DictConfig, data: MnistSplits) -> tuple[str, str]:
     ``cfg.data`` loads)."""
     root = resolve_root(cfg.data.root)
     raw = root / "MNIST" / "raw"
-    files = tuple(sorted((e.name, e.stat().st_size, e.stat().st_mtime_ns) for e in os.scandir(raw))) if raw.is_dir() else ()
+    stats = [(e.name, e.stat()) for e in os.scandir(raw)] if raw.is_dir() else []
+    files = tuple(sorted((name, st.st_size, st.st_mtime_ns) for name, st in stats))
     key = (str(root), json.dumps(data_selection(cfg), sort_keys=True), files)
     if key not in _DIGESTS:
         _DIGESTS[key] = (data_fingerprint(data), _sha256([data.test]))

@@ -227,15 +227,17 @@ def reconcile_runs(study: optuna.Study, experiment_ids: list[str], status: str =
       result refused, or its worker declared dead before telling it) ends FAILED;
 
     both with the trial's reason (the sweeper's ``fail_reason`` attribute, else a dead worker)."""
+    failed = {t._trial_id: t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,))}
+    if not failed:  # the usual case: nothing to look for
+        return 0
     client = MlflowClient()
-    trials = {t._trial_id: t for t in study.get_trials(deepcopy=False)}
     of_study = f"tags.`ecosplit.study` = '{study.study_name}'"
     fixed = 0
     for flt, end_as in ((f"{of_study} and attributes.status = 'RUNNING'", status),
                         (f"{of_study} and tags.`{STATE_TAG}` = 'COMPLETE'", "FAILED")):
         for run in client.search_runs(experiment_ids, filter_string=flt, max_results=5000):
-            trial = trials.get(int(run.data.tags.get("optuna.trial_id", -1)))
-            if trial is None or trial.state != optuna.trial.TrialState.FAIL:
+            trial = failed.get(int(run.data.tags.get("optuna.trial_id", -1)))
+            if trial is None:
                 continue
             reason = tracking.mask_secrets(str(trial.user_attrs.get("fail_reason") or WORKER_DIED))
             tags = {"failure_reason": reason[:tracking.MAX_TAG_CHARS]}
