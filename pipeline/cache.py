@@ -5,6 +5,11 @@ its weights (data selection and content, model widths, the train section, the se
 (1) in a local folder, guarded by a file lock so concurrent processes train it once, and
 (2) as an MLflow run's artifact, so workers sharing a tracking server share the model too.
 
+The MLflow runs of the cache (role ``trained-model``) live in their own experiment,
+``cache.experiment`` (``cache_experiment_id``), on the same tracking URI as the sweep: the sweep's
+experiment holds only the sweep and its trials, and a shared tracking server still shares the
+models.
+
 Workers on other machines (other local folders) coordinate through the tracking server with a
 best-effort claim: before training, a worker opens a RUNNING ``trained-model`` run for the key
 and keeps it alive with a beat (a metric bumped every CLAIM_BEAT_S). The oldest live claim
@@ -17,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import shutil
 import tempfile
 import threading
@@ -24,12 +30,13 @@ import time
 from pathlib import Path
 from typing import Callable
 
+import optuna
 from filelock import FileLock
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
 from . import tracking
-from .data import MnistSplits
+from .data import MnistSplits, TensorSplit, resolve_root
 from .model import SplitCNN, load_checkpoint, save_checkpoint
 from .training import resolve_device
 
@@ -45,20 +52,53 @@ CLAIM_POLL_S = 1.0     # how often a waiting worker looks again
 BEAT_METRIC = "claim_beat"
 
 
-def data_fingerprint(data: MnistSplits) -> str:
+def cache_experiment_id(cfg: DictConfig) -> str:
+    """The id of the MLflow experiment holding the cache's trained-model runs, ``cache.experiment``
+    in the store at ``tracking.uri`` (created if missing; looked up once per process)."""
+    return tracking.configure(cfg.tracking.uri, cfg.cache.experiment, cfg.tracking.artifact_location)
+
+
+def _sha256(splits: list[TensorSplit]) -> str:
     h = hashlib.sha256()
-    for split in (data.train, data.val):
+    for split in splits:
         h.update(split.images.cpu().numpy().tobytes())
         h.update(split.labels.cpu().numpy().tobytes())
     return h.hexdigest()
 
 
+def data_fingerprint(data: MnistSplits) -> str:
+    """sha256 of the training data: the train and validation images and labels."""
+    return _sha256([data.train, data.val])
+
+
+def data_selection(cfg: DictConfig) -> dict:
+    """The data settings that choose the samples (not where the files are)."""
+    return {k: v for k, v in OmegaConf.to_container(cfg.data, resolve=True).items() if k not in DATA_KEYS_IGNORED}
+
+
+_DIGESTS: dict[tuple, tuple[str, str]] = {}  # data selection -> (data_fingerprint, test split sha256)
+
+
+def data_digests(cfg: DictConfig, data: MnistSplits) -> tuple[str, str]:
+    """``data_fingerprint(data)`` and the sha256 of the test split. Hashing the images takes ~0.3 s
+    for the full MNIST, so it is done once per process and data selection: the settings, the
+    folder and its MNIST files' names, sizes and modification times (``data`` must be what
+    ``cfg.data`` loads)."""
+    root = resolve_root(cfg.data.root)
+    raw = root / "MNIST" / "raw"
+    stats = [(e.name, e.stat()) for e in os.scandir(raw)] if raw.is_dir() else []
+    files = tuple(sorted((name, st.st_size, st.st_mtime_ns) for name, st in stats))
+    key = (str(root), json.dumps(data_selection(cfg), sort_keys=True), files)
+    if key not in _DIGESTS:
+        _DIGESTS[key] = (data_fingerprint(data), _sha256([data.test]))
+    return _DIGESTS[key]
+
+
 def training_key(cfg: DictConfig, data: MnistSplits) -> str:
     """sha256 of the resolved training config and the training data's content."""
-    data_cfg = {k: v for k, v in OmegaConf.to_container(cfg.data, resolve=True).items() if k not in DATA_KEYS_IGNORED}
     blob = {
-        "data": data_cfg,
-        "data_sha256": data_fingerprint(data),
+        "data": data_selection(cfg),
+        "data_sha256": data_digests(cfg, data)[0],
         "model": OmegaConf.to_container(cfg.model, resolve=True),
         # the device actually used (auto differs per machine; CPU and GPU numerics differ)
         "train": {**OmegaConf.to_container(cfg.train, resolve=True), "device": resolve_device(cfg.train.get("device", "cpu")).type},
@@ -150,16 +190,27 @@ class ModelCache:
         save_checkpoint(model, tmp)
         tmp.replace(path)  # atomic: a reader never sees half a file
 
-    def _publish(self, run_id: str, model: SplitCNN, cfg: DictConfig) -> None:
+    def _publish(self, run_id: str, beat: _Beat, model: SplitCNN, cfg: DictConfig) -> None:
+        """The trained model and its config to the claim run, which then ends FINISHED; it beats
+        until the upload is done (a slow upload must not look like a dead worker)."""
         client = MlflowClient()
-        with tempfile.TemporaryDirectory() as tmp:
-            save_checkpoint(model, Path(tmp) / "dense.pt")
-            client.log_artifact(run_id, str(Path(tmp) / "dense.pt"))
-        client.log_text(run_id, tracking.mask_secrets(OmegaConf.to_yaml(cfg, resolve=True)), "config.yaml")
-        client.set_terminated(run_id, "FINISHED")
+        try:
+            with tempfile.TemporaryDirectory() as tmp:  # one upload call for both files
+                save_checkpoint(model, Path(tmp) / "dense.pt")
+                (Path(tmp) / "config.yaml").write_text(tracking.mask_secrets(OmegaConf.to_yaml(cfg, resolve=True)))
+                client.log_artifacts(run_id, tmp)
+            beat.stop()
+            client.set_terminated(run_id, "FINISHED")
+        except BaseException as exc:
+            beat.stop()
+            _end_claim(client, run_id, exc)
+            raise
 
-    def get_or_train(self, key: str, train_fn: Callable[[], SplitCNN], cfg: DictConfig) -> tuple[SplitCNN, str]:
-        """The dense model and where it came from: "local", "mlflow" or "trained"."""
+    def get_or_train(self, key: str, train_fn: Callable[[], SplitCNN], cfg: DictConfig,
+                     background: Callable[..., object] | None = None) -> tuple[SplitCNN, str]:
+        """The dense model and where it came from: "local", "mlflow" or "trained". With
+        ``background`` (e.g. ``RunLog.in_background``) a model trained here is uploaded by it while
+        the caller goes on; the local copy is saved first, so local reuse never waits."""
         path = self._path(key)
         with FileLock(str(path) + ".lock"):
             if path.exists():
@@ -192,19 +243,29 @@ class ModelCache:
                     log.info("waiting for another worker to train %s (claim %s)", key[:12], owner)
                     time.sleep(CLAIM_POLL_S)
                 model = train_fn()
-                beat.stop()
-                beat = None
                 self._save_local(path, model)
-                self._publish(claim, model, cfg)
-                claim = None
+                claim, beat, publish = None, None, (claim, beat, model, cfg)  # _publish ends the claim
+                if background is None:
+                    self._publish(*publish)
+                else:
+                    background(self._publish, *publish)
                 return model, "trained"
             except BaseException as exc:
                 if beat is not None:
                     beat.stop()
                 if claim is not None:
-                    try:
-                        status = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
-                        client.set_terminated(claim, status)
-                    except Exception as e:
-                        log.warning("could not end cache claim %s: %s", claim, e)
+                    _end_claim(client, claim, exc)
                 raise
+
+
+def _end_claim(client: MlflowClient, run_id: str, exc: BaseException) -> None:
+    """End the claim of a training that did not finish, saying why: KILLED when it was stopped
+    (Ctrl-C, or its trial pruned: a deliberate stop, not an error), FAILED otherwise."""
+    stopped = isinstance(exc, (KeyboardInterrupt, optuna.TrialPruned))
+    reason = (f"training stopped: the trial was pruned ({exc})" if isinstance(exc, optuna.TrialPruned)
+              else tracking.failure_reason(exc))
+    try:
+        client.set_tag(run_id, "failure_reason", tracking.mask_secrets(reason)[:tracking.MAX_TAG_CHARS])
+        client.set_terminated(run_id, "KILLED" if stopped else "FAILED")
+    except Exception as e:
+        log.warning("could not end cache claim %s: %s", run_id, e)

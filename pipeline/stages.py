@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import tempfile
 from pathlib import Path
@@ -13,8 +14,9 @@ from typing import Callable
 from omegaconf import DictConfig, OmegaConf
 
 from . import tracking
+from .cache import data_digests, data_selection
 from .config import validate_training
-from .data import MnistSplits, load_mnist
+from .data import MnistSplits, load_mnist, resolve_root
 from .model import SplitCNN, build_model, save_checkpoint
 from .pruning import layer_table, nonzero_masks, prune, summary
 from .training import EpochRecord, EvalResult, evaluate, fit, resolve_device, seed_everything
@@ -28,6 +30,24 @@ def load_data(cfg: DictConfig) -> MnistSplits:
     splits = load_mnist(d.root, d.val_fraction, d.split_seed, d.download, d.train_subset, d.test_subset,
                         d.get("train_repeat", 1))
     return splits.to(resolve_device(cfg.train.get("device", "cpu")))
+
+
+DATASET_NAME = "mnist"
+
+
+def dataset_digest(cfg: DictConfig, data: MnistSplits) -> str:
+    """What identifies the samples ``cfg.data`` selects: a digest of every split's images and
+    labels, the same wherever the files are (hashed once per process, ``cache.data_digests``)."""
+    train_val, test = data_digests(cfg, data)
+    return hashlib.sha256(f"{train_val}:{test}".encode()).hexdigest()[:12]
+
+
+def dataset_input(cfg: DictConfig, data: MnistSplits) -> dict:
+    """The run's data as ``tracking.log_dataset`` records it: its name, ``dataset_digest``, the
+    split sizes and selection settings as its profile, the MNIST folder as its source."""
+    profile = {"train": len(data.train), "val": len(data.val), "test": len(data.test), **data_selection(cfg)}
+    return {"name": DATASET_NAME, "digest": dataset_digest(cfg, data),
+            "source": str(resolve_root(cfg.data.root) / "MNIST"), "profile": profile}
 
 
 def train_dense(
@@ -100,10 +120,13 @@ def run_train(cfg: DictConfig) -> dict[str, float]:
     validate_training(cfg)
     data = load_data(cfg)  # fails before any run is opened when data are missing
     experiment_id = tracking.configure(cfg.tracking.uri, cfg.tracking.experiment, cfg.tracking.artifact_location)
-    with tracking.run(experiment_id, cfg.tracking.run_name or "train", {"stage": "train"}) as active:
-        tracking.log_params(tracking.flatten(OmegaConf.to_container(cfg, resolve=True)))
+    batch = tracking.RunLog()
+    batch.params(tracking.flatten(OmegaConf.to_container(cfg, resolve=True)))
+    batch.metrics({"train_samples": len(data.train), "val_samples": len(data.val), "test_samples": len(data.test)})
+    with tracking.run(experiment_id, cfg.tracking.run_name or "train", {"stage": "train"}, batch=batch) as active:
+        batch.send()
+        tracking.log_dataset(active.info.run_id, **dataset_input(cfg, data))
         tracking.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
-        tracking.log_metrics({"train_samples": len(data.train), "val_samples": len(data.val), "test_samples": len(data.test)})
 
         # one step axis: training epochs, then fine-tuning epochs, then the final (pruned) values,
         # so MLflow's "latest" value of val_accuracy is the pruned model's
@@ -116,7 +139,7 @@ def run_train(cfg: DictConfig) -> dict[str, float]:
         dense = train_dense(cfg, data, log_epoch(0))
         pruned = prune_model(cfg, dense, data, log_epoch(cfg.train.epochs))
         metrics = measure(dense, pruned, data)
-        tracking.log_metrics(metrics, step=cfg.train.epochs + cfg.prune.finetune_epochs + 1)
+        batch.metrics(metrics, step=cfg.train.epochs + cfg.prune.finetune_epochs + 1)  # sent as the run ends
         log_models(dense, pruned)
         log.info("run %s: %s", active.info.run_id, ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
         return {"run_id": active.info.run_id, **metrics}

@@ -24,6 +24,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import optuna
@@ -32,7 +33,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from . import objective, tracking
-from .cache import DATA_KEYS_IGNORED, ModelCache, training_key
+from .cache import DATA_KEYS_IGNORED, ModelCache, cache_experiment_id, training_key
 from .cli import user_errors_exit
 from .config import ConfigError, check_range, validate_evaluation, validate_training
 from .data import MnistSplits
@@ -40,7 +41,7 @@ from .front import ACCURACY_KEY, ENERGY_KEY, pareto_table, register_once, study_
 from .model import SplitCNN, save_checkpoint
 from .pruning import layer_table
 from .reporting import energy_terms
-from .stages import load_data, measure, prune_model, prune_only, train_dense
+from .stages import dataset_input, load_data, measure, prune_model, prune_only, train_dense
 from .training import EpochRecord, evaluate
 
 log = logging.getLogger(__name__)
@@ -163,13 +164,28 @@ def find_parent_run(experiment_id: str, study_name: str):
     return min(runs, key=lambda r: (r.info.start_time, r.info.run_id)) if runs else None
 
 
+def _experiment_ids(cfg: DictConfig, create: bool = True) -> list[str]:
+    """The ids of the sweep's experiment and of the cache's (``cache.experiment``), where trial
+    runs and cache claims live; created when missing unless ``create`` is False (then those that
+    exist; none without the sweep's)."""
+    names = [cfg.tracking.experiment]
+    if cfg.cache.enabled and cfg.cache.mlflow:
+        names.append(cfg.cache.experiment)
+    if create:
+        return [tracking.configure(cfg.tracking.uri, n, cfg.tracking.artifact_location) for n in names]
+    ids = [tracking.existing_experiment(cfg.tracking.uri, n) for n in names]
+    return [i for i in ids if i is not None] if ids[0] is not None else []
+
+
 def on_start(study: optuna.Study, cfg: DictConfig) -> None:
-    """Create the tracking store, experiment and parent run in the sweeper process, before trials.
+    """Create the tracking store, the experiments (the sweep's and the cache's) and the parent run
+    in the sweeper process, before trials.
 
     If an earlier, aborted run of the sweep ended the parent run FAILED or KILLED, it is RUNNING
     again: the study resumes."""
     validate_sweep(cfg)  # study_definition checked it before the study was opened; cheap
-    experiment_id = tracking.configure(cfg.tracking.uri, cfg.tracking.experiment, cfg.tracking.artifact_location)
+    experiment_ids = _experiment_ids(cfg)
+    experiment_id = experiment_ids[0]
     sweeper = cfg.hydra.sweeper
     parent = find_parent_run(experiment_id, study.study_name)
     client = MlflowClient()
@@ -185,37 +201,50 @@ def on_start(study: optuna.Study, cfg: DictConfig) -> None:
             "optuna.sampler": type(study.sampler).__name__, "git_commit": _git_commit(),
         })
         run_id = run.info.run_id
-        params = {"study_name": study.study_name, "objective.mode": cfg.objective.mode, "objective.lam": cfg.objective.lam,
-                  "n_trials": sweeper.n_trials, "selection.rule": cfg.selection.rule,
-                  "selection.min_val_accuracy": cfg.selection.min_val_accuracy,
-                  **{f"search.{k}": v for k, v in (sweeper.params or {}).items()}}
-        for k, v in params.items():
-            client.log_param(run_id, k, tracking.mask_secrets(str(v)))
+        batch = tracking.RunLog(run_id, experiment_id)
+        batch.params({"study_name": study.study_name, "objective.mode": cfg.objective.mode,
+                      "objective.lam": cfg.objective.lam, "n_trials": sweeper.n_trials,
+                      "selection.rule": cfg.selection.rule, "selection.min_val_accuracy": cfg.selection.min_val_accuracy,
+                      **{f"search.{k}": v for k, v in (sweeper.params or {}).items()}})
+        batch.send()
         client.log_text(run_id, tracking.mask_secrets(OmegaConf.to_yaml(cfg, resolve=False)), "sweep_config.yaml")
         if find_parent_run(experiment_id, study.study_name).info.run_id != run_id:  # lost a race
             client.delete_run(run_id)
-    reconcile_killed_runs(study, experiment_id)
+    reconcile_runs(study, experiment_ids)
 
 
 WORKER_DIED = "worker died (heartbeat stale)"
 
 
-def reconcile_killed_runs(study: optuna.Study, experiment_id: str, status: str = "KILLED") -> int:
-    """A trial that ended without ending its MLflow runs (the trial's run and a cache claim it
-    held; e.g. its worker was killed) leaves them RUNNING; once Optuna has failed that trial,
-    end them with ``status`` and the trial's reason (the sweeper's ``fail_reason`` attribute, else
-    a dead worker) so the UI tells the truth."""
+def reconcile_runs(study: optuna.Study, experiment_ids: list[str], status: str = "KILLED") -> int:
+    """Make the runs of trials Optuna has failed say so:
+
+    - a trial that ended without ending its MLflow runs (the trial's run and a cache claim it
+      held; e.g. its worker was killed) leaves them RUNNING: they end with ``status``;
+    - a trial run that finished (tag ``optuna.state`` COMPLETE) whose trial was then failed (its
+      result refused, or its worker declared dead before telling it) ends FAILED;
+
+    both with the trial's reason (the sweeper's ``fail_reason`` attribute, else a dead worker)."""
+    failed = {t._trial_id: t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,))}
+    if not failed:  # the usual case: nothing to look for
+        return 0
     client = MlflowClient()
-    runs = client.search_runs([experiment_id], filter_string=(
-        f"tags.`ecosplit.study` = '{study.study_name}' and attributes.status = 'RUNNING'"), max_results=5000)
-    trials = {t._trial_id: t for t in study.get_trials(deepcopy=False)}
+    of_study = f"tags.`ecosplit.study` = '{study.study_name}'"
     fixed = 0
-    for run in runs:
-        trial = trials.get(int(run.data.tags.get("optuna.trial_id", -1)))
-        if trial is not None and trial.state == optuna.trial.TrialState.FAIL:
-            reason = str(trial.user_attrs.get("fail_reason") or WORKER_DIED)
-            client.set_tag(run.info.run_id, "failure_reason", tracking.mask_secrets(reason)[:tracking.MAX_TAG_CHARS])
-            client.set_terminated(run.info.run_id, status)
+    for flt, end_as in ((f"{of_study} and attributes.status = 'RUNNING'", status),
+                        (f"{of_study} and tags.`{STATE_TAG}` = 'COMPLETE'", "FAILED")):
+        for run in client.search_runs(experiment_ids, filter_string=flt, max_results=5000):
+            trial = failed.get(int(run.data.tags.get("optuna.trial_id", -1)))
+            if trial is None:
+                continue
+            reason = tracking.mask_secrets(str(trial.user_attrs.get("fail_reason") or WORKER_DIED))
+            tags = {"failure_reason": reason[:tracking.MAX_TAG_CHARS]}
+            if run.data.tags.get("ecosplit.role") == "trial":
+                tags[STATE_TAG] = "FAIL"
+            batch = tracking.RunLog(run.info.run_id)
+            batch.tags(tags)
+            batch.send()
+            client.set_terminated(run.info.run_id, end_as)
             fixed += 1
     return fixed
 
@@ -232,12 +261,12 @@ def on_abort(study: optuna.Study, cfg: DictConfig, status: str, reason: str) -> 
     RUNNING and, unless another worker still runs trials, the parent run, with the reason."""
     status = status if status in ("FAILED", "KILLED") else "FAILED"
     reason = tracking.mask_secrets(" ".join(str(reason).split()))[:tracking.MAX_TAG_CHARS]
-    experiment_id = tracking.existing_experiment(cfg.tracking.uri, cfg.tracking.experiment)
-    if experiment_id is None:  # stopped before on_start: nothing recorded, nothing to end
+    experiment_ids = _experiment_ids(cfg, create=False)
+    if not experiment_ids:  # stopped before on_start: nothing recorded, nothing to end
         return
-    parent = find_parent_run(experiment_id, study.study_name)
+    parent = find_parent_run(experiment_ids[0], study.study_name)
     try:
-        reconcile_killed_runs(study, experiment_id, status)
+        reconcile_runs(study, experiment_ids, status)
         # WAITING trials (re-queued by this very abort) have no worker: only RUNNING ones keep it open
         running = [t.number for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))]
     except Exception as exc:  # the Optuna storage is gone too: still end the parent run
@@ -257,12 +286,22 @@ def on_abort(study: optuna.Study, cfg: DictConfig, status: str, reason: str) -> 
 
 
 # -- one trial --------------------------------------------------------------------------------
+STATE_TAG = "optuna.state"  # on every trial run: COMPLETE, PRUNED or FAIL
+# the per-epoch values wait in the trial's batch for at least this long: a smoke trial sends them
+# with its final metrics, a full-size one (an epoch takes seconds) every epoch
+EPOCH_FLUSH_S = 5.0
+
+
 def run_trial(cfg: DictConfig) -> dict:
     """Train (or reuse) the dense model, prune, evaluate energy; return every metric.
 
     The returned mapping carries the objectives named in hydra.sweeper.objectives plus all other
-    metrics, which the sweeper stores as trial user attributes. However the trial ends (an
-    exception, exit, Ctrl-C) its MLflow run ends with it, FAILED or KILLED with failure_reason.
+    metrics, which the sweeper stores as trial user attributes. The trial's MLflow run, nested
+    under the sweep's parent run, holds its settings (params), its data (a dataset input), the
+    per-epoch and final metrics, ``checkpoints/pruned.pt`` and ``layers.csv``, and the pruned
+    model as an MLflow logged model (``ecosplit.model_id``) linked to the final metrics. It ends
+    FINISHED when the trial is COMPLETE or PRUNED, else FAILED or KILLED with failure_reason;
+    tag ``optuna.state`` says which. Params, tags and metrics go in as few batches as possible.
     """
     from hydra_plugins.ecosplit_optuna_sweeper import current_trial
 
@@ -275,26 +314,43 @@ def run_trial(cfg: DictConfig) -> dict:
     study_name = str(_hydra_sweeper().study_name)
     experiment_id = tracking.configure(cfg.tracking.uri, cfg.tracking.experiment, cfg.tracking.artifact_location)
     parent_id = _parent_run_id(experiment_id, study_name)
-    tags = {"ecosplit.role": "trial", "ecosplit.study": study_name}
+    key = training_key(cfg, data)
+    tags = {"ecosplit.role": "trial", "ecosplit.study": study_name, "ecosplit.cache_key": key}
+    batch = tracking.RunLog()
     if trial is not None:
         tags.update({"optuna.trial_number": trial.number, "optuna.trial_id": trial._trial_id})
+        batch.params({f"trial.{k}": v for k, v in trial.params.items()})
+    # sections' settings before the entries of tables (energy.operations_pj.fp32.add, ...): a
+    # running trial shows the first in the UI, the tables wait for the final batch
+    settings = tracking.flatten(OmegaConf.to_container(cfg, resolve=True))
+    batch.params(dict(sorted(settings.items(), key=lambda kv: kv[0].count(".") > 1)))
     name = f"trial-{trial.number}" if trial is not None else "trial"
-    with tracking.run(experiment_id, name, tags, parent_id) as active:
-        tracking.log_params(tracking.flatten(OmegaConf.to_container(cfg, resolve=True)))
-        if trial is not None:
-            tracking.log_params({f"trial.{k}": v for k, v in trial.params.items()})
+    pruned = None
+    with tracking.run(experiment_id, name, tags, parent_id, batch=batch, failed_tags={STATE_TAG: "FAIL"}) as active:
+        # sent while the trial trains: the settings one call takes (a running trial shows them in
+        # the UI) and the data
+        batch.flush()
+        dataset = dataset_input(cfg, data)
+        batch.in_background(tracking.log_dataset, active.info.run_id, **dataset)
         try:
-            metrics = _trial_metrics(cfg, trial, experiment_id, data)
-        except optuna.TrialPruned as exc:
-            tracking.set_tags({"pruned": "true", "failure_reason": f"pruned: {exc}"})
-            raise
-        metrics["time_data_s"] = time_data_s
-        tracking.log_metrics({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
-        bad = [k for k in ("objective", "val_loss", ENERGY_KEY) if not math.isfinite(metrics[k])]
-        if bad:
-            tracking.set_tags({"failure_reason": f"non-finite {', '.join(bad)}"})
-            raise FloatingPointError(f"non-finite {', '.join(bad)}: " + ", ".join(f"{k}={metrics[k]}" for k in bad))
-        metrics["mlflow_run_id"] = active.info.run_id
+            metrics, model_id = _trial_metrics(cfg, trial, batch, data, key)
+        except optuna.TrialPruned as exc:  # a decision, not a failure: the run ends FINISHED
+            pruned = exc
+            batch.tags({STATE_TAG: "PRUNED", "optuna.pruned": str(exc)})
+        else:
+            metrics["time_data_s"] = time_data_s
+            numbers = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+            batch.metrics({k: v for k, v in numbers.items() if not k.startswith("time_")}, model_id=model_id,
+                          dataset=(dataset["name"], dataset["digest"]))
+            batch.metrics({k: v for k, v in numbers.items() if k.startswith("time_")})  # the run's, not the model's
+            bad = [k for k in ("objective", "val_loss", ENERGY_KEY) if not math.isfinite(metrics[k])]
+            if bad:
+                batch.tags({"failure_reason": f"non-finite {', '.join(bad)}"})
+                raise FloatingPointError(f"non-finite {', '.join(bad)}: " + ", ".join(f"{k}={metrics[k]}" for k in bad))
+            batch.tags({STATE_TAG: "COMPLETE", "ecosplit.model_id": model_id})
+            metrics["mlflow_run_id"] = active.info.run_id
+    if pruned is not None:
+        raise pruned
     # the whole task, MLflow calls included (an Optuna user attribute; the run has ended)
     metrics["time_task_s"] = time.perf_counter() - start
     return metrics
@@ -342,16 +398,18 @@ def intermediate_metrics(cfg: DictConfig, model: SplitCNN, data: MnistSplits, de
             **eq8_terms(cfg, model, pruned, loss)}
 
 
-def _trial_metrics(cfg: DictConfig, trial, experiment_id: str, data: MnistSplits) -> dict:
-    """The trial's work. time_*_s: seconds of dense training (0 on a cache hit; without the
-    per-epoch values), of the per-epoch intermediate values, of pruning + fine-tuning and of
-    evaluation; what time_task_s adds to these and time_data_s is tracking/storage overhead.
+def _trial_metrics(cfg: DictConfig, trial, batch: tracking.RunLog, data: MnistSplits, key: str) -> tuple[dict, str]:
+    """The trial's work, its metrics, and the id of its pruned model logged to MLflow. time_*_s:
+    seconds of dense training (0 on a cache hit; without the per-epoch values), of the per-epoch
+    intermediate values, of pruning + fine-tuning and of evaluation; what time_task_s adds to these
+    and time_data_s is tracking/storage overhead.
 
-    After every training epoch the intermediate eq. (8) value (``intermediate_metrics``) is logged
-    to the trial's run (``intermediate_*``, step = epoch) and reported to Optuna; the pruner judges
-    it after ``sweep.warmup_epochs`` epochs and before the last one (a trial that trained to the end
-    is worth finishing: the rest is cheap, and its model is kept in the cache). A trial stopped
-    mid-training stores no model: the cache keeps only what ``train`` returns."""
+    After every training epoch the intermediate eq. (8) value (``intermediate_metrics``) is queued
+    in the trial's ``batch`` (``intermediate_*``, step = epoch; sent at least every EPOCH_FLUSH_S)
+    and reported to Optuna; the pruner judges it after ``sweep.warmup_epochs`` epochs and before
+    the last one (a trial that trained to the end is worth finishing: the rest is cheap, and its
+    model is kept in the cache). A trial stopped mid-training stores no model: the cache keeps only
+    what ``train`` returns."""
     times = {"time_train_s": 0.0, "time_intermediate_s": 0.0, "time_prune_s": 0.0, "time_eval_s": 0.0}
     overhead_s = [0.0]  # intermediate values and MLflow/Optuna calls inside training: not training
     # Optuna refuses trial.report in multi-objective studies: no pruning there
@@ -363,8 +421,9 @@ def _trial_metrics(cfg: DictConfig, trial, experiment_id: str, data: MnistSplits
         try:
             values = intermediate_metrics(cfg, model, data, rec.val_loss)
             times["time_intermediate_s"] += time.perf_counter() - t
-            tracking.log_metrics({"dense_val_loss": rec.val_loss, "dense_val_accuracy": rec.val_accuracy,
-                                  **{f"intermediate_{k}": v for k, v in values.items()}}, step=rec.epoch)
+            batch.metrics({"dense_val_loss": rec.val_loss, "dense_val_accuracy": rec.val_accuracy,
+                           **{f"intermediate_{k}": v for k, v in values.items()}}, step=rec.epoch)
+            batch.flush(older_than_s=EPOCH_FLUSH_S)
             if can_prune:
                 trial.report(values["objective"], rec.epoch)
                 if warmup_epochs < rec.epoch < last_epoch and trial.should_prune():
@@ -381,16 +440,24 @@ def _trial_metrics(cfg: DictConfig, trial, experiment_id: str, data: MnistSplits
     claim_tags = {"ecosplit.study": str(_hydra_sweeper().study_name)}
     if trial is not None:
         claim_tags["optuna.trial_id"] = trial._trial_id
-    cache = ModelCache(Path(cfg.cache.dir).expanduser(), experiment_id if cfg.cache.mlflow else None, claim_tags)
-    key = training_key(cfg, data)
     if cfg.cache.enabled:
-        dense, source = cache.get_or_train(key, train, cfg)
+        cache = ModelCache(Path(cfg.cache.dir).expanduser(), cache_experiment_id(cfg) if cfg.cache.mlflow else None,
+                           claim_tags)
+        dense, source = cache.get_or_train(key, train, cfg, background=batch.in_background)
     else:
         dense, source = train(), "trained"
-    tracking.set_tags({"ecosplit.cache_key": key, "ecosplit.dense_source": source})
+    batch.tags({"ecosplit.dense_source": source})
     t = time.perf_counter()
     pruned = prune_model(cfg, dense, data)
     times["time_prune_s"] = time.perf_counter() - t
+    # the model goes to MLflow while it is evaluated (both only read it)
+    model_tags = {"ecosplit.study": claim_tags["ecosplit.study"]}
+    if trial is not None:
+        model_tags["optuna.trial_number"] = trial.number
+    model_id = batch.in_background(
+        _log_pruned_model, batch.run_id, batch.experiment_id, dense, pruned, tags=model_tags,
+        name=f"pruned-trial-{trial.number}" if trial is not None else "pruned",
+        params={k: OmegaConf.select(cfg, k) for k in ("train.mu", "prune.mode", "prune.threshold", "prune.finetune_epochs")})
     t = time.perf_counter()
     if key not in _DENSE_TEST:  # the dense model's test score depends on the training key only
         _DENSE_TEST[key] = evaluate(dense, data.test)
@@ -399,24 +466,87 @@ def _trial_metrics(cfg: DictConfig, trial, experiment_id: str, data: MnistSplits
     metrics.update({**energy, "train_mu": float(cfg.train.mu)})
     times["time_eval_s"] = time.perf_counter() - t
     metrics.update(times)
+    return metrics, model_id.result()
+
+
+def _log_pruned_model(run_id: str, experiment_id: str, dense: SplitCNN, pruned: SplitCNN, **model: Any) -> str:
+    """``checkpoints/pruned.pt`` and ``layers.csv`` as the run's artifacts (one upload call), and
+    the pruned model as an MLflow logged model of the run holding the same checkpoint (load it
+    with ``pipeline.model.load_checkpoint``), ``model`` its name, params and tags; its id."""
     with tempfile.TemporaryDirectory() as tmp:
-        save_checkpoint(pruned, Path(tmp) / "pruned.pt")
-        tracking.log_file(Path(tmp) / "pruned.pt", "checkpoints")
-    tracking.log_table([dataclasses.asdict(r) for r in layer_table(dense, pruned)], "layers.csv")
-    return metrics
+        checkpoint = Path(tmp) / "checkpoints" / "pruned.pt"
+        checkpoint.parent.mkdir()
+        save_checkpoint(pruned, checkpoint)
+        (Path(tmp) / "layers.csv").write_text(tracking.rows_to_csv(dataclasses.asdict(r) for r in layer_table(dense, pruned)))
+        MlflowClient().log_artifacts(run_id, tmp)
+        return tracking.log_model(run_id, experiment_id, files=[checkpoint], model_type=MODEL_TYPE, **model)
+
+
+MODEL_TYPE = "ecosplit.SplitCNN checkpoint"
 
 
 # -- end of sweep -----------------------------------------------------------------------------
+SUMMARY_PARAMS = ("train.mu", "prune.threshold", "prune.finetune_epochs")
+SUMMARY_METRICS = (ACCURACY_KEY, "test_accuracy", ENERGY_KEY, "compression_ratio", "objective")
+
+
+def trial_summary(trials: list, runs: dict[int, tuple[str, dict]], front: list[dict]) -> list[dict]:
+    """The sweep at a glance, one row per ended trial (COMPLETE, PRUNED, FAIL): its number and
+    state, SUMMARY_PARAMS (from its MLflow run's params, ``runs``: trial id -> (run id, params);
+    else from the trial's own), the final SUMMARY_METRICS, ``on_front``/``selected`` of the
+    accuracy/energy front (``front``: pareto_table's rows), the epoch a PRUNED trial stopped at."""
+    marks = {r["trial"]: r for r in front}
+    rows = []
+    for t in sorted(trials, key=lambda t: t.number):
+        if t.state not in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED,
+                           optuna.trial.TrialState.FAIL):
+            continue
+        run_id, params = runs.get(t._trial_id, ("", {}))
+        mark = marks.get(t.number, {})
+        stopped = max(t.intermediate_values) if t.state == optuna.trial.TrialState.PRUNED and t.intermediate_values else None
+        rows.append({"trial": t.number, "state": t.state.name,
+                     **{k: params.get(k, t.params.get(k)) for k in SUMMARY_PARAMS},
+                     **{k: mark.get(k) for k in SUMMARY_METRICS},
+                     "on_front": bool(mark.get("on_front", False)), "selected": bool(mark.get("selected", False)),
+                     "pruned_at_epoch": stopped, "mlflow_run_id": run_id})
+    return rows
+
+
+def _trial_runs(experiment_id: str, study_name: str) -> list:
+    return MlflowClient().search_runs([experiment_id], filter_string=(
+        f"tags.`ecosplit.role` = 'trial' and tags.`ecosplit.study` = '{study_name}'"), max_results=50000)
+
+
+def _log_sweep_data(client: MlflowClient, parent, trial_runs: list) -> None:
+    """The datasets the trials used, as inputs of the parent run too (its Dataset column)."""
+    have = {(d.dataset.name, d.dataset.digest) for d in parent.inputs.dataset_inputs}
+    new = {}
+    for run in trial_runs:
+        for d in run.inputs.dataset_inputs:
+            new.setdefault((d.dataset.name, d.dataset.digest), d)
+    missing = [d for k, d in new.items() if k not in have]
+    if missing:
+        client.log_inputs(parent.info.run_id, missing)
+
+
 def on_complete(study: optuna.Study, cfg: DictConfig) -> None:
-    """pareto.csv, the Pareto plot, best scalar trial and the registered selected model."""
+    """On the parent run: pareto.csv (the front's rows), trials.csv (every trial at a glance,
+    ``trial_summary``), the Pareto plot, the best scalar trial, the trial counts; and the selected
+    model registered."""
     from .plots import pareto_plot
-    experiment_id = tracking.configure(cfg.tracking.uri, cfg.tracking.experiment, cfg.tracking.artifact_location)
-    reconcile_killed_runs(study, experiment_id)
+    experiment_ids = _experiment_ids(cfg)
+    experiment_id = experiment_ids[0]
+    reconcile_runs(study, experiment_ids)
     parent = find_parent_run(experiment_id, study.study_name)
     rows, chosen = pareto_table(study_rows(study), cfg.selection.rule, cfg.selection.min_val_accuracy)
     out = Path(cfg.hydra.sweep.dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "pareto.csv").write_text(tracking.rows_to_csv(rows))
+    trials = study.get_trials(deepcopy=False)
+    trial_runs = _trial_runs(experiment_id, study.study_name)
+    summary = trial_summary(trials, {int(r.data.tags["optuna.trial_id"]): (r.info.run_id, r.data.params)
+                                     for r in trial_runs if "optuna.trial_id" in r.data.tags}, rows)
+    (out / "trials.csv").write_text(tracking.rows_to_csv(summary))
     client = MlflowClient()
     run_id = parent.info.run_id
     unfinished = _unfinished_trials(study)
@@ -427,6 +557,14 @@ def on_complete(study: optuna.Study, cfg: DictConfig) -> None:
                  len(rows), int(recorded), out)
         return
     client.log_artifact(run_id, str(out / "pareto.csv"))
+    client.log_artifact(run_id, str(out / "trials.csv"))
+    _log_sweep_data(client, parent, trial_runs)
+    # step = trials seen: MLflow's latest value (highest step) is the most complete view
+    n = len(rows)
+    batch = tracking.RunLog(run_id)
+    states = [t.state for t in trials]
+    batch.metrics({"trials_complete": n, "trials_pruned": states.count(optuna.trial.TrialState.PRUNED),
+                   "trials_failed": states.count(optuna.trial.TrialState.FAIL)}, step=n)
     if rows:
         png = pareto_plot([r[ENERGY_KEY] for r in rows], [r[ACCURACY_KEY] for r in rows], [r["on_front"] for r in rows],
                           [r["trial"] for r in rows], "average PS energy (J)", "validation accuracy", out / "pareto.png",
@@ -434,18 +572,15 @@ def on_complete(study: optuna.Study, cfg: DictConfig) -> None:
         client.log_artifact(run_id, str(png))
         _pareto_html(rows, out / "pareto.html", client, run_id)
         best = min(rows, key=lambda r: r.get("objective", math.inf))
-        # step = trials seen: MLflow's latest value (highest step) is the most complete view
-        n = len(rows)
-        client.log_metric(run_id, "best_objective", best["objective"], step=n)
-        client.set_tag(run_id, "best_trial", best["trial"])
-        client.log_metric(run_id, "trials_complete", n, step=n)
-        client.log_metric(run_id, "pareto_size", sum(r["on_front"] for r in rows), step=n)
+        batch.metrics({"best_objective": best["objective"], "pareto_size": sum(r["on_front"] for r in rows)}, step=n)
+        batch.tags({"best_trial": best["trial"]})
     if chosen >= 0:
         sel = rows[chosen]
-        client.set_tag(run_id, "selected_trial", sel["trial"])
-        for k in (ENERGY_KEY, ACCURACY_KEY, "test_accuracy", "compression_ratio"):
-            if k in sel:
-                client.log_metric(run_id, f"selected_{k}", sel[k], step=len(rows))
+        batch.tags({"selected_trial": sel["trial"]})
+        batch.metrics({f"selected_{k}": sel[k] for k in (ENERGY_KEY, ACCURACY_KEY, "test_accuracy", "compression_ratio")
+                       if k in sel}, step=n)
+    batch.send()
+    if chosen >= 0:
         version = register_once(client, run_id, sel, cfg.selection.registered_model, cfg.selection.alias,
                                 cfg.cache.dir)
         log.info("selected trial %s (%s=%.4g J, %s=%.4f) registered as models:/%s@%s (version %s)", sel["trial"],
@@ -458,7 +593,8 @@ def on_complete(study: optuna.Study, cfg: DictConfig) -> None:
                  "until the last worker completes", unfinished)
     else:
         client.set_terminated(run_id, "FINISHED")
-    log.info("Pareto front: %d of %d trials; pareto.csv in %s", sum(r["on_front"] for r in rows), len(rows), out)
+    log.info("Pareto front: %d of %d trials; pareto.csv and trials.csv in %s", sum(r["on_front"] for r in rows),
+             len(rows), out)
 
 
 def _pareto_html(rows, path: Path, client, run_id: str) -> None:

@@ -10,13 +10,17 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
+import json
 import logging
 import os
 import tempfile
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import mlflow
+from mlflow.entities import LoggedModelOutput, Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 # the one home of secret masking, shared with the sweeper plugin (which never imports pipeline)
@@ -25,6 +29,8 @@ from hydra_plugins.ecosplit_optuna_sweeper.masking import MASK, install_log_mask
 log = logging.getLogger(__name__)
 
 MAX_PARAM_CHARS = 6000  # MLflow 3 param value limit
+MAX_TAG_CHARS = 5000  # MLflow 3 tag value limit is 8000
+BATCH_PARAMS_TAGS, BATCH_METRICS = 100, 1000  # what one log_batch call takes
 
 
 def flatten(tree: Mapping, prefix: str = "") -> dict[str, Any]:
@@ -93,29 +99,134 @@ def configure(uri: str, experiment: str, artifact_location: str | None = None) -
     return experiment_id
 
 
+def _clean(values: Mapping[str, Any], max_chars: int) -> dict[str, str]:
+    """Param or tag values as MLflow takes them: strings, secrets masked, within its length limit."""
+    return {k: mask_secrets(str(v))[:max_chars] for k, v in values.items()}
+
+
+class RunLog:
+    """Params, metrics and tags of one run, queued and sent together: one ``log_batch`` call where
+    ``log_params``, ``log_metrics`` and ``set_tags`` make one each (MLflow splits a batch above 100
+    params + tags or 1000 metrics). Secrets are masked. ``send`` sends now; ``flush`` and
+    ``in_background`` leave MLflow's latency to a worker thread while the caller computes."""
+
+    def __init__(self, run_id: str | None = None, experiment_id: str | None = None):
+        self.run_id, self.experiment_id = run_id, experiment_id  # set by ``run`` when handed to it
+        self._params: dict[str, str] = {}
+        self._tags: dict[str, str] = {}
+        self._tag_keys: set[str] = set()  # every tag ever queued, sent or not
+        self._metrics: list[Metric] = []
+        self._flushed_at = time.monotonic()
+        self._worker: ThreadPoolExecutor | None = None
+        self._pending: list[Future] = []
+
+    def in_background(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Future:
+        """Call ``fn`` (MLflow calls that need nothing back soon) in this run's worker thread, in
+        the order given, while the caller goes on computing: the store's latency overlaps the
+        work. ``join`` waits for them; ``run`` joins before the run ends."""
+        if self._worker is None:
+            self._worker = ThreadPoolExecutor(1, thread_name_prefix="ecosplit-mlflow")
+        self._pending.append(self._worker.submit(fn, *args, **kwargs))
+        return self._pending[-1]
+
+    def join(self) -> None:
+        """Wait for every background call; raise the first one's error."""
+        pending, self._pending = self._pending, []
+        try:
+            for future in pending:
+                future.result()
+        finally:
+            if self._worker is not None and not self._pending:
+                self._worker.shutdown(wait=True)
+                self._worker = None
+
+    def take(self) -> "RunLog":
+        """What one ``log_batch`` call takes of the queue, in the order queued, as a RunLog of its
+        own (e.g. to send it in the background while this one goes on queueing)."""
+        part = RunLog(self.run_id, self.experiment_id)
+        tags = list(self._tags.items())[:BATCH_PARAMS_TAGS]
+        params = list(self._params.items())[:BATCH_PARAMS_TAGS - len(tags)]
+        part._tags, part._params = dict(tags), dict(params)
+        part._metrics, self._metrics = self._metrics[:BATCH_METRICS], self._metrics[BATCH_METRICS:]
+        for k, _ in params:
+            del self._params[k]
+        for k, _ in tags:
+            del self._tags[k]
+        return part
+
+    def params(self, params: Mapping[str, Any]) -> None:
+        self._params.update(_clean(params, MAX_PARAM_CHARS))
+
+    def tags(self, tags: Mapping[str, Any]) -> None:
+        self._tags.update(_clean(tags, MAX_TAG_CHARS))
+        self._tag_keys.update(tags)
+
+    def has_tag(self, key: str) -> bool:
+        return key in self._tag_keys
+
+    def metrics(self, metrics: Mapping[str, float], step: int = 0, model_id: str | None = None,
+                dataset: tuple[str, str] | None = None) -> None:
+        """Queue ``metrics`` at ``step``; with ``model_id`` they are the logged model's metrics too,
+        measured on ``dataset`` (name, digest) if given."""
+        now = int(time.time() * 1000)
+        name, digest = dataset or (None, None)
+        self._metrics += [Metric(k, float(v), now, step, model_id=model_id, dataset_name=name, dataset_digest=digest)
+                          for k, v in metrics.items()]
+
+    def send(self) -> None:
+        """Send what is queued, now."""
+        if not (self._params or self._tags or self._metrics):
+            return
+        MlflowClient().log_batch(self.run_id, metrics=self._metrics,
+                                 params=[Param(k, v) for k, v in self._params.items()],
+                                 tags=[RunTag(k, v) for k, v in self._tags.items()])
+        self._params, self._tags, self._metrics = {}, {}, []
+
+    def flush(self, older_than_s: float = 0.0) -> None:
+        """Send what one call takes of the queue in the background, if the last flush is at least
+        ``older_than_s`` ago (e.g. per-epoch values: at most one call every ``older_than_s``)."""
+        if time.monotonic() - self._flushed_at < older_than_s or not (self._params or self._tags or self._metrics):
+            return
+        self.in_background(self.take().send)
+        self._flushed_at = time.monotonic()
+
+
 @contextlib.contextmanager
-def run(experiment_id: str, run_name: str, tags: Mapping[str, str] | None = None, parent_run_id: str | None = None):
-    """An MLflow run that ends FINISHED on success, KILLED on Ctrl-C and FAILED on an error."""
-    tags = {k: mask_secrets(str(v)) for k, v in (tags or {}).items()}
+def run(experiment_id: str, run_name: str, tags: Mapping[str, str] | None = None, parent_run_id: str | None = None,
+        batch: RunLog | None = None, failed_tags: Mapping[str, str] | None = None):
+    """An MLflow run that ends FINISHED on success, KILLED on Ctrl-C and FAILED on an error (with
+    ``failure_reason`` and ``failed_tags``). What ``batch`` still holds is sent as the run ends."""
+    tags = _clean(tags or {}, MAX_TAG_CHARS)
     if parent_run_id:
         tags["mlflow.parentRunId"] = parent_run_id
     active = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags)
+    batch = batch if batch is not None else RunLog()
+    batch.run_id, batch.experiment_id = active.info.run_id, experiment_id
     try:
         yield active
+        batch.join()
+        batch.send()
     except BaseException as exc:  # SystemExit and KeyboardInterrupt too: never leave it RUNNING
         status = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
         try:
-            if "failure_reason" not in MlflowClient().get_run(active.info.run_id).data.tags:  # keep a set one
-                set_tags({"failure_reason": failure_reason(exc)})
+            batch.join()
+        except Exception as e:  # already failing: a background call's own error is secondary
+            if e is not exc:
+                log.warning("MLflow run %s: a background call failed too: %s", active.info.run_id, e)
+        try:
+            if not batch.has_tag("failure_reason"):  # keep a reason the caller set
+                batch.tags({"failure_reason": failure_reason(exc)})
+            batch.tags(failed_tags or {})
+            batch.send()
+        except Exception as e:  # e.g. the store is gone: still try to end the run
+            log.warning("could not record why MLflow run %s ended: %s", active.info.run_id, e)
+        try:
             mlflow.end_run(status)
         except Exception as e:  # the store is gone: report it, but raise what ended the run
             log.warning("could not end MLflow run %s as %s: %s", active.info.run_id, status, e)
         raise
     else:
         mlflow.end_run("FINISHED")
-
-
-MAX_TAG_CHARS = 5000  # MLflow 3 tag value limit is 8000
 
 
 def failure_reason(exc: BaseException) -> str:
@@ -131,10 +242,10 @@ def failure_reason(exc: BaseException) -> str:
 
 
 def log_params(params: Mapping[str, Any]) -> None:
-    clean = {k: str(mask_secrets(v))[:MAX_PARAM_CHARS] for k, v in params.items()}
-    items = list(clean.items())
-    for i in range(0, len(items), 100):  # MLflow's batch limit
-        mlflow.log_params(dict(items[i : i + 100]))
+    """Params of the active run (masked, one batch)."""
+    batch = RunLog(mlflow.active_run().info.run_id)
+    batch.params(params)
+    batch.send()
 
 
 def log_metrics(metrics: Mapping[str, float], step: int | None = None) -> None:
@@ -163,8 +274,38 @@ def log_table(rows: Iterable[Mapping[str, Any]], artifact_file: str) -> None:
     log_text(rows_to_csv(rows), artifact_file)
 
 
-def set_tags(tags: Mapping[str, Any]) -> None:
-    mlflow.set_tags({k: mask_secrets(str(v)) for k, v in tags.items()})
+def log_dataset(run_id: str, name: str, digest: str, source: str, profile: Mapping[str, Any],
+                context: str = "training") -> None:
+    """The run's data as an MLflow dataset input (the UI's Dataset column): ``name``, ``digest``
+    (what identifies the data, wherever it lies), ``source`` (a local path or URI, secrets masked)
+    and ``profile`` (e.g. split sizes)."""
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    # what mlflow.data's local dataset source records: source type "local", {"uri": ...}
+    dataset = Dataset(name=name, digest=digest, source_type="local",
+                      source=json.dumps({"uri": mask_secrets(str(source))}), profile=json.dumps(dict(profile)))
+    MlflowClient().log_inputs(run_id, [DatasetInput(dataset, [InputTag("mlflow.data.context", context)])])
+
+
+def log_model(run_id: str, experiment_id: str, name: str, files: Sequence[str | os.PathLike],
+              params: Mapping[str, Any] | None = None, tags: Mapping[str, Any] | None = None,
+              model_type: str | None = None) -> str:
+    """An MLflow 3 logged model of the run holding ``files``, READY and among the run's outputs;
+    its id. Four calls, no flavor (no environment inference, no graph tracing): cheap enough for
+    every sweep trial."""
+    client = MlflowClient()
+    model = client.create_logged_model(
+        experiment_id, name=name, source_run_id=run_id, model_type=model_type,
+        params=_clean(params or {}, MAX_PARAM_CHARS), tags=_clean(tags or {}, MAX_TAG_CHARS))
+    try:
+        for path in files:
+            client.log_model_artifact(model.model_id, str(path))
+    except BaseException:
+        client.finalize_logged_model(model.model_id, "FAILED")
+        raise
+    client.finalize_logged_model(model.model_id, "READY")
+    client.log_outputs(run_id, [LoggedModelOutput(model.model_id, 0)])
+    return model.model_id
 
 
 def download(run_id: str, artifact_path: str, dst_dir: str | None = None) -> Path:

@@ -158,6 +158,7 @@ class Sweep:
         else:
             self.tracking_uri, self.experiment = tracking_uri, f"faults-{uuid.uuid4().hex[:8]}"
             self.args += [f"tracking.uri={tracking_uri}", f"tracking.experiment={self.experiment}",
+                          f"cache.experiment={self.experiment}-cache",  # models shared within this test only
                           f"selection.registered_model={self.experiment}"]
         self.starts = 0
 
@@ -205,7 +206,13 @@ class Sweep:
         return MlflowClient(self.tracking_uri)
 
     def runs(self, role: str | None = None, status: str | None = None) -> list:
-        return study_runs(self.client(), self.experiment, self.study_name, role, status)
+        """Runs of the sweep's experiment, and of the cache's for role trained-model."""
+        experiment = self.cache_experiment if role == "trained-model" else self.experiment
+        return study_runs(self.client(), experiment, self.study_name, role, status)
+
+    @property
+    def cache_experiment(self) -> str:
+        return next((a.split("=", 1)[1] for a in self.args if a.startswith("cache.experiment=")), "ecosplit-cache")
 
     def trial_run(self, number: int):
         (run,) = [r for r in self.runs("trial") if r.data.tags.get("optuna.trial_number") == str(number)]
@@ -228,13 +235,17 @@ def check_finished(sweep: Sweep, before: dict[int, list[float]] | None = None) -
         if t.state == TrialState.FAIL:
             assert t.user_attrs.get("fail_reason"), states
     assert not sweep.runs(status="RUNNING"), [(r.info.run_name, r.info.status) for r in sweep.runs()]
+    assert not sweep.runs("trained-model", "RUNNING")
     parent = sweep.parent()
     assert parent.info.status == "FINISHED", (parent.info.status, parent.data.tags.get("failure_reason"))
     trial_runs = sweep.runs("trial")
     per_number = collections.Counter(r.data.tags["optuna.trial_number"] for r in trial_runs)
     assert all(n == 1 for n in per_number.values()), per_number  # no duplicate child runs
-    finished = sorted(int(r.data.tags["optuna.trial_number"]) for r in trial_runs if r.info.status == "FINISHED")
+    finished = sorted(int(r.data.tags["optuna.trial_number"]) for r in trial_runs
+                      if r.info.status == "FINISHED" and r.data.tags["optuna.state"] == "COMPLETE")
     assert finished == sorted(t.number for t in trials if t.state == TrialState.COMPLETE), (finished, states)
+    for r in trial_runs:  # every ended trial run says how Optuna saw its trial
+        assert r.data.tags["optuna.state"] in ("COMPLETE", "PRUNED", "FAIL"), r.data.tags
     assert {r.data.tags.get("mlflow.parentRunId") for r in trial_runs} == {parent.info.run_id}
     for r in trial_runs:  # a trial run that did not finish says why
         if r.info.status != "FINISHED":

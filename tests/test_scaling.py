@@ -37,6 +37,7 @@ class Sweep:
     def __init__(self, base: Path, postgres, tracking_uri: str, data: Path, n_trials: int, *extra: str):
         tag = uuid.uuid4().hex[:8]
         self.base, self.study_name, self.experiment = base, f"scale-{tag}", f"scaling-{tag}"
+        self.cache_experiment = f"scaling-cache-{tag}"  # models shared within this sweep only
         self.storage = postgres.url("optuna")
         self.tracking_uri = tracking_uri
         self.n_trials = n_trials
@@ -45,7 +46,8 @@ class Sweep:
             "experiment=smoke", f"data.root={data}", "data.download=false",
             f"hydra.sweeper.storage={self.storage}", f"hydra.sweeper.study_name={self.study_name}",
             f"hydra.sweeper.n_trials={n_trials}", f"tracking.uri={tracking_uri}",
-            f"tracking.experiment={self.experiment}", f"selection.registered_model={self.model_name}",
+            f"tracking.experiment={self.experiment}", f"cache.experiment={self.cache_experiment}",
+            f"selection.registered_model={self.model_name}",
             "train.num_threads=1", *extra,  # several workers share 2 cores
         ]
         self.logs: list[Path] = []
@@ -82,6 +84,9 @@ class Sweep:
     def runs(self, role: str | None = None, status: str | None = None):
         return study_runs(self.client(), self.experiment, self.study_name, role, status)
 
+    def cache_runs(self, status: str | None = None):
+        return study_runs(self.client(), self.cache_experiment, self.study_name, "trained-model", status)
+
     def wait_for_running_trial(self, worker: int, after: int = 0, timeout: float = 180):
         """The first trial run of worker i (by cache dir) that is RUNNING and has a trial number
         >= after; polled every 0.1 s."""
@@ -100,7 +105,7 @@ class Sweep:
         """The RUNNING cache claim (trained-model run) of the trial with this storage id."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            for run in self.runs("trained-model", "RUNNING"):
+            for run in self.cache_runs("RUNNING"):
                 if run.data.tags.get("optuna.trial_id") == str(trial_id):
                     return run
             time.sleep(0.1)
@@ -135,11 +140,11 @@ def check_study_and_runs(sweep: Sweep) -> None:
     parents = sweep.runs("sweep")
     assert len(parents) == 1 and parents[0].info.status == "FINISHED", parents
     parent_id = parents[0].info.run_id
-    finished = sweep.runs("trial", "FINISHED")
+    finished = [r for r in sweep.runs("trial", "FINISHED") if r.data.tags["optuna.state"] == "COMPLETE"]
     numbers = sorted(int(r.data.tags["optuna.trial_number"]) for r in finished)
     assert numbers == sorted(t.number for t in done)  # one each, none twice, none for a FAIL trial
     assert {r.data.tags["mlflow.parentRunId"] for r in sweep.runs("trial")} == {parent_id}
-    assert not sweep.runs(status="RUNNING")
+    assert not sweep.runs(status="RUNNING") and not sweep.cache_runs("RUNNING")
 
 
 def pareto_rows(text: str) -> list[dict]:
@@ -194,9 +199,8 @@ def test_a_model_trained_by_one_worker_is_reused_by_the_others_through_mlflow(th
     assert sources.count("mlflow") == len(by_worker) - 1 >= 1, by_worker
     for ss in by_worker.values():  # after its first trial a worker has the model locally
         assert ss[0] in ("trained", "mlflow") and set(ss[1:]) <= {"local"}, by_worker
-    trained = sweep.client().search_runs(
-        [sweep.experiment_id()], "tags.`ecosplit.role` = 'trained-model' and attributes.status = 'FINISHED'")
-    assert len(trained) == 1
+    assert len(sweep.cache_runs("FINISHED")) == 1
+    assert not sweep.runs("trained-model")  # in the cache's experiment, not the sweep's
 
 
 def _wait_for_lock_waiters(postgres, n: int, procs, timeout: float = 180) -> None:
@@ -257,6 +261,7 @@ def _strings_of_run(client: MlflowClient, run, dst: Path) -> list[str]:
     out += [f"{k}={v}" for k, v in run.data.params.items()]
     out += [f"{k}={v}" for k, v in run.data.tags.items()]
     out += list(run.data.metrics)
+    out += [f"{d.dataset.name} {d.dataset.source} {d.dataset.profile}" for d in run.inputs.dataset_inputs]
     folder = Path(client.download_artifacts(run.info.run_id, "", str(dst / run.info.run_id)))
     out += [p.read_bytes().decode("latin-1") for p in folder.rglob("*") if p.is_file()]
     return out
@@ -267,12 +272,16 @@ def test_no_password_is_recorded_anywhere(three_workers, tmp_path):
     client = sweep.client()
     exp_id = sweep.experiment_id()
     texts: list[str] = []
-    runs = client.search_runs([exp_id], max_results=1000)
+    cache_id = client.get_experiment_by_name(sweep.cache_experiment).experiment_id
+    runs = client.search_runs([exp_id, cache_id], max_results=1000)
     assert len(runs) >= sweep.n_trials + 2  # trials, the parent, the trained model
     for run in runs:
         texts += _strings_of_run(client, run, tmp_path)
-    exp = client.get_experiment(exp_id)
-    texts += [exp.name, exp.artifact_location, *[f"{k}={v}" for k, v in exp.tags.items()]]
+    for exp in (client.get_experiment(exp_id), client.get_experiment(cache_id)):
+        texts += [exp.name, exp.artifact_location, *[f"{k}={v}" for k, v in exp.tags.items()]]
+    models = client.search_logged_models([exp_id])
+    assert len(models) >= sweep.n_trials  # every trial's pruned model
+    texts += [f"{m.name} {m.artifact_location} {m.params} {m.tags}" for m in models]
     versions = client.search_model_versions(f"name = '{sweep.model_name}'")
     assert len(versions) == 1  # the workers ending together registered it once
     for mv in versions:

@@ -7,19 +7,21 @@ import sys
 from pathlib import Path
 
 import mlflow
-import numpy as np
 import optuna
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
+from mlflow.entities import LoggedModelStatus
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf, open_dict
 
+from pipeline import tracking
 from pipeline.cache import ModelCache, training_key
 from pipeline.config import ConfigError
 from pipeline.model import SplitCNN, save_checkpoint
 from pipeline.stages import load_data
-from pipeline.sweep import find_parent_run, on_abort, on_start, run_trial, study_definition
+from pipeline.front import front_from_mlflow
+from pipeline.sweep import find_parent_run, on_abort, on_start, run_trial, study_definition, trial_summary
 from tests.conftest import REPO, study_runs
 
 
@@ -48,8 +50,12 @@ def smoke_run(tmp_path_factory, fake_mnist):
     return work, proc
 
 
-def test_smoke_sweep_leaves_parent_children_pareto_and_registered_model(smoke_run):
+def test_smoke_sweep_leaves_parent_children_pareto_and_registered_model(smoke_run, fake_mnist):
     work, proc = smoke_run
+    # smoke: the first 600 training images (the synthetic set has 200), 10% of them for validation,
+    # and the first 500 test images (synthetic: 100)
+    sizes = {"train": 180, "val": 20, "test": 100} if data_root(fake_mnist) == fake_mnist else \
+        {"train": 540, "val": 60, "test": 500}
     client = MlflowClient(f"sqlite:///{work}/mlflow.db")
     exp = client.get_experiment_by_name("ecosplit")
     parents = client.search_runs([exp.experiment_id], "tags.`ecosplit.role` = 'sweep'")
@@ -57,18 +63,46 @@ def test_smoke_sweep_leaves_parent_children_pareto_and_registered_model(smoke_ru
     parent = parents[0]
     assert parent.data.tags["ecosplit.study"] == "smoke-scalar" and parent.data.tags["git_commit"]
     assert parent.data.params["objective.lam"] == "0.5"
+    # the UI at a glance: one top-level run, the sweep's; the cache's runs in their own experiment
+    every = client.search_runs([exp.experiment_id])
+    assert [r.info.run_id for r in every if "mlflow.parentRunId" not in r.data.tags] == [parent.info.run_id]
+    cache_exp = client.get_experiment_by_name("ecosplit-cache")
+    (trained,) = client.search_runs([cache_exp.experiment_id])  # FIXED_MU: one training for 3 trials
+    assert trained.data.tags["ecosplit.role"] == "trained-model" and trained.info.status == "FINISHED"
     children = client.search_runs([exp.experiment_id], "tags.`ecosplit.role` = 'trial'")
-    assert len(children) == 3
+    assert len(children) == 3 == len(every) - 1
     assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
     assert {c.data.tags["optuna.trial_number"] for c in children} == {"0", "1", "2"}
     for c in children:
-        assert c.info.status == "FINISHED"
+        assert c.info.status == "FINISHED" and c.data.tags["optuna.state"] == "COMPLETE"
         assert {"objective", "val_loss", "energy_total_j_ps", "energy_total_j_psnc", "compression_ratio"} <= set(c.data.metrics)
+        assert {"trial.prune.threshold", "cache.dir", "energy.operations_pj.fp32.mul"} <= set(c.data.params)
+        (data_input,) = c.inputs.dataset_inputs
+        assert data_input.dataset.name == "mnist" and data_input.dataset.digest
+        assert {t.key: t.value for t in data_input.tags} == {"mlflow.data.context": "training"}
+        assert {k: json.loads(data_input.dataset.profile)[k] for k in sizes} == sizes
+        # the pruned model: an MLflow logged model of the run, with the run's final metrics
+        model = client.get_logged_model(c.data.tags["ecosplit.model_id"])
+        assert model.source_run_id == c.info.run_id and model.status == LoggedModelStatus.READY
+        assert model.model_id in {o.model_id for o in c.outputs.model_outputs}
+        (objective,) = [m for m in model.metrics if m.key == "objective"]
+        assert objective.value == c.data.metrics["objective"]
+        assert (objective.dataset_name, objective.dataset_digest) == ("mnist", data_input.dataset.digest)
+        assert not [m for m in model.metrics if m.key.startswith("time_")]  # the run's, not the model's
+        assert [a.path for a in client.list_logged_model_artifacts(model.model_id)] == ["pruned.pt"]
+        assert {a.path for a in client.list_artifacts(c.info.run_id)} >= {"checkpoints", "layers.csv"}
+        assert [a.path for a in client.list_artifacts(c.info.run_id, "checkpoints")] == ["checkpoints/pruned.pt"]
+    assert len({c.inputs.dataset_inputs[0].dataset.digest for c in children}) == 1
+    # the parent lists the data its trials used, once
+    assert [d.dataset.digest for d in parent.inputs.dataset_inputs] == [children[0].inputs.dataset_inputs[0].dataset.digest]
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
-    assert {"pareto.csv", "pareto.png", "sweep_config.yaml"} <= artifacts
+    assert {"pareto.csv", "pareto.png", "trials.csv", "sweep_config.yaml"} <= artifacts
     sweep_dir = next(work.glob("multirun/*/*"))
     rows = list(csv.DictReader(open(sweep_dir / "pareto.csv")))
     assert len(rows) == 3 and sum(r["selected"] == "True" for r in rows) == 1
+    summary = list(csv.DictReader(open(sweep_dir / "trials.csv")))
+    assert [(r["trial"], r["state"]) for r in summary] == [("0", "COMPLETE"), ("1", "COMPLETE"), ("2", "COMPLETE")]
+    assert {r["mlflow_run_id"] for r in summary} == {c.info.run_id for c in children}
     mlflow.set_tracking_uri(f"sqlite:///{work}/mlflow.db")
     model = mlflow.pytorch.load_model("models:/ecosplit-selected@champion")
     x = torch.rand(3, 1, 28, 28)
@@ -184,8 +218,13 @@ def test_cache_hits_locally_and_through_mlflow(tmp_path, small_train_cfg):
         torch.manual_seed(0)
         return SplitCNN((2, 2, 2, 2), (4, 4, 4, 4, 10))
 
-    first, src1 = ModelCache(tmp_path / "a", exp_id).get_or_train(key, train, cfg)
-    again, src2 = ModelCache(tmp_path / "a", exp_id).get_or_train(key, train, cfg)
+    uploads = tracking.RunLog()  # the model goes up in its worker thread, as in a sweep trial
+    first, src1 = ModelCache(tmp_path / "a", exp_id).get_or_train(key, train, cfg, background=uploads.in_background)
+    again, src2 = ModelCache(tmp_path / "a", exp_id).get_or_train(key, train, cfg)  # the local copy: no wait
+    uploads.join()
+    (published,) = MlflowClient().search_runs([exp_id])
+    assert published.info.status == "FINISHED" and published.data.tags["ecosplit.cache_key"] == key
+    assert {a.path for a in MlflowClient().list_artifacts(published.info.run_id)} == {"dense.pt", "config.yaml"}
     other_machine, src3 = ModelCache(tmp_path / "b", exp_id).get_or_train(key, train, cfg)
     assert (src1, src2, src3) == ("trained", "local", "mlflow") and len(calls) == 1
     x = torch.randn(2, 1, 28, 28)
@@ -254,20 +293,35 @@ def _trial_run(client, exp_id, study, trial):
 @pytest.mark.parametrize("status", ["FAILED", "KILLED"])
 def test_on_abort_ends_parent_and_orphaned_trial_runs_with_the_reason(hook_env, status):
     cfg, study, client, exp_id = hook_env
-    failed, done = study.ask(), study.ask()
+    failed, done, refused = study.ask(), study.ask(), study.ask()
     failed_run, done_run = _trial_run(client, exp_id, study, failed), _trial_run(client, exp_id, study, done)
+    refused_run = _trial_run(client, exp_id, study, refused)  # finished, then its result was refused
+    cache_exp_id = client.get_experiment_by_name(cfg.cache.experiment).experiment_id  # on_start made it
+    claim = client.create_run(cache_exp_id, tags={"ecosplit.role": "trained-model", "ecosplit.study": study.study_name,
+                                                  "optuna.trial_id": str(failed._trial_id)}).info.run_id
     failed.set_user_attr("fail_reason", "DataUnavailableError: no MNIST in /nonexistent")
     study.tell(failed, state=optuna.trial.TrialState.FAIL)
     study.tell(done, 1.0)
-    client.set_terminated(done_run, "FINISHED")
+    refused.set_user_attr("fail_reason", "objective 'objective' is nan")
+    study.tell(refused, state=optuna.trial.TrialState.FAIL)
+    for run_id in (done_run, refused_run):
+        client.set_tag(run_id, "optuna.state", "COMPLETE")
+        client.set_terminated(run_id, "FINISHED")
     on_abort(study, cfg, status, "sweep stopped: configuration error")
     parent = find_parent_run(exp_id, study.study_name)
     assert parent.info.status == status
     assert parent.data.tags["failure_reason"] == "sweep stopped: configuration error"
-    run = client.get_run(failed_run)
-    assert run.info.status == status
-    assert run.data.tags["failure_reason"] == "DataUnavailableError: no MNIST in /nonexistent"
-    assert client.get_run(done_run).info.status == "FINISHED"
+    for run_id in (failed_run, claim):  # left RUNNING by the failed trial, in both experiments
+        run = client.get_run(run_id)
+        assert run.info.status == status
+        assert run.data.tags["failure_reason"] == "DataUnavailableError: no MNIST in /nonexistent"
+    assert client.get_run(failed_run).data.tags["optuna.state"] == "FAIL"
+    assert "optuna.state" not in client.get_run(claim).data.tags  # not a trial run
+    refused = client.get_run(refused_run)
+    assert refused.info.status == "FAILED" and refused.data.tags["optuna.state"] == "FAIL"
+    assert refused.data.tags["failure_reason"] == "objective 'objective' is nan"
+    done = client.get_run(done_run)
+    assert done.info.status == "FINISHED" and done.data.tags["optuna.state"] == "COMPLETE"
     # the same command again resumes the study: the parent run is live again
     on_start(study, cfg)
     parent = client.get_run(parent.info.run_id)
@@ -316,6 +370,47 @@ def test_the_end_of_sweep_registers_the_trial_selection_rule_picks(hook_env, tmp
         assert find_parent_run(exp_id, study.study_name).data.tags["selected_trial"] == str(picked)
 
 
+def test_the_front_from_mlflow_counts_complete_trials_only(hook_env):
+    cfg, study, client, exp_id = hook_env
+    for number, state, energy in ((0, "COMPLETE", 2e-6), (1, "PRUNED", 1e-6), (2, "COMPLETE", 3e-6)):
+        run_id = client.create_run(exp_id, tags={"ecosplit.role": "trial", "ecosplit.study": study.study_name,
+                                                 "optuna.trial_number": str(number), "optuna.state": state}).info.run_id
+        client.log_metric(run_id, "energy_total_j_ps", energy)
+        client.log_metric(run_id, "val_accuracy", 0.9)
+        client.set_terminated(run_id, "FINISHED")  # a pruned trial's run finishes too
+    rows, chosen = front_from_mlflow(cfg.tracking.uri, cfg.tracking.experiment, [study.study_name])
+    assert sorted(r["energy_total_j_ps"] for r in rows) == [2e-6, 3e-6]
+    assert rows[chosen]["energy_total_j_ps"] == 2e-6
+
+
+def test_trial_summary_has_one_row_per_ended_trial_with_its_settings_results_and_place_on_the_front():
+    from optuna.distributions import FloatDistribution
+    from optuna.trial import TrialState, create_trial
+    dist = {"prune.threshold": FloatDistribution(0.1, 2.0)}
+    complete = create_trial(value=0.5, params={"prune.threshold": 1.5}, distributions=dist,
+                            user_attrs={"val_accuracy": 0.96})
+    pruned = create_trial(state=TrialState.PRUNED, params={"prune.threshold": 0.2}, distributions=dist,
+                          intermediate_values={1: 0.9, 2: 0.8, 3: 0.85})
+    failed = create_trial(state=TrialState.FAIL, params={"prune.threshold": 0.3}, distributions=dist)
+    running = create_trial(state=TrialState.RUNNING, params={"prune.threshold": 0.4}, distributions=dist)
+    for number, (trial_id, t) in enumerate(zip((10, 11, 12, 13), (complete, pruned, failed, running))):
+        t.number, t._trial_id = number, trial_id
+    runs = {10: ("run-a", {"train.mu": "0.99999", "prune.threshold": "1.5", "prune.finetune_epochs": "2"}),
+            11: ("run-b", {"train.mu": "0.99998", "prune.threshold": "0.2", "prune.finetune_epochs": "0"})}
+    front = [{"trial": 0, "val_accuracy": 0.96, "test_accuracy": 0.95, "energy_total_j_ps": 4e-6,
+              "compression_ratio": 12.0, "objective": 0.5, "on_front": True, "selected": True}]
+    rows = trial_summary([failed, running, pruned, complete], runs, front)
+    assert [(r["trial"], r["state"], r["mlflow_run_id"]) for r in rows] == [
+        (0, "COMPLETE", "run-a"), (1, "PRUNED", "run-b"), (2, "FAIL", "")]  # RUNNING: not ended
+    assert rows[0] == {"trial": 0, "state": "COMPLETE", "train.mu": "0.99999", "prune.threshold": "1.5",
+                       "prune.finetune_epochs": "2", "val_accuracy": 0.96, "test_accuracy": 0.95,
+                       "energy_total_j_ps": 4e-6, "compression_ratio": 12.0, "objective": 0.5, "on_front": True,
+                       "selected": True, "pruned_at_epoch": None, "mlflow_run_id": "run-a"}
+    assert rows[1]["pruned_at_epoch"] == 3 and rows[1]["val_accuracy"] is None and not rows[1]["on_front"]
+    # no run (it failed before opening one): the trial's own params
+    assert rows[2]["prune.threshold"] == 0.3 and rows[2]["train.mu"] is None
+
+
 def test_on_abort_before_on_start_creates_no_store(tmp_path):
     cfg = sweep_cfg("experiment=smoke", f"tracking.uri=sqlite:///{tmp_path}/mlflow.db")
     on_abort(optuna.create_study(), cfg, "FAILED", "hydra.sweeper.constraints: malformed")
@@ -354,8 +449,9 @@ def test_trial_run_ends_with_status_and_reason_however_the_trial_ends(tmp_path, 
         run_trial(task_cfg)
     client = MlflowClient(task_cfg.tracking.uri)
     (run,) = client.search_runs([client.get_experiment_by_name("ecosplit").experiment_id])
-    assert run.info.status == status
+    assert run.info.status == status and run.data.tags["optuna.state"] == "FAIL"
     assert run.data.tags["failure_reason"] == reason
+    assert run.data.params["train.mu"] == str(task_cfg.train.mu)  # what the run had queued is kept
 
 
 # -- what a trial reports to the pruner at every epoch ---------------------------------------------
@@ -379,7 +475,8 @@ def trial_task(trial_store, tmp_path, fake_mnist, monkeypatch):
     def run(trial, *overrides):
         cfg = sweep_cfg("experiment=smoke", f"data.root={fake_mnist}", "data.download=false", *TINY_MODEL,
                         f"tracking.uri=sqlite:///{trial_store}/mlflow.db", f"tracking.artifact_location={trial_store}/art",
-                        f"tracking.experiment={tmp_path.name}", f"cache.dir={tmp_path}/cache", f"sweep.name={tmp_path.name}",
+                        f"tracking.experiment={tmp_path.name}", f"cache.experiment={tmp_path.name}-cache",
+                        f"cache.dir={tmp_path}/cache", f"sweep.name={tmp_path.name}",
                         "search.one_minus_mu=1e-5",
                         *overrides)
         HydraConfig.instance().set_config(cfg)  # the task reads hydra.sweeper from here
@@ -387,6 +484,7 @@ def trial_task(trial_store, tmp_path, fake_mnist, monkeypatch):
         with open_dict(task_cfg):
             del task_cfg["hydra"]
         monkeypatch.setattr("hydra_plugins.ecosplit_optuna_sweeper.current_trial", lambda: trial)
+        run.last_cfg = task_cfg
         try:
             return task_cfg, run_trial(task_cfg)
         except optuna.TrialPruned as exc:
@@ -441,11 +539,36 @@ def test_a_bad_trial_is_pruned_only_after_the_warmup_and_never_caches_a_half_tra
     reported = sorted(study.trials[1].intermediate_values)
     cached = list(Path(cfg.cache.dir).glob("*.pt"))
     client = MlflowClient(cfg.tracking.uri)
-    models = study_runs(client, cfg.tracking.experiment, cfg.sweep.study_name, role="trained-model", status="FINISHED")
+    models = study_runs(client, cfg.cache.experiment, cfg.sweep.study_name, role="trained-model", status="FINISHED")
+    (run,) = study_runs(client, cfg.tracking.experiment, cfg.sweep.study_name, role="trial")
+    assert run.info.status == "FINISHED"  # a pruned trial is no failure
     if pruned_at is None:  # judged at no epoch: 1-3 are the warm-up, 4 is the last
         assert isinstance(result, dict) and reported == [1, 2, 3, 4]
         assert len(cached) == 1 and len(models) == 1
+        assert run.data.tags["optuna.state"] == "COMPLETE"
     else:
         assert isinstance(result, optuna.TrialPruned) and str(result).startswith(f"epoch {pruned_at}:")
         assert reported == list(range(1, pruned_at + 1))
         assert cached == [] and models == []  # nothing half-trained is taken for the trained model
+        assert run.data.tags["optuna.state"] == "PRUNED" and "failure_reason" not in run.data.tags
+        assert run.data.tags["optuna.pruned"] == str(result)
+        # the interrupted training's cache claim, in the cache's experiment: stopped, and why
+        (claim,) = study_runs(client, cfg.cache.experiment, cfg.sweep.study_name, role="trained-model")
+        assert claim.info.status == "KILLED"
+        assert claim.data.tags["failure_reason"] == f"training stopped: the trial was pruned ({result})"
+        assert "intermediate_objective" in run.data.metrics  # the epochs it trained are in its run
+
+
+def test_a_failing_background_mlflow_call_fails_the_trial_and_ends_its_run(trial_task, monkeypatch):
+    def store_full(*args, **kwargs):
+        raise OSError("artifact store full")
+    monkeypatch.setattr("pipeline.tracking.log_model", store_full)  # called in the run's worker thread
+    study = optuna.create_study()
+    with pytest.raises(OSError, match="artifact store full"):
+        trial_task(study.ask())
+    cfg = trial_task.last_cfg
+    client = MlflowClient(cfg.tracking.uri)
+    (run,) = study_runs(client, cfg.tracking.experiment, cfg.sweep.study_name, role="trial")
+    assert run.info.status == "FAILED" and run.data.tags["optuna.state"] == "FAIL"
+    assert run.data.tags["failure_reason"] == "OSError: artifact store full"
+    assert run.inputs.dataset_inputs and run.data.params["train.mu"]  # the other background calls were made

@@ -1,6 +1,9 @@
 """train.py end to end on toy data, and every bad input it must refuse."""
+import json
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import mlflow
 import pytest
@@ -8,7 +11,7 @@ from omegaconf import OmegaConf
 from mlflow.tracking import MlflowClient
 
 from pipeline.config import ConfigError, validate_training
-from pipeline.stages import run_train
+from pipeline.stages import dataset_digest, load_data, run_train
 from tests.conftest import REPO
 
 FINAL_METRICS = {"test_accuracy", "test_loss", "val_accuracy", "val_loss", "compression_ratio", "nnz_params",
@@ -35,6 +38,34 @@ def test_run_records_params_metrics_and_artifacts(small_train_cfg):
     ckpts = {a.path for a in client.list_artifacts(run.info.run_id, "checkpoints")}
     assert ckpts == {"checkpoints/dense.pt", "checkpoints/pruned.pt"}
     assert run.data.metrics["compression_ratio"] >= 1.0
+    (data_input,) = run.inputs.dataset_inputs  # the UI's Dataset column
+    dataset = data_input.dataset
+    assert dataset.name == "mnist" and dataset.source_type == "local"
+    assert json.loads(dataset.source) == {"uri": str(Path(small_train_cfg.data.root) / "MNIST")}
+    # the synthetic set: 200 training images, 10% for validation; 100 test images
+    assert {k: json.loads(dataset.profile)[k] for k in ("train", "val", "test")} == {"train": 180, "val": 20, "test": 100}
+    assert dataset.digest == dataset_digest(small_train_cfg, load_data(small_train_cfg))
+    assert {t.key: t.value for t in data_input.tags} == {"mlflow.data.context": "training"}
+
+
+def test_the_dataset_digest_follows_the_samples_not_the_folder(small_train_cfg, fake_mnist, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(fake_mnist, copy)
+    elsewhere = OmegaConf.merge(small_train_cfg, {"data": {"root": str(copy), "download": True}})
+    digest = dataset_digest(small_train_cfg, load_data(small_train_cfg))
+    assert len(digest) == 12 and dataset_digest(elsewhere, load_data(elsewhere)) == digest
+    fewer = OmegaConf.merge(small_train_cfg, {"data": {"train_subset": 100}})
+    assert dataset_digest(fewer, load_data(fewer)) != digest
+    other_split = OmegaConf.merge(small_train_cfg, {"data": {"split_seed": 1}})
+    assert dataset_digest(other_split, load_data(other_split)) != digest
+    other_test = OmegaConf.merge(small_train_cfg, {"data": {"test_subset": 50}})
+    assert dataset_digest(other_test, load_data(other_test)) != digest
+    # the same selection of different files (same names and sizes): hashed again, another digest
+    image = copy / "MNIST" / "raw" / "train-images-idx3-ubyte"
+    raw = bytearray(image.read_bytes())
+    raw[-1] ^= 0xFF
+    image.write_bytes(bytes(raw))
+    assert dataset_digest(elsewhere, load_data(elsewhere)) != digest
 
 
 def test_same_config_same_metrics(small_train_cfg):

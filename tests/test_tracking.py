@@ -1,0 +1,82 @@
+"""pipeline.tracking's batching of params, metrics and tags, and its background calls (no store:
+MlflowClient is replaced by a recorder)."""
+import threading
+
+import pytest
+
+from pipeline import tracking
+
+
+class Recorder:
+    """Stands in for MlflowClient: records every log_batch call."""
+    calls: list = []
+
+    def log_batch(self, run_id, metrics=(), params=(), tags=()):
+        self.calls.append((run_id, {m.key: (m.value, m.step, m.model_id) for m in metrics},
+                           {p.key: p.value for p in params}, {t.key: t.value for t in tags}))
+
+
+@pytest.fixture
+def calls(monkeypatch):
+    Recorder.calls = []
+    monkeypatch.setattr(tracking, "MlflowClient", Recorder)
+    return Recorder.calls
+
+
+def test_a_run_log_sends_params_metrics_and_tags_in_one_call_with_secrets_masked(calls):
+    batch = tracking.RunLog("r1")
+    batch.params({"tracking.uri": "http://u:pw@host:5000", "train.mu": 0.99997})
+    batch.tags({"optuna.state": "COMPLETE"})
+    batch.metrics({"val_accuracy": 0.5, "objective": 1}, step=3, model_id="m-1")
+    batch.send()
+    batch.send()  # nothing queued: no call
+    assert calls == [("r1", {"val_accuracy": (0.5, 3, "m-1"), "objective": (1.0, 3, "m-1")},
+                      {"tracking.uri": "http://u:***@host:5000", "train.mu": "0.99997"}, {"optuna.state": "COMPLETE"})]
+    assert batch.has_tag("optuna.state") and not batch.has_tag("failure_reason")  # sent tags are remembered
+
+
+def test_take_splits_off_what_one_call_takes_in_the_order_queued(calls):
+    batch = tracking.RunLog("r1")
+    batch.tags({"a": 1, "b": 2})
+    batch.params({f"p{i:03d}": i for i in range(130)})
+    first = batch.take()
+    first.send()
+    batch.send()
+    (_, _, params1, tags1), (_, _, params2, tags2) = calls
+    # 100 params + tags a call: the 2 tags and the first 98 params, then the other 32 params
+    assert tags1 == {"a": "1", "b": "2"} and list(params1) == [f"p{i:03d}" for i in range(98)]
+    assert tags2 == {} and list(params2) == [f"p{i:03d}" for i in range(98, 130)]
+
+
+def test_flush_sends_in_the_background_at_most_every_older_than_s(calls, monkeypatch):
+    now = [100.0]
+    monkeypatch.setattr(tracking.time, "monotonic", lambda: now[0])
+    batch = tracking.RunLog("r1")
+    batch.metrics({"loss": 1.0}, step=1)
+    batch.flush(older_than_s=5)
+    batch.join()
+    assert calls == []  # the last flush (creation) was 0 s ago
+    now[0] += 5
+    batch.flush(older_than_s=5)
+    batch.metrics({"loss": 0.5}, step=2)
+    batch.flush(older_than_s=5)  # 0 s after the last flush: waits
+    batch.join()
+    assert [c[1] for c in calls] == [{"loss": (1.0, 1, None)}]
+
+
+def test_background_calls_run_in_order_off_the_caller_thread_and_join_raises_the_first_error():
+    batch = tracking.RunLog("r1")
+    seen = []
+    first = batch.in_background(lambda: seen.append(("a", threading.current_thread().name)) or "a")
+    batch.in_background(lambda: seen.append(("b", threading.current_thread().name)))
+    batch.join()
+    assert first.result() == "a" and [s[0] for s in seen] == ["a", "b"]
+    assert all(name.startswith("ecosplit-mlflow") for _, name in seen)
+
+    def fail():
+        raise RuntimeError("store gone")
+    batch.in_background(fail)
+    batch.in_background(lambda: seen.append(("c", "")))
+    with pytest.raises(RuntimeError, match="store gone"):
+        batch.join()
+    assert seen[-1][0] == "c"  # the calls after a failing one still ran
