@@ -29,3 +29,4 @@ bench: install
 	$(PY) benchmarks/bench_data.py
 	$(PY) benchmarks/bench_selection.py
 	$(PY) benchmarks/bench_table3.py
+	$(PY) benchmarks/bench_sweeper.py

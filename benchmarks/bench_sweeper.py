@@ -26,7 +26,7 @@ Sweepers:
                            (optuna 2.10.1, sqlalchemy<2, hydra-core 1.3.8) in a separate venv,
                            built once under ~/.cache/ecosplit-bench/ from the package registry.
 
-    .venv/bin/python benchmarks/bench_sweeper.py                  # ~2.5 min on 2 cores
+    .venv/bin/python benchmarks/bench_sweeper.py                  # 2.5-3 min on 2 cores
     .venv/bin/python benchmarks/bench_sweeper.py --official-venv  # + the official plugin's own stack
 
 No assertions: it prints the figures and the ratio.
@@ -194,7 +194,7 @@ def main() -> None:
     print(f"{'':24s} {'':17s}   wall                     CPU")
     for s in sweepers:
         print(f"{s.label:24s} {statistics.median(s.seconds[N_SMALL]):6.2f}  {statistics.median(s.seconds[N_LARGE]):7.2f}"
-              f"   {_figures(s.marginal_ms())}   {_figures(s.marginal_ms(cpu=True))}")
+              f"   {_figures(s.marginal_ms())}   {_figures(s.marginal_ms(cpu=True))}".rstrip())
     for mine in (s for s in sweepers if s.ours):
         for theirs in (s for s in sweepers if not s.ours):
             print(f"{mine.label} / {theirs.label}: wall {_ratio(mine, theirs)}, CPU {_ratio(mine, theirs, cpu=True)}"

@@ -994,6 +994,86 @@ def test_the_progress_line_names_the_best_feasible_complete_trial():
     assert (stats["done"], stats["failed"]) == (4, 0)
 
 
+# --------------------------------------------------------------------------- job configs (unit)
+def _hydra_loader(tmp_path):
+    """Hydra's own config loader for the toy app, and its master config of a multirun."""
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+    from hydra._internal.utils import create_config_search_path
+    from hydra.core.plugins import Plugins
+    from hydra.types import RunMode
+
+    Plugins.instance()  # registers the sweeper's structured configs
+    loader = ConfigLoaderImpl(config_search_path=create_config_search_path(str(APP.parent / "conf")))
+    master = loader.load_configuration("config", run_mode=RunMode.MULTIRUN, overrides=[
+        f"hydra.sweep.dir={tmp_path}", "hydra.job.env_copy=[HOME]", "hydra.sweeper.n_trials=7"])
+    return loader, master
+
+
+def _as_data(cfg):
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(cfg, resolve=False), OmegaConf.is_struct(cfg), OmegaConf.is_readonly(cfg.hydra)
+
+
+def test_a_job_differing_in_values_only_gets_hydras_config_without_composing_it(tmp_path, monkeypatch):
+    from hydra_plugins.ecosplit_optuna_sweeper._job_config import JobConfigLoader
+
+    hydra_loader, master = _hydra_loader(tmp_path)
+    loader = JobConfigLoader(hydra_loader)
+    jobs = [["x=0.5", "y=-1", "tag='a,b'", "~sleep", f"++hydra.job.env_set.TRIAL='{n}'"] for n in range(4)]
+    for n, job in enumerate(jobs):
+        job[0], job[1] = f"x={n / 4}", f"y='{-n}'"  # y quoted: a string, as Hydra reads it
+        monkeypatch.setenv("HOME", f"/home/job{n}")  # hydra.job.env_copy is read for every job
+        got = loader.load_sweep_config(master, job)
+        expected = hydra_loader.load_sweep_config(master, job)
+        assert _as_data(got) == _as_data(expected), n
+        assert got.x == n / 4 and got.y == str(-n) and got.hydra.job.env_set.TRIAL == str(n)
+        assert got.hydra.job.env_set.HOME == f"/home/job{n}"  # env_copy, as Hydra sets it
+        assert f"x={n / 4}" in got.hydra.job.override_dirname and got.hydra.overrides.task[0] == f"x={n / 4}"
+        got.hydra.job.num = n  # what a launcher does to the config it gets
+    # job 0 composed and kept, job 1 composed and compared, jobs 2 and 3 made from the kept one
+    assert (loader.reused, loader.off) == (2, False)
+
+
+@pytest.mark.parametrize("first, second", [
+    (["x=1", "tag=a"], ["x=1", "tag={k: v}"]),  # a dict value merges into the old one
+    (["x=1", "+z2=1"], ["x=1", "+z2=2"]),  # + refuses a key that is there
+    (["x=1"], ["x=1", "y=2"]),  # another set of keys
+    (["x=1", "hydra/launcher=basic"], ["x=2", "hydra/launcher=basic"]),  # unchanged group: x is reused...
+    (["tag=a", "tag=b"], ["tag=c", "tag=b"]),  # ...a key set twice is not
+    (["hydra/job_logging=default"], ["hydra/job_logging=disabled"]),  # a config group
+])
+def test_jobs_differing_in_more_than_values_are_composed_by_hydra(tmp_path, first, second):
+    from hydra_plugins.ecosplit_optuna_sweeper._job_config import JobConfigLoader
+
+    hydra_loader, master = _hydra_loader(tmp_path)
+    loader = JobConfigLoader(hydra_loader)
+    for job in (first, second, second):
+        assert _as_data(loader.load_sweep_config(master, job)) == _as_data(hydra_loader.load_sweep_config(master, job))
+    # never tried as a copy (a wrong copy would be caught and turn the copies off)
+    assert (loader.reused, loader.off) == (1 if "hydra/launcher=basic" in first else 0, False)
+
+
+def test_a_copied_job_config_that_hydra_would_compose_differently_turns_the_copies_off(tmp_path, monkeypatch):
+    from hydra_plugins.ecosplit_optuna_sweeper import _job_config
+    from hydra_plugins.ecosplit_optuna_sweeper._job_config import JobConfigLoader
+
+    hydra_loader, master = _hydra_loader(tmp_path)
+    loader = JobConfigLoader(hydra_loader)
+    loader.load_sweep_config(master, ["x=1"])
+    real = _job_config.JobConfigLoader._reuse
+
+    def wrong(self, *args):  # a copy that misses something Hydra sets
+        cfg = real(self, *args)
+        cfg.hydra.job.override_dirname = "stale"
+        return cfg
+
+    monkeypatch.setattr(_job_config.JobConfigLoader, "_reuse", wrong)
+    for x in (2, 3, 4):
+        assert loader.load_sweep_config(master, [f"x={x}"]).hydra.job.override_dirname == f"x={x}"
+    assert (loader.reused, loader.off) == (0, True)
+
+
 def test_a_lost_database_connection_is_recognised_through_optunas_wrapper():
     from sqlalchemy.exc import OperationalError
 

@@ -48,6 +48,7 @@ from optuna.trial import FrozenTrial, Trial, TrialState
 
 from . import _runtime
 from ._factory import derived_seed, is_nop, make_pruner, make_sampler
+from ._job_config import JobConfigLoader
 from ._outcome import FIXED_PARAMS, ConfigError, Outcome, describe_exception
 from ._progress import Progress
 from ._results import write_results
@@ -123,8 +124,11 @@ class EcosplitOptunaSweeperImpl(Sweeper):
         self.job_idx = 0
         self.config = config
         self.sweep_dir = str(config.hydra.sweep.dir)
+        # jobs that differ from the previous one in values only are not composed from scratch
+        self.job_configs = JobConfigLoader(hydra_context.config_loader)
+        context = HydraContext(config_loader=self.job_configs, callbacks=hydra_context.callbacks)
         self.launcher = Plugins.instance().instantiate_launcher(
-            config=config, hydra_context=hydra_context, task_function=GuardedTask(task_function)
+            config=config, hydra_context=context, task_function=GuardedTask(task_function)
         )
 
     def sweep(self, arguments: List[str]) -> optuna.Study:
