@@ -660,7 +660,10 @@ def _run(tmp_path, *overrides, env_extra=None, timeout=120):
     cmd, env = app_command(tmp_path, *overrides)
     env.pop("HYDRA_FULL_ERROR")
     env.update(env_extra or {})
-    return subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout)
+    # Ctrl-C as in a terminal even when the tests run as a background job (whose shell ignores
+    # SIGINT for it, and Python keeps an inherited SIG_IGN)
+    return subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout,
+                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def _job_trial_numbers(sweep_dir):
