@@ -84,8 +84,9 @@ def transmission_time_s(cum_bits, rate_bps, block_s, start_s, bits) -> np.ndarra
     """Eq. (4): the smallest tau with  integral_{start}^{start+tau} R(t) dt >= bits.
 
     R(t) is rate_bps[k] on block [k*block_s, (k+1)*block_s); `cum_bits` is cumulative_bits(rate_bps,
-    block_s). bits has shape (C,); start_s shape (N,) (every cut starts at once) or (N, C) (each cut
-    starts when the client has computed it); returns tau of shape (N, C). bits == 0 gives 0.
+    block_s). bits has shape (C,) or (N, C) (a payload that depends on the inference's input); start_s
+    shape (N,) (every cut starts at once) or (N, C) (each cut starts when the client has computed
+    it); returns tau of shape (N, C). bits == 0 gives 0.
 
     Vectorised: an upload that fits in the rest of its start block takes bits / R there; otherwise
     np.searchsorted on cum_bits finds the block where it completes and the time inside that block
@@ -101,14 +102,15 @@ def transmission_time_s(cum_bits, rate_bps, block_s, start_s, bits) -> np.ndarra
         raise ValueError(f"cum_bits must have shape ({rate.size + 1},) to match rate_bps (got {cum.shape})")
     start = np.asarray(start_s, dtype=float)
     bits = np.asarray(bits, dtype=float)
-    if bits.ndim != 1 or start.ndim not in (1, 2) or (start.ndim == 2 and start.shape[1] != bits.size):
-        raise ValueError(f"need bits (C,) and start_s (N,) or (N, C) (got shapes {bits.shape}, {start.shape})")
+    if (bits.ndim not in (1, 2) or start.ndim not in (1, 2) or (start.ndim == 2 and start.shape[1] != bits.shape[-1])
+            or (bits.ndim == 2 and bits.shape[0] != start.shape[0])):
+        raise ValueError(f"need bits (C,) or (N, C) and start_s (N,) or (N, C) (got shapes {bits.shape}, {start.shape})")
     if not np.all(np.isfinite(start)) or np.any(start < 0):
         raise ValueError("start_s must be finite and >= 0")
     if not np.all(np.isfinite(bits)) or np.any(bits < 0):
         raise ValueError("bits must be finite and >= 0")
-    start = np.broadcast_to(start[:, None] if start.ndim == 1 else start, (start.shape[0], bits.size))
-    bits = np.broadcast_to(bits[None, :], start.shape)
+    start = np.broadcast_to(start[:, None] if start.ndim == 1 else start, (start.shape[0], bits.shape[-1]))
+    bits = np.broadcast_to(bits, start.shape)
 
     n_blocks = rate.size
     k0 = np.clip(block_index(start, block_s), 0, n_blocks - 1)  # starts past the trace: shortfall check
