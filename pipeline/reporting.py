@@ -155,7 +155,8 @@ def evaluate_models(cfg: DictConfig, dense: SplitCNN, pruned: SplitCNN, bandwidt
     if None in deployed and not paper_representation(cfg):
         from .stages import load_data
         data = data or load_data(cfg)
-        deployed = tuple(dep or deployed_model(cfg, model, data, "val") for dep, model in zip(deployed, (pruned, dense)))
+        deployed = tuple(dep or deployed_model(cfg, model, data, "val")
+                         for dep, model in zip(deployed, (pruned, dense)))
     if None in deployed:
         deployed = None
     compressed, uncompressed = (tables(cfg, pruned, deployed and deployed[0]),
@@ -284,8 +285,9 @@ def cut_accuracy_rows(cfg: DictConfig, ev: Evaluation) -> list[dict]:
                "nonzero_fraction": float(pruned.route.nonzero[images, c].mean() / max(1, pruned.route.elements[c])),
                "payload_bits_mean": float(body.mean()), "payload_bits_min": int(body.min()),
                "payload_bits_max": int(body.max())}
+        sparse = cfg.channel.activation_coding == "sparse" and c > 0  # the raw image is always dense
         for k, fmt in enumerate(CODING_FORMATS):
-            row[f"coded_{fmt}"] = float(np.mean(coding == k)) if cfg.channel.activation_coding == "sparse" and c else None
+            row[f"coded_{fmt}"] = float(np.mean(coding == k)) if sparse else None
         rows.append(row)
     return rows
 
