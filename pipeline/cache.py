@@ -186,9 +186,11 @@ class ModelCache:
             return None
         return tracking.download(runs[0].info.run_id, "dense.pt", tempfile.mkdtemp(prefix="ecosplit-cache-"))
 
-    def _claim(self, key: str) -> str:
+    def _claim(self, key: str, cfg: DictConfig) -> str:
+        # train.mu as a tag: which model of a sweep's train.path a run holds, at a glance in the UI
         run = MlflowClient().create_run(self.experiment_id, run_name=f"trained-{key[:12]}",
-                                        tags={**self.tags, "ecosplit.cache_key": key, "ecosplit.role": ROLE})
+                                        tags={**self.tags, "ecosplit.cache_key": key, "ecosplit.role": ROLE,
+                                              "ecosplit.train_mu": repr(float(cfg.train.mu))})
         return run.info.run_id
 
     def _owner(self, key: str, mine: str) -> str:
@@ -262,7 +264,7 @@ class ModelCache:
                             client.delete_run(claim)  # not needed: someone else trained it
                         return model, "mlflow"
                     if claim is None:
-                        claim = self._claim(key)
+                        claim = self._claim(key, cfg)
                         beat = _Beat(client, claim)
                     owner = self._owner(key, claim)
                     if owner == claim:

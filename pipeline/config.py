@@ -99,9 +99,10 @@ def validate_training(cfg: DictConfig) -> None:
     check_range(cfg, "prune.finetune_epoch_steps", 1, integer=True)
     path = _get(cfg, "train.path")
     if path is not None:
-        for value in path if isinstance(path, (list, ListConfig)) else [path]:
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
-                raise ConfigError(f"train.path must be null or a list of 1 - mu values in (0, 1) (got {value!r})")
+        bad = [path] if not isinstance(path, (list, ListConfig)) else [
+            v for v in path if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < 1]
+        if bad:
+            raise ConfigError(f"train.path must be null or a list of 1 - mu values in (0, 1) (got {bad[0]!r})")
     check_layer_names(cfg, "prune.per_layer", allow_input=False)
     per_layer = _get(cfg, "prune.per_layer") or {}
     for name in per_layer:

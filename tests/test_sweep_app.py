@@ -67,8 +67,10 @@ def test_smoke_sweep_leaves_parent_children_pareto_and_registered_model(smoke_ru
     every = client.search_runs([exp.experiment_id])
     assert [r.info.run_id for r in every if "mlflow.parentRunId" not in r.data.tags] == [parent.info.run_id]
     cache_exp = client.get_experiment_by_name("ecosplit-cache")
-    (trained,) = client.search_runs([cache_exp.experiment_id])  # FIXED_MU: one training for 3 trials
-    assert trained.data.tags["ecosplit.role"] == "trained-model" and trained.info.status == "FINISHED"
+    # FIXED_MU: one model for 3 trials, trained along the sweep's train.path: from 6e-6's, itself from 3e-6's
+    trained = client.search_runs([cache_exp.experiment_id])
+    assert sorted(round(1 - float(r.data.tags["ecosplit.train_mu"]), 12) for r in trained) == [3e-6, 6e-6, 1e-5]
+    assert {(r.data.tags["ecosplit.role"], r.info.status) for r in trained} == {("trained-model", "FINISHED")}
     children = client.search_runs([exp.experiment_id], "tags.`ecosplit.role` = 'trial'")
     assert len(children) == 3 == len(every) - 1
     assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
@@ -189,8 +191,10 @@ def test_multi_objective_sweep_leaves_pareto_front_and_registered_model(multi_ru
     assert parent.data.metrics["pareto_size"] >= 1 and "selected_trial" in parent.data.tags
     children = client.search_runs([exp.experiment_id], "tags.`ecosplit.role` = 'trial'")
     assert sorted(c.info.status for c in children) == ["FINISHED"] * 3
-    # logged each epoch for the UI, although a multi-objective study cannot be told them
-    assert all("intermediate_objective" in c.data.metrics for c in children)
+    # logged each epoch for the UI, although a multi-objective study cannot be told them (by the trials
+    # that trained: a model trained earlier as the start of another on the sweep's train.path is reused)
+    trained = [c for c in children if c.data.tags["ecosplit.dense_source"] == "trained"]
+    assert trained and all("intermediate_objective" in c.data.metrics for c in trained)
     rows = list(csv.DictReader(open(next(work.glob("multirun/*/*/pareto.csv")))))
     assert len(rows) == 3 and sum(r["selected"] == "True" for r in rows) == 1
     assert {"val_loss", "energy_total_j_ps", "on_front"} <= set(rows[0])
@@ -477,7 +481,7 @@ def trial_task(trial_store, tmp_path, fake_mnist, monkeypatch):
                         f"tracking.uri=sqlite:///{trial_store}/mlflow.db", f"tracking.artifact_location={trial_store}/art",
                         f"tracking.experiment={tmp_path.name}", f"cache.experiment={tmp_path.name}-cache",
                         f"cache.dir={tmp_path}/cache", f"sweep.name={tmp_path.name}",
-                        "search.one_minus_mu=1e-5",
+                        "search.one_minus_mu=1e-5", "train.path=null",
                         *overrides)
         HydraConfig.instance().set_config(cfg)  # the task reads hydra.sweeper from here
         task_cfg = cfg.copy()
