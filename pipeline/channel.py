@@ -102,8 +102,8 @@ def finite_blocklength_bits(n_uses, snr, eps) -> np.ndarray:
     snr = np.asarray(snr, dtype=float)
     if np.any(n < 0) or np.any(snr < 0):
         raise ValueError("n_uses and snr must be >= 0")
-    capacity = np.log1p(snr) * LOG2_E
-    return np.clip(n * capacity - np.sqrt(n * dispersion_bits2(snr)) * q_inverse(eps), 0.0, None)
+    # bits_in_s per channel use: rate C, penalty Q^-1(eps) sqrt(V), "time" n
+    return bits_in_s(np.log1p(snr) * LOG2_E, q_inverse(eps) * np.sqrt(dispersion_bits2(snr)), n)
 
 
 def finite_blocklength_rate(snr, n_uses, eps) -> np.ndarray:

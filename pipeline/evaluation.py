@@ -164,3 +164,19 @@ def table_rows(bandwidth_hz: float, results: dict[str, list[MethodResult]], carb
         row["realisations"] = len(per_realisation)
         out.append(row)
     return out
+
+
+def cut_share_rows(names: list[str], results: dict[float, dict[str, list[MethodResult]]],
+                   methods=("ps", "psnc")) -> list[dict]:
+    """Where each method cuts: per bandwidth, the share of inferences (over every realisation) that
+    send each cut, one column per cut name. Shows how the best cut moves with the link settings."""
+    rows = []
+    for bandwidth_hz, by_method in results.items():
+        for method in methods:
+            if method not in by_method:
+                continue
+            choice = np.concatenate([r.choice for r in by_method[method]])
+            shares = np.bincount(choice, minlength=len(names)) / choice.size
+            rows.append({"bandwidth_hz": bandwidth_hz, "method": method,
+                         **{name: float(share) for name, share in zip(names, shares)}})
+    return rows

@@ -211,3 +211,42 @@ def _route(block_s):
 def _two_blocks():
     """One inference at t = 0 over SNR 3 then SNR 1 at W = 10 kHz, N0 W = P (gain = SNR), 10 ms blocks."""
     return Scenario(_route(0.01), np.array([0.0]), np.zeros((1, 2)), np.array([3.0, 1.0] + [1.0] * 98))
+
+
+def test_run_methods_charges_the_radio_draw_and_decides_causally_on_the_finite_blocklength_time():
+    # cuts input / pool1 / fc5 on a flat channel at W = 1 kHz, gain 3 -> SNR 3 (N0 W = P): 2000 bit/s
+    from pipeline.evaluation import cut_table, run_methods
+    kw = dict(bits_per_element=32, input_bits_per_element=8, candidates="layers+input",
+              fixed_cuts_send_index=False, client_macs_per_s=None)
+    # E_p chosen so that the two estimates disagree: at 0.052 W, tau_hat x 0.052 is
+    #   Shannon [6274, 3202, 322] bits / 2000 bit/s x 0.052 = [0.16312, 0.08335, 0.00857] J,
+    #   finite blocklength (one codeword, x 1/0.999) = [0.16953, 0.08797, 0.01012] J; + E_p [1, 0, 0.076]:
+    #   Shannon picks pool1 (0.08335 < 0.08457), finite blocklength fc5 (0.08612 < 0.08797)
+    table = cut_table(["input", "pool1", "fc5"], [1.0, 0.0, 0.076], np.array([784, 100, 10]), np.zeros(3), {}, **kw)
+    scenario = Scenario(_route(1.0), np.arange(3, dtype=float), np.zeros((3, 2)), np.full(1000, 3.0))
+    link = Link(1e3, 1e-3, 1e-6, "finite_blocklength", 1e-3, pa_efficiency=0.5, circuit_power_w=0.05)
+    _, res = run_methods(table, table, scenario, link, Timing(10.0, 10.0), causal=True, methods=("ps", "offload"))
+    # offload: its true upload time (finite blocklength, x 1/(1 - eps)) at the radio's draw 1e-3/0.5 + 0.05 = 0.052 W
+    _, tau = transmission_times_s(scenario, link, table.bits_fixed)
+    np.testing.assert_allclose(res["offload"].transmission_j, 0.052 * tau[:, 0], rtol=1e-12)
+    # PS decides on the finite-blocklength estimate: one codeword's time at the start rate x 1/(1 - eps)
+    rate, penalty = link.rates(np.full(3, 3.0))
+    expected = select_causal(table.processing_j, table.bits, rate, 0.052, start_penalty=penalty,
+                             expected_transmissions=1 / 0.999)
+    np.testing.assert_array_equal(res["ps"].choice, expected)
+    assert expected.tolist() == [2, 2, 2]
+    assert select_causal(table.processing_j, table.bits, rate, 0.052).tolist() == [1, 1, 1]
+
+
+def test_cut_shares_count_every_realisation():
+    # PS cut input, fc5, fc5 in one realisation and fc5, pool1 in the other: 1/5, 1/5, 3/5
+    from pipeline.evaluation import cut_share_rows
+    from pipeline.simulation import MethodResult
+
+    def result(choice):
+        zeros = np.zeros(len(choice))
+        return MethodResult(np.array(choice), zeros, zeros, zeros, zeros, zeros.astype(bool), 0.1)
+
+    rows = cut_share_rows(["input", "pool1", "fc5"], {5e6: {"ps": [result([0, 2, 2]), result([2, 1])],
+                                                            "offload": [result([0, 0, 0])]}})
+    assert rows == [{"bandwidth_hz": 5e6, "method": "ps", "input": 0.2, "pool1": 0.2, "fc5": 0.6}]
