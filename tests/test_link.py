@@ -99,10 +99,7 @@ def test_expected_retransmissions():
     # the upload time the simulation charges is the single-send time x 1 / (1 - eps): 1.25 at eps = 0.2
     scenario, link = _two_blocks(), Link(1e4, 1e-3, 1e-7, "finite_blocklength", 0.2)
     _, tau = transmission_times_s(scenario, link, np.array([200.0]))
-    rates, penalty = link.rates(scenario.gains)
-    once = transmission_time_s(cumulative_bits(rates, 0.01, penalty), rates, 0.01, scenario.times_s,
-                               np.array([200.0]), penalty)
-    np.testing.assert_allclose(tau, once * 1.25, rtol=1e-12)
+    np.testing.assert_allclose(tau, _one_send_s(scenario, link, 200.0) * 1.25, rtol=1e-12)
     # Shannon's rate is error-free in its limit: no resends
     assert Link(1e4, 1e-3, 1e-7).expected_transmissions == 1.0
 
@@ -113,7 +110,8 @@ def test_a_retransmission_that_overruns_the_deadline_is_a_miss():
     scenario = _two_blocks()
     link = Link(1e4, 1e-3, 1e-7, "finite_blocklength", 0.2)
     _, tau = transmission_times_s(scenario, link, np.array([200.0]))
-    once_s = tau[0, 0] / 1.25
+    once_s = _one_send_s(scenario, link, 200.0)[0, 0]
+    assert tau[0, 0] == pytest.approx(once_s / 0.8, rel=1e-12)
     deadline_s = (once_s + tau[0, 0]) / 2
     r = run_method(np.zeros(1), tau, link.radio_power_w, Timing(deadline_s, 1.0, "abort"), np.zeros(1), fixed_cut=0)
     assert r.missed.tolist() == [True]
@@ -152,12 +150,14 @@ def test_finite_blocklength_costs_more_than_shannon_for_the_same_upload():
 def test_causal_choice_uses_the_finite_blocklength_time():
     # rate 2000 bit/s, D = 136.50586 (W = 1 kHz, SNR 3); radio draw 1 W for round numbers.
     # cut 0: 156.83306 bits, no processing: Shannon tau_hat = 0.0784165 s, finite blocklength 0.1 s
-    #   (one codeword of n = 100) x 1 / (1 - 1e-3) = 0.1001001 s; cut 1: no bits, E_p = 0.09 J
-    processing_j, bits = np.array([0.0, 0.09]), np.array([156.83306, 0.0])
-    rate = np.array([2000.0])
-    assert select_causal(processing_j, bits, rate, 1.0)[0] == 0  # 0.0784 J < 0.09 J
-    assert select_causal(processing_j, bits, rate, 1.0, start_penalty=np.array([136.50586]),
-                         expected_transmissions=1 / 0.999)[0] == 1  # 0.1001 J > 0.09 J
+    #   (one codeword of n = 100) x 1 / (1 - 1e-3) = 0.1001001 s; cut 1: no bits, E_p = 0.10005 J
+    processing_j, bits = np.array([0.0, 0.10005]), np.array([156.83306, 0.0])
+    rate, penalty = np.array([2000.0]), np.array([136.50586])
+    assert select_causal(processing_j, bits, rate, 1.0)[0] == 0  # 0.0784 J < 0.10005 J
+    assert select_causal(processing_j, bits, rate, 1.0, start_penalty=penalty,
+                         expected_transmissions=1 / 0.999)[0] == 1  # 0.1001001 J > 0.10005 J
+    # one send only would be 0.1 J < 0.10005 J: the resends decide it
+    assert select_causal(processing_j, bits, rate, 1.0, start_penalty=penalty)[0] == 0
 
 
 @pytest.mark.parametrize("override,message", [
@@ -168,6 +168,7 @@ def test_causal_choice_uses_the_finite_blocklength_time():
     ("channel.block_error_rate=null", "channel.block_error_rate must be in (0, 0.5) (got None)"),
     ("channel.pa_efficiency=0", "channel.pa_efficiency must be in (0, 1] (got 0)"),
     ("channel.pa_efficiency=1.2", "channel.pa_efficiency must be in (0, 1] (got 1.2)"),
+    ("channel.pa_efficiency=null", "channel.pa_efficiency must be in (0, 1] (got None)"),
     ("channel.circuit_power_w=-0.01", "channel.circuit_power_w must be in [0, inf) (got -0.01)"),
     ("channel.circuit_power_w=null", "channel.circuit_power_w must be in [0, inf) (got None)"),
     ("channel.circuit_power_w=inf", "channel.circuit_power_w must be a finite number (got inf)"),
@@ -250,3 +251,10 @@ def test_cut_shares_count_every_realisation():
     rows = cut_share_rows(["input", "pool1", "fc5"], {5e6: {"ps": [result([0, 2, 2]), result([2, 1])],
                                                             "offload": [result([0, 0, 0])]}})
     assert rows == [{"bandwidth_hz": 5e6, "method": "ps", "input": 0.2, "pool1": 0.2, "fc5": 0.6}]
+
+
+def _one_send_s(scenario, link, bits):
+    """Eq. (4) at the finite-blocklength rate, every codeword sent once (no resends)."""
+    rates, penalty = link.rates(scenario.gains)
+    return transmission_time_s(cumulative_bits(rates, scenario.block_s, penalty), rates, scenario.block_s,
+                               scenario.times_s, np.array([bits]), penalty)
