@@ -10,7 +10,7 @@ import math
 from typing import Any
 
 import numpy as np
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from . import energy
 from .evaluation import CANDIDATES
@@ -97,6 +97,13 @@ def validate_training(cfg: DictConfig) -> None:
     check_choice(cfg, "prune.mode", PRUNE_MODES)
     check_range(cfg, "prune.threshold", 0)
     check_range(cfg, "prune.finetune_epochs", 0, integer=True)
+    check_range(cfg, "prune.finetune_epoch_steps", 1, integer=True)
+    path = _get(cfg, "train.path")
+    if path is not None:
+        bad = [path] if not isinstance(path, (list, ListConfig)) else [
+            v for v in path if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < 1]
+        if bad:
+            raise ConfigError(f"train.path must be null or a list of 1 - mu values in (0, 1) (got {bad[0]!r})")
     check_layer_names(cfg, "prune.per_layer", allow_input=False)
     per_layer = _get(cfg, "prune.per_layer") or {}
     for name in per_layer:

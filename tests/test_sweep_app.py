@@ -73,8 +73,10 @@ def test_smoke_sweep_leaves_parent_children_pareto_and_registered_model(smoke_ru
     every = client.search_runs([exp.experiment_id])
     assert [r.info.run_id for r in every if "mlflow.parentRunId" not in r.data.tags] == [parent.info.run_id]
     cache_exp = client.get_experiment_by_name("ecosplit-cache")
-    (trained,) = client.search_runs([cache_exp.experiment_id])  # FIXED_MU: one training for 3 trials
-    assert trained.data.tags["ecosplit.role"] == "trained-model" and trained.info.status == "FINISHED"
+    # FIXED_MU: one model for 3 trials, trained along the sweep's train.path: from 6e-6's, itself from 3e-6's
+    trained = client.search_runs([cache_exp.experiment_id])
+    assert sorted(round(1 - float(r.data.tags["ecosplit.train_mu"]), 12) for r in trained) == [3e-6, 6e-6, 1e-5]
+    assert {(r.data.tags["ecosplit.role"], r.info.status) for r in trained} == {("trained-model", "FINISHED")}
     children = client.search_runs([exp.experiment_id], "tags.`ecosplit.role` = 'trial'")
     assert len(children) == 3 == len(every) - 1
     assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
@@ -199,8 +201,10 @@ def test_multi_objective_sweep_leaves_pareto_front_and_registered_model(multi_ru
     assert parent.data.metrics["pareto_size"] >= 1 and "selected_trial" in parent.data.tags
     children = client.search_runs([exp.experiment_id], "tags.`ecosplit.role` = 'trial'")
     assert sorted(c.info.status for c in children) == ["FINISHED"] * 3
-    # logged each epoch for the UI, although a multi-objective study cannot be told them
-    assert all("intermediate_objective" in c.data.metrics for c in children)
+    # logged each epoch for the UI, although a multi-objective study cannot be told them (by the trials
+    # that trained: a model trained earlier as the start of another on the sweep's train.path is reused)
+    trained = [c for c in children if c.data.tags["ecosplit.dense_source"] == "trained"]
+    assert trained and all("intermediate_objective" in c.data.metrics for c in trained)
     rows = list(csv.DictReader(open(next(work.glob("multirun/*/*/pareto.csv")))))
     assert len(rows) == 3 and sum(r["selected"] == "True" for r in rows) == 1
     assert {"val_loss", "energy_total_j_ps", "on_front"} <= set(rows[0])
@@ -487,7 +491,7 @@ def trial_task(trial_store, tmp_path, fake_mnist, monkeypatch):
                         f"tracking.uri=sqlite:///{trial_store}/mlflow.db", f"tracking.artifact_location={trial_store}/art",
                         f"tracking.experiment={tmp_path.name}", f"cache.experiment={tmp_path.name}-cache",
                         f"cache.dir={tmp_path}/cache", f"sweep.name={tmp_path.name}",
-                        "search.one_minus_mu=1e-5",
+                        "search.one_minus_mu=1e-5", "train.path=null",
                         *overrides)
         HydraConfig.instance().set_config(cfg)  # the task reads hydra.sweeper from here
         task_cfg = cfg.copy()
@@ -582,3 +586,59 @@ def test_a_failing_background_mlflow_call_fails_the_trial_and_ends_its_run(trial
     assert run.info.status == "FAILED" and run.data.tags["optuna.state"] == "FAIL"
     assert run.data.tags["failure_reason"] == "OSError: artifact store full"
     assert run.inputs.dataset_inputs and run.data.params["train.mu"]  # the other background calls were made
+
+
+# -- training along the regularisation path (train.path) ----------------------------------------
+PATH = "train.path=[1.0e-5,2.0e-5,4.0e-5]"
+
+
+def test_path_start_is_the_listed_one_minus_mu_just_below_and_keys_follow_the_start(fake_mnist):
+    from pipeline.cache import path_start
+    cfg = lambda *o: sweep_cfg(f"data.root={fake_mnist}", "data.download=false", *o)  # noqa: E731
+    # 1 - mu = 4e-5 on [1e-5, 2e-5, 4e-5]: starts from 2e-5, which starts from 1e-5, which starts from scratch
+    start = path_start(cfg(PATH, "search.one_minus_mu=4.0e-5"))
+    assert 1.0 - start.train.mu == pytest.approx(2.0e-5, rel=1e-9)
+    assert 1.0 - path_start(start).train.mu == pytest.approx(1.0e-5, rel=1e-9)
+    assert path_start(path_start(start)) is None
+    # off the list (a continuous search): the nearest listed value below; below the list or no list: scratch
+    assert 1.0 - path_start(cfg(PATH, "search.one_minus_mu=3.0e-5")).train.mu == pytest.approx(2.0e-5, rel=1e-9)
+    assert path_start(cfg(PATH, "search.one_minus_mu=5.0e-6")) is None
+    assert path_start(cfg("train.path=null", "search.one_minus_mu=4.0e-5")) is None
+    # everything but mu is the trial's own (a frozen copy: no interpolation left to re-resolve)
+    assert start.prune.threshold == cfg(PATH, "search.one_minus_mu=4.0e-5").prune.threshold
+    data = load_data(cfg())
+    key = lambda c: training_key(c, data)  # noqa: E731
+    # the first model of the path is the from-scratch model; a model does not depend on values listed above it
+    assert key(cfg(PATH, "search.one_minus_mu=1.0e-5")) == key(cfg("train.path=null", "search.one_minus_mu=1.0e-5"))
+    assert key(cfg(PATH, "search.one_minus_mu=2.0e-5")) == key(cfg("train.path=[1.0e-5,2.0e-5]", "search.one_minus_mu=2.0e-5"))
+    assert key(cfg(PATH, "search.one_minus_mu=2.0e-5")) != key(cfg("train.path=null", "search.one_minus_mu=2.0e-5"))
+    assert key(cfg(PATH, "search.one_minus_mu=2.0e-5")) != key(cfg("train.path=[5.0e-6,2.0e-5]", "search.one_minus_mu=2.0e-5"))
+
+
+def test_a_trial_on_the_path_trains_from_the_cached_model_below_it(trial_task):
+    from pipeline.cache import path_start
+    from pipeline.model import load_checkpoint
+    from pipeline.stages import train_dense
+    study = optuna.create_study()
+    cfg, metrics = trial_task(study.ask(), PATH, "search.one_minus_mu=2.0e-5", "train.epochs=1")
+    data = load_data(cfg)
+    start = path_start(cfg)
+    cached = lambda c: load_checkpoint(Path(cfg.cache.dir) / f"{training_key(c, data)}.pt")  # noqa: E731
+    # both models are in the cache: 1e-5 from scratch, 2e-5 trained on from it (same seed, same batches)
+    first = train_dense(start, data)
+    expected = train_dense(cfg, data, init=first)
+    scratch = train_dense(cfg, data)
+    for got, want in ((cached(start), first), (cached(cfg), expected)):
+        assert all(torch.equal(a, b) for a, b in zip(got.state_dict().values(), want.state_dict().values()))
+    assert not all(torch.equal(a, b) for a, b in zip(expected.state_dict().values(), scratch.state_dict().values()))
+    # a later trial at 1e-5 finds its model in the cache: trained once, by the trial that needed it as a start
+    _, again = trial_task(study.ask(), PATH, "search.one_minus_mu=1.0e-5", "train.epochs=1")
+    run = MlflowClient(cfg.tracking.uri).get_run(again["mlflow_run_id"])
+    assert run.data.tags["ecosplit.dense_source"] == "local" and metrics["train_mu"] == pytest.approx(1 - 2e-5)
+
+
+def test_the_sweep_path_is_its_search_grid():
+    cfg = sweep_cfg()
+    grid = cfg.hydra.sweeper.params["search.one_minus_mu"]
+    assert grid.startswith("choice(") and grid.endswith(")")
+    assert [float(v) for v in grid[len("choice("):-1].split(",")] == list(cfg.train.path)
