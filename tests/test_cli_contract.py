@@ -49,7 +49,7 @@ def trained(tmp_path_factory, fake_mnist):
 def test_smoke_preset_composes_with_train_and_evaluate_reading_the_configured_store(trained, fake_mnist):
     work, uri, run_id = trained
     client = MlflowClient(uri)
-    assert client.get_run(run_id).data.params["train.epochs"] == "1"  # the preset applied
+    assert client.get_run(run_id).data.params["train.epochs"] == "3"  # the preset applied
     proc = run("evaluate", work, "experiment=smoke", f"train_run_id={run_id}", f"data.root={fake_mnist}",
                "data.download=false", f"tracking.uri={uri}", f"hydra.run.dir={work}/eval", "fig5_thresholds=[0.0]")
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -86,7 +86,6 @@ def test_smoke_sweep_leaves_parent_children_pareto_and_registered_model(smoke_ru
         if real and c.data.tags["ecosplit.dense_source"] == "trained":  # the smoke budget learns (chance:
             # 0.1), so CI sees a training regression: the dense model's last epoch
             assert c.data.metrics["dense_val_accuracy"] >= SMOKE_MIN_VAL_ACCURACY, c.data.metrics
-    assert any(c.data.tags["ecosplit.dense_source"] == "trained" for c in children)
         assert {"objective", "val_loss", "energy_total_j_ps", "energy_total_j_psnc", "compression_ratio"} <= set(c.data.metrics)
         assert {"trial.prune.threshold", "cache.dir", "energy.operations_pj.fp32.mul"} <= set(c.data.params)
         (data_input,) = c.inputs.dataset_inputs
@@ -104,6 +103,7 @@ def test_smoke_sweep_leaves_parent_children_pareto_and_registered_model(smoke_ru
         assert [a.path for a in client.list_logged_model_artifacts(model.model_id)] == ["pruned.pt"]
         assert {a.path for a in client.list_artifacts(c.info.run_id)} >= {"checkpoints", "layers.csv"}
         assert [a.path for a in client.list_artifacts(c.info.run_id, "checkpoints")] == ["checkpoints/pruned.pt"]
+    assert any(c.data.tags["ecosplit.dense_source"] == "trained" for c in children)
     assert len({c.inputs.dataset_inputs[0].dataset.digest for c in children}) == 1
     # the parent lists the data its trials used, once
     assert [d.dataset.digest for d in parent.inputs.dataset_inputs] == [children[0].inputs.dataset_inputs[0].dataset.digest]
@@ -161,7 +161,7 @@ def test_missing_data_stops_the_sweep_with_exit_2_and_the_same_command_then_fini
     storage = f"sqlite:///{tmp_path}/optuna-smoke.db"
     (failed,) = optuna.load_study(study_name="smoke-scalar", storage=storage).trials  # stopped at the first
     assert failed.state == optuna.trial.TrialState.FAIL and "data.root" in failed.user_attrs["fail_reason"]
-    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow-smoke.db")
     exp_id = client.get_experiment_by_name("ecosplit").experiment_id
     assert client.search_runs([exp_id], "tags.`ecosplit.role` = 'trial'") == []  # refused before its run opened
     (parent,) = client.search_runs([exp_id], "tags.`ecosplit.role` = 'sweep'")
@@ -256,9 +256,9 @@ def test_study_definition_is_what_changes_a_trial_not_where_it_runs():
     base = study_definition(sweep_cfg("experiment=smoke"))
     json.dumps(base)  # the sweeper stores it on the study
     assert base["objective"] == {"mode": "scalar", "lam": 0.5}
-    assert base["data"] == {"val_fraction": 0.1, "split_seed": 0, "train_subset": 600, "test_subset": 500,
-                            "train_repeat": 1}
-    assert base["seed"] == 0 and base["train"]["epochs"] == 1
+    assert base["data"] == {"val_fraction": 0.1, "split_seed": 0, "train_per_class": None, "train_subset": 3000,
+                            "test_subset": 500, "train_repeat": 1}
+    assert base["seed"] == 0 and base["train"]["epochs"] == 3
     # searched keys and what derives from them are the search space, not the definition
     assert "mu" not in base["train"] and "threshold" not in base["prune"] and "search" not in base
     same = ["data.root=/elsewhere", "data.download=false", "train.num_threads=1", "train.device=cpu", "tracking.uri=sqlite:///x.db",
@@ -378,7 +378,7 @@ def test_the_end_of_sweep_registers_the_trial_selection_rule_picks(hook_env, tmp
     for rule, picked in (("min_energy", 0), ("best_objective", 1)):  # the sweep re-run with another rule
         OmegaConf.update(cfg, "selection.rule", rule)
         on_complete(study, cfg)
-        version = client.get_model_version_by_alias("ecosplit-selected", "champion")
+        version = client.get_model_version_by_alias("ecosplit-smoke", "champion")
         assert version.run_id == study.trials[picked].user_attrs["mlflow_run_id"], rule
         assert version.tags[FORMAT_TAG] == FORMAT and version.tags["trial"] == str(picked)
         assert find_parent_run(exp_id, study.study_name).data.tags["selected_trial"] == str(picked)
