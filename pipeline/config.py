@@ -93,6 +93,7 @@ def validate_training(cfg: DictConfig) -> None:
     check_range(cfg, "train.lr", 0, low_open=True)
     check_range(cfg, "data.val_fraction", 0, 1, low_open=True, high_open=True)
     check_range(cfg, "data.train_subset", 2, integer=True)
+    check_range(cfg, "data.train_per_class", 1, integer=True)
     check_range(cfg, "data.train_repeat", 1, integer=True)
     check_range(cfg, "data.test_subset", 1, integer=True)
     check_choice(cfg, "prune.mode", PRUNE_MODES)

@@ -28,7 +28,7 @@ def load_data(cfg: DictConfig) -> MnistSplits:
     """The splits, moved once to ``train.device`` (training, evaluation, pruning and fine-tuning run there)."""
     d = cfg.data
     splits = load_mnist(d.root, d.val_fraction, d.split_seed, d.download, d.train_subset, d.test_subset,
-                        d.get("train_repeat", 1))
+                        d.get("train_repeat", 1), d.get("train_per_class"))
     return splits.to(resolve_device(cfg.train.get("device", "cpu")))
 
 
