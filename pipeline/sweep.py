@@ -536,8 +536,15 @@ def _log_sweep_data(client: MlflowClient, parent, trial_runs: list) -> None:
         for d in run.inputs.dataset_inputs:
             new.setdefault((d.dataset.name, d.dataset.digest), d)
     missing = [d for k, d in new.items() if k not in have]
-    if missing:
+    if not missing:
+        return
+    try:
         client.log_inputs(parent.info.run_id, missing)
+    except mlflow.exceptions.MlflowException:
+        # workers finishing together both log them; the store refuses the second as a duplicate
+        logged = {(d.dataset.name, d.dataset.digest) for d in client.get_run(parent.info.run_id).inputs.dataset_inputs}
+        if not {(d.dataset.name, d.dataset.digest) for d in missing} <= logged:
+            raise
 
 
 def on_complete(study: optuna.Study, cfg: DictConfig) -> None:
