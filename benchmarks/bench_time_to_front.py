@@ -8,7 +8,8 @@ SQLite stores, reuse cache), one after the other on the same cores:
   models the reuse cache shares, the step cap and learning-rate schedule of the sweep's training,
   the median pruner on the per-epoch eq. (8) value);
 - naive:   mu on the continuous log interval the grid spans, every trial trained from scratch
-  (cache off) for the full train.epochs at the paper's constant learning rate, no pruner.
+  (cache off, no train.path) for the full train.epochs at the paper's constant learning rate,
+  fine-tuning epochs whole, no pruner.
 
 Quality is the hypervolume (pipeline.objective.hypervolume_2d) of the COMPLETE trials in
 (validation error, energy_normalised) - energy_normalised being eq. (8)'s E_PS / E_PSNC - both
@@ -48,7 +49,8 @@ SWEEPS = {
     "default": [],
     "naive": [
         "search.one_minus_mu=tag(log, interval(3.0e-6, 5.0e-5))",  # a command-line sweep replaces the grid
-        "train.max_steps=null", "train.lr_schedule=constant", "cache.enabled=false",
+        "train.max_steps=null", "train.path=null", "prune.finetune_epoch_steps=null",
+        "train.lr_schedule=constant", "cache.enabled=false",
         "hydra/sweeper/ecosplit_pruner=none",
     ],
 }

@@ -94,16 +94,43 @@ def data_digests(cfg: DictConfig, data: MnistSplits) -> tuple[str, str]:
     return _DIGESTS[key]
 
 
+def path_start(cfg: DictConfig) -> DictConfig | None:
+    """Training along the regularisation path of eq. (10) (``train.path``, a list of 1 - mu values):
+    the config of the model a training of ``cfg`` starts from - the same config at the largest
+    listed 1 - mu below ``cfg``'s - or None (from scratch: no list, or nothing listed below).
+
+    The listed values need not include cfg's own 1 - mu (a continuous search starts from the
+    nearest grid point below). Each model on the path is itself trained from its own start, so a
+    model is a function of its config alone, whatever order a sweep asks for them in."""
+    path = cfg.train.get("path") or []
+    one_minus_mu = 1.0 - float(cfg.train.mu)
+    below = [float(p) for p in path if float(p) < one_minus_mu * (1.0 - 1e-9)]
+    if not below:
+        return None
+    # a frozen copy (train.mu is an interpolation in a sweep); hydra's node, if any, is not the job's
+    start = OmegaConf.create({k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
+                              for k, v in cfg.items() if k != "hydra"})
+    start.train.mu = 1.0 - max(below)
+    return start
+
+
 def training_key(cfg: DictConfig, data: MnistSplits) -> str:
-    """sha256 of the resolved training config and the training data's content."""
+    """sha256 of the resolved training config and the training data's content; along
+    ``train.path``, the key of the model training starts from instead of the list (a model does
+    not depend on the listed values above its own)."""
+    train = OmegaConf.to_container(cfg.train, resolve=True)
+    train.pop("path", None)
     blob = {
         "data": data_selection(cfg),
         "data_sha256": data_digests(cfg, data)[0],
         "model": OmegaConf.to_container(cfg.model, resolve=True),
         # the device actually used (auto differs per machine; CPU and GPU numerics differ)
-        "train": {**OmegaConf.to_container(cfg.train, resolve=True), "device": resolve_device(cfg.train.get("device", "cpu")).type},
+        "train": {**train, "device": resolve_device(cfg.train.get("device", "cpu")).type},
         "seed": cfg.seed,
     }
+    start = path_start(cfg)
+    if start is not None:
+        blob["start"] = training_key(start, data)
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()
 
 
@@ -159,9 +186,11 @@ class ModelCache:
             return None
         return tracking.download(runs[0].info.run_id, "dense.pt", tempfile.mkdtemp(prefix="ecosplit-cache-"))
 
-    def _claim(self, key: str) -> str:
+    def _claim(self, key: str, cfg: DictConfig) -> str:
+        # train.mu as a tag: which model of a sweep's train.path a run holds, at a glance in the UI
         run = MlflowClient().create_run(self.experiment_id, run_name=f"trained-{key[:12]}",
-                                        tags={**self.tags, "ecosplit.cache_key": key, "ecosplit.role": ROLE})
+                                        tags={**self.tags, "ecosplit.cache_key": key, "ecosplit.role": ROLE,
+                                              "ecosplit.train_mu": repr(float(cfg.train.mu))})
         return run.info.run_id
 
     def _owner(self, key: str, mine: str) -> str:
@@ -235,7 +264,7 @@ class ModelCache:
                             client.delete_run(claim)  # not needed: someone else trained it
                         return model, "mlflow"
                     if claim is None:
-                        claim = self._claim(key)
+                        claim = self._claim(key, cfg)
                         beat = _Beat(client, claim)
                     owner = self._owner(key, claim)
                     if owner == claim:

@@ -10,9 +10,10 @@ import math
 from typing import Any
 
 import numpy as np
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from . import energy
+from .channel import RATE_MODELS
 from .deployment import arithmetic
 from .evaluation import CANDIDATES
 from .quantisation import ACTIVATION_BITS, ACTIVATION_CODINGS, GRANULARITIES
@@ -37,17 +38,18 @@ def _number(cfg, key) -> float | None:
     return value
 
 
-def check_range(cfg, key: str, low=None, high=None, low_open=False, high_open=False, integer=False) -> None:
-    """Raise ConfigError unless ``key`` (if present) lies in the given range."""
+def check_range(cfg, key: str, low=None, high=None, low_open=False, high_open=False, integer=False,
+                required=False) -> None:
+    """Raise ConfigError unless ``key`` (if present, or always when ``required``) lies in the given range."""
     value = _number(cfg, key)
-    if value is None:
+    if value is None and not required:
         return
-    if integer and int(value) != value:
+    if integer and value is not None and int(value) != value:
         raise ConfigError(f"{key} must be an integer (got {value!r})")
-    ok = True
-    if low is not None:
+    ok = value is not None
+    if ok and low is not None:
         ok &= value > low if low_open else value >= low
-    if high is not None:
+    if ok and high is not None:
         ok &= value < high if high_open else value <= high
     if not ok:
         lo = "-inf" if low is None else f"{low}"
@@ -93,11 +95,19 @@ def validate_training(cfg: DictConfig) -> None:
     check_range(cfg, "train.lr", 0, low_open=True)
     check_range(cfg, "data.val_fraction", 0, 1, low_open=True, high_open=True)
     check_range(cfg, "data.train_subset", 2, integer=True)
+    check_range(cfg, "data.train_per_class", 1, integer=True)
     check_range(cfg, "data.train_repeat", 1, integer=True)
     check_range(cfg, "data.test_subset", 1, integer=True)
     check_choice(cfg, "prune.mode", PRUNE_MODES)
     check_range(cfg, "prune.threshold", 0)
     check_range(cfg, "prune.finetune_epochs", 0, integer=True)
+    check_range(cfg, "prune.finetune_epoch_steps", 1, integer=True)
+    path = _get(cfg, "train.path")
+    if path is not None:
+        bad = [path] if not isinstance(path, (list, ListConfig)) else [
+            v for v in path if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < 1]
+        if bad:
+            raise ConfigError(f"train.path must be null or a list of 1 - mu values in (0, 1) (got {bad[0]!r})")
     check_layer_names(cfg, "prune.per_layer", allow_input=False)
     per_layer = _get(cfg, "prune.per_layer") or {}
     for name in per_layer:
@@ -210,6 +220,11 @@ def validate_evaluation(cfg: DictConfig) -> None:
     _one_of(cfg, "channel.decision", ["oracle", "causal"])
     _one_of(cfg, "channel.late_upload", list(LATE_UPLOADS))
     check_range(cfg, "channel.client_macs_per_s", 0, low_open=True)
+    # the link (README "The link, realistically"); each is read on every evaluation, so null is refused
+    _one_of(cfg, "channel.rate_model", list(RATE_MODELS))
+    check_range(cfg, "channel.block_error_rate", 0, 0.5, low_open=True, high_open=True, required=True)
+    check_range(cfg, "channel.pa_efficiency", 0, 1, low_open=True, required=True)
+    check_range(cfg, "channel.circuit_power_w", 0, required=True)
     for key in ("trajectory.speed_mps", "trajectory.inference_rate_hz", "trajectory.coherence_time_s",
                 "trajectory.reference_distance_m", "trajectory.min_distance_m", "trajectory.location_radius_m",
                 "trajectory.duration_s"):
@@ -244,7 +259,8 @@ def route_from_config(t: DictConfig) -> Route:
 
 
 def link_from_config(c: DictConfig, bandwidth_hz: float) -> Link:
-    return Link(float(bandwidth_hz), c.power_w, c.noise_psd_w_per_hz)
+    return Link(float(bandwidth_hz), c.power_w, c.noise_psd_w_per_hz, c.rate_model, float(c.block_error_rate),
+                float(c.pa_efficiency), float(c.circuit_power_w))
 
 
 def timing_from_config(cfg: DictConfig) -> Timing:

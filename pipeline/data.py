@@ -41,6 +41,21 @@ class TensorSplit:
     def subset(self, n: int) -> "TensorSplit":
         return TensorSplit(self.images[:n], self.labels[:n])
 
+    def per_class(self, n_per_class: int, seed: int) -> "TensorSplit":
+        """A seeded class-balanced selection: ``n_per_class`` images of every label drawn at random,
+        in a seeded random order (how the offline 5k subset was built: 500 per digit, shuffled)."""
+        gen = torch.Generator().manual_seed(seed)
+        picked = []
+        for label in torch.unique(self.labels).tolist():
+            idx = torch.nonzero(self.labels == label).flatten()
+            if len(idx) < n_per_class:
+                raise DataUnavailableError(f"data.train_per_class={n_per_class} exceeds the {len(idx)} training images "
+                                 f"of digit {label}: must be in [1, {int(torch.bincount(self.labels).min())}]")
+            picked.append(idx[torch.randperm(len(idx), generator=gen)[:n_per_class]])
+        order = torch.cat(picked)
+        order = order[torch.randperm(len(order), generator=gen)]
+        return TensorSplit(self.images[order], self.labels[order])
+
     def to(self, device) -> "TensorSplit":
         return TensorSplit(self.images.to(device), self.labels.to(device))
 
@@ -107,8 +122,10 @@ def load_mnist(
     train_subset: int | None = None,
     test_subset: int | None = None,
     train_repeat: int = 1,
+    train_per_class: int | None = None,
 ) -> MnistSplits:
-    """Train/val/test tensors. ``train_subset``/``test_subset`` keep the first n (smoke runs).
+    """Train/val/test tensors. ``train_per_class`` first draws that many training images of every
+    digit (seeded by ``split_seed``); ``train_subset``/``test_subset`` then keep the first n.
     ``train_repeat`` tiles the training split (after the validation split, so no validation image
     is trained on): benchmarks time a 60k-image epoch on the offline 5k subset."""
     root = resolve_root(root)
@@ -116,6 +133,8 @@ def load_mnist(
     test_ds = _mnist(root, False, download)
     train = to_tensor_split(train_ds.data, train_ds.targets)
     test = to_tensor_split(test_ds.data, test_ds.targets)
+    if train_per_class:
+        train = train.per_class(train_per_class, split_seed)
     if train_subset:
         train = train.subset(train_subset)
     if test_subset:

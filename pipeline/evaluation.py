@@ -12,7 +12,7 @@ import numpy as np
 
 from . import channel, selection
 from .simulation import (Link, MethodResult, Route, Scenario, Timing, build_scenario, mean_ci95, realisation, run_method,
-                         start_rates_bps, transmission_times_s)
+                         start_link_state, transmission_times_s)
 
 METHODS = ("ps", "pool1", "softmax", "psnc", "offload")
 FIXED_CUTS = {"pool1": "pool1", "softmax": "fc5", "offload": "input"}
@@ -147,7 +147,8 @@ def run_methods(
     PS and PSNC choose among ``candidates``; Pool-1, softmax and offload always send their cut.
     """
     allowed = allowed_cuts(compressed.names, candidates)
-    start_rate = start_rates_bps(scenario, link) if causal else None
+    start_rate, start_penalty = start_link_state(scenario, link) if causal else (None, None)
+    power_w = link.radio_power_w  # P / eta + P_c: the paper's P with its defaults
     results, tau = {}, {}
 
     def times(table: CutTable, bits: np.ndarray) -> np.ndarray:
@@ -160,12 +161,14 @@ def run_methods(
     for method in methods:
         if method in ("ps", "psnc"):
             table = compressed if method == "ps" else uncompressed
-            results[method] = run_method(table.processing_j, times(table, table.bits), link.power_w, timing,
+            results[method] = run_method(table.processing_j, times(table, table.bits), power_w, timing,
                                          table.compute_s, allowed=restrict(allowed, table.accurate, table.accuracy),
-                                         start_rate_bps=start_rate, bits=table.decision_bits)
+                                         start_rate_bps=start_rate, bits=table.decision_bits,
+                                         start_penalty=start_penalty,
+                                         expected_transmissions=link.expected_transmissions)
         else:
             results[method] = run_method(compressed.processing_j, times(compressed, compressed.bits_fixed),
-                                         link.power_w, timing, compressed.compute_s,
+                                         power_w, timing, compressed.compute_s,
                                          fixed_cut=compressed.index(FIXED_CUTS[method]))
     return scenario, results
 
@@ -219,3 +222,19 @@ def route_accuracy(correct, per_realisation: list[MethodResult]) -> tuple[float,
     deployed (``correct``: (N, C) bool per inference and cut): mean over the fading realisations
     and its 95% confidence half-width."""
     return mean_ci95([float(np.mean(selection.gather(correct, r.choice))) for r in per_realisation])
+
+
+def cut_share_rows(names: list[str], results: dict[float, dict[str, list[MethodResult]]],
+                   methods=("ps", "psnc")) -> list[dict]:
+    """Where each method cuts: per bandwidth, the share of inferences (over every realisation) that
+    send each cut, one column per cut name. Shows how the best cut moves with the link settings."""
+    rows = []
+    for bandwidth_hz, by_method in results.items():
+        for method in methods:
+            if method not in by_method:
+                continue
+            choice = np.concatenate([r.choice for r in by_method[method]])
+            shares = np.bincount(choice, minlength=len(names)) / choice.size
+            rows.append({"bandwidth_hz": bandwidth_hz, "method": method,
+                         **{name: float(share) for name, share in zip(names, shares)}})
+    return rows

@@ -18,8 +18,8 @@ from .config import (ConfigError, carbon_index, link_from_config, route_from_con
                      validate_evaluation, validate_training)
 from .data import MnistSplits
 from .deployment import CutMeasurement, Deployment, deploy, measure
-from .evaluation import (METHODS, STAT_KEYS, CutTable, accurate_cuts, cut_table, route_accuracy, route_images, simulate,
-                         table_rows, versus_paper)
+from .evaluation import (METHODS, STAT_KEYS, CutTable, accurate_cuts, cut_share_rows, cut_table, route_accuracy,
+                         route_images, simulate, table_rows, versus_paper)
 from .quantisation import CODING_FORMATS
 from .layer_costs import processing_table
 from .model import SplitCNN, count_nonzero, load_checkpoint
@@ -350,7 +350,9 @@ def run_evaluate(cfg: DictConfig) -> dict[str, float]:
 
 def _write_tables(out: Path, table, loc_rows, ev: Evaluation) -> list[Path]:
     files = []
-    for name, rows in (("table3", table), ("locations", loc_rows), ("layers_energy", _layer_rows(ev))):
+    cut_shares = cut_share_rows(ev.compressed.names, ev.results)
+    for name, rows in (("table3", table), ("locations", loc_rows), ("layers_energy", _layer_rows(ev)),
+                       ("cut_shares", cut_shares)):
         (out / f"{name}.csv").write_text(tracking.rows_to_csv(rows))
         files.append(out / f"{name}.csv")
     (out / "table3.md").write_text(markdown_table(table))

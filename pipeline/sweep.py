@@ -41,7 +41,7 @@ from .front import ACCURACY_KEY, ENERGY_KEY, pareto_table, register_once, study_
 from .model import SplitCNN, save_checkpoint
 from .pruning import layer_table
 from .reporting import energy_terms
-from .stages import dataset_input, load_data, measure, prune_model, prune_only, train_dense
+from .stages import dataset_input, load_data, measure, prune_model, prune_only, train_on_path
 from .training import EpochRecord, evaluate
 
 log = logging.getLogger(__name__)
@@ -433,18 +433,29 @@ def _trial_metrics(cfg: DictConfig, trial, batch: tracking.RunLog, data: MnistSp
         finally:
             overhead_s[0] += time.perf_counter() - t
 
-    def train():
-        t = time.perf_counter()
-        dense = train_dense(cfg, data, report)
-        times["time_train_s"] = time.perf_counter() - t - overhead_s[0]
-        return dense
-
     claim_tags = {"ecosplit.study": str(_hydra_sweeper().study_name)}
     if trial is not None:
         claim_tags["optuna.trial_id"] = trial._trial_id
+    cache = None
     if cfg.cache.enabled:
         cache = ModelCache(Path(cfg.cache.dir).expanduser(), cache_experiment_id(cfg) if cfg.cache.mlflow else None,
                            claim_tags)
+
+    def start_model(start: DictConfig) -> SplitCNN:
+        """A model on train.path below this trial's, shared through the cache like the trial's own."""
+        if cache is None:
+            return train_on_path(start, data)
+        model, _ = cache.get_or_train(training_key(start, data), lambda: train_on_path(start, data, None, start_model),
+                                      start, background=batch.in_background)
+        return model
+
+    def train():
+        t = time.perf_counter()
+        dense = train_on_path(cfg, data, report, start_model)
+        times["time_train_s"] = time.perf_counter() - t - overhead_s[0]
+        return dense
+
+    if cache is not None:
         dense, source = cache.get_or_train(key, train, cfg, background=batch.in_background)
     else:
         dense, source = train(), "trained"
@@ -527,8 +538,15 @@ def _log_sweep_data(client: MlflowClient, parent, trial_runs: list) -> None:
         for d in run.inputs.dataset_inputs:
             new.setdefault((d.dataset.name, d.dataset.digest), d)
     missing = [d for k, d in new.items() if k not in have]
-    if missing:
+    if not missing:
+        return
+    try:
         client.log_inputs(parent.info.run_id, missing)
+    except mlflow.exceptions.MlflowException:
+        # workers finishing together both log them; the store refuses the second as a duplicate
+        logged = {(d.dataset.name, d.dataset.digest) for d in client.get_run(parent.info.run_id).inputs.dataset_inputs}
+        if not {(d.dataset.name, d.dataset.digest) for d in missing} <= logged:
+            raise
 
 
 def on_complete(study: optuna.Study, cfg: DictConfig) -> None:

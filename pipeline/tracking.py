@@ -83,6 +83,9 @@ def configure(uri: str, experiment: str, artifact_location: str | None = None) -
     create the database schema or the experiment.
     """
     use(uri)
+    if artifact_location and "://" not in artifact_location:
+        # a plain path is stored as given: make it absolute, or it would move with the working directory
+        artifact_location = str(Path(artifact_location).expanduser().resolve())
     if (uri, experiment) in _EXPERIMENTS:  # once per process: every sweep trial calls this
         return _EXPERIMENTS[(uri, experiment)]
     client = MlflowClient()

@@ -62,3 +62,26 @@ def test_train_repeat_tiles_the_training_split_only(fake_mnist):
     assert torch.equal(tiled.train.labels, once.train.labels.repeat(3))
     train_rows = {t.numpy().tobytes() for t in tiled.train.images}
     assert not any(v.numpy().tobytes() in train_rows for v in tiled.val.images)
+
+
+def test_train_per_class_draws_a_seeded_class_balanced_subset():
+    from pipeline.data import TensorSplit
+    # 10 images: labels 0,0,0,0,1,1,1,2,2,2; image i is filled with the value i (to identify it)
+    labels = torch.tensor([0, 0, 0, 0, 1, 1, 1, 2, 2, 2])
+    split = TensorSplit(torch.arange(10.0).view(10, 1, 1, 1).expand(10, 1, 28, 28).contiguous(), labels)
+    a, b, c = split.per_class(2, seed=0), split.per_class(2, seed=0), split.per_class(2, seed=1)
+    assert sorted(a.labels.tolist()) == [0, 0, 1, 1, 2, 2]  # 2 of every digit
+    ids = a.images[:, 0, 0, 0].long()
+    assert torch.equal(labels[ids], a.labels)  # each image keeps its own label
+    assert len(set(ids.tolist())) == 6
+    assert torch.equal(a.images, b.images)  # seeded
+    assert not torch.equal(a.images, c.images)
+    # 3 is the smallest class's size: 4 per class is refused with the valid range
+    with pytest.raises(DataUnavailableError, match=r"data.train_per_class=4 exceeds the 3 training images of digit 1: must be in \[1, 3\]"):
+        split.per_class(4, seed=0)
+
+
+def test_train_per_class_comes_before_the_validation_split(fake_mnist):
+    s = load_mnist(fake_mnist, 0.5, 0, False, train_per_class=4)
+    assert len(s.train) + len(s.val) == 40
+    assert sorted(torch.cat([s.train.labels, s.val.labels]).tolist()) == sorted(list(range(10)) * 4)
