@@ -203,8 +203,9 @@ def transmission_time_s(cum_bits, rate_bps, block_s, start_s, bits, penalty=None
     """Eq. (4): the smallest tau with  integral_{start}^{start+tau} R(t) dt >= bits.
 
     R(t) is rate_bps[k] on block [k*block_s, (k+1)*block_s); `cum_bits` is cumulative_bits(rate_bps,
-    block_s, penalty). bits has shape (C,); start_s shape (N,) (every cut starts at once) or (N, C)
-    (each cut starts when the client has computed it); returns tau of shape (N, C). bits == 0 gives 0.
+    block_s, penalty). bits has shape (C,) or (N, C) (a payload that depends on the inference's input);
+    start_s shape (N,) (every cut starts at once) or (N, C) (each cut starts when the client has
+    computed it); returns tau of shape (N, C). bits == 0 gives 0.
 
     ``penalty`` (K,) (finite blocklength, dispersion_penalty): the upload is one codeword per fading
     block it occupies, its blocklength the channel uses it spends there (W x the time in the
@@ -227,14 +228,15 @@ def transmission_time_s(cum_bits, rate_bps, block_s, start_s, bits, penalty=None
         raise ValueError(f"cum_bits must have shape ({rate.size + 1},) to match rate_bps (got {cum.shape})")
     start = np.asarray(start_s, dtype=float)
     bits = np.asarray(bits, dtype=float)
-    if bits.ndim != 1 or start.ndim not in (1, 2) or (start.ndim == 2 and start.shape[1] != bits.size):
-        raise ValueError(f"need bits (C,) and start_s (N,) or (N, C) (got shapes {bits.shape}, {start.shape})")
+    if (bits.ndim not in (1, 2) or start.ndim not in (1, 2) or (start.ndim == 2 and start.shape[1] != bits.shape[-1])
+            or (bits.ndim == 2 and bits.shape[0] != start.shape[0])):
+        raise ValueError(f"need bits (C,) or (N, C) and start_s (N,) or (N, C) (got shapes {bits.shape}, {start.shape})")
     if not np.all(np.isfinite(start)) or np.any(start < 0):
         raise ValueError("start_s must be finite and >= 0")
     if not np.all(np.isfinite(bits)) or np.any(bits < 0):
         raise ValueError("bits must be finite and >= 0")
-    start = np.broadcast_to(start[:, None] if start.ndim == 1 else start, (start.shape[0], bits.size))
-    bits = np.broadcast_to(bits[None, :], start.shape)
+    start = np.broadcast_to(start[:, None] if start.ndim == 1 else start, (start.shape[0], bits.shape[-1]))
+    bits = np.broadcast_to(bits, start.shape)
 
     n_blocks = rate.size
     k0 = np.clip(block_index(start, block_s), 0, n_blocks - 1)  # starts past the trace: shortfall check
@@ -326,7 +328,7 @@ def payload_bits(out_elements, bits_per_element: int = 32, n_cuts: int = 1, inpu
             raise ValueError(f"{name} must be an integer >= 1 (got {value!r})")
         return int(value)
 
-    width = _width(bits_per_element, "channel.bits_per_element")
+    width = _width(bits_per_element, "channel.activation_bits")
     input_width = width if input_bits_per_element is None else _width(input_bits_per_element,
                                                                       "channel.input_bits_per_element")
     index_bits = cut_index_bits(n_cuts)

@@ -14,7 +14,9 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from . import energy
 from .channel import RATE_MODELS
+from .deployment import arithmetic
 from .evaluation import CANDIDATES
+from .quantisation import ACTIVATION_BITS, ACTIVATION_CODINGS, GRANULARITIES
 from .model import CUT_ALIASES, SplitCNN
 from .simulation import LATE_UPLOADS, Link, Route, Timing
 
@@ -121,6 +123,14 @@ ENERGY_CHOICES = {
 }
 
 
+def _required_range(cfg: DictConfig, key: str, low=None, high=None, integer=False) -> None:
+    """check_range for a key that must be set: None is refused with the same message."""
+    if OmegaConf.select(cfg, key) is None:
+        lo, hi = "-inf" if low is None else low, "inf" if high is None else high
+        raise ConfigError(f"{key} must be in [{lo}, {hi}{']' if high is not None else ')'} (got None)")
+    check_range(cfg, key, low, high, integer=integer)
+
+
 def _required_choice(cfg: DictConfig, key: str, valid) -> None:
     valid = tuple(map(str, valid))
     if OmegaConf.select(cfg, key) is None:
@@ -140,6 +150,11 @@ def validate_energy(cfg: DictConfig) -> None:
             check_range(cfg, f"energy.operations_pj.{p}.{op}", 0)
     for p in e.bits_per_element:
         check_range(cfg, f"energy.bits_per_element.{p}", 1, integer=True)
+    try:
+        arithmetic(e.precision)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    _required_choice(cfg, f"energy.accumulate.{e.precision}", list(e.operations_pj))
     for level in levels:
         check_range(cfg, f"energy.memory_pj_per_64bit.{level}", 0)
     for key, valid in ENERGY_CHOICES.items():
@@ -168,6 +183,7 @@ def energy_costs(energy_cfg: DictConfig) -> energy.EnergyCosts:
     """Tables I and II at the configured precision, memory model and levels (pJ -> J)."""
     bits = energy_cfg.bits_per_element[energy_cfg.precision]
     ops = energy_cfg.operations_pj[energy_cfg.precision]
+    accumulator = energy_cfg.operations_pj[energy_cfg.accumulate[energy_cfg.precision]]
     access_j = {level: pj * 1e-12 for level, pj in energy_cfg.memory_pj_per_64bit.items()}
     activation_j = 0.0
     if energy_cfg.activation_memory:
@@ -177,6 +193,7 @@ def energy_costs(energy_cfg: DictConfig) -> energy.EnergyCosts:
         memory_model=energy_cfg.memory_model, operand_fetches=energy_cfg.per_mac.operand_fetches,
         operand_level=energy_cfg.per_mac.level, weight_memory=energy_cfg.weight_memory,
         capacity_bytes=dict(energy_cfg.memory_capacity_bytes), activation_element_j=activation_j,
+        e_acc_add_j=accumulator.add * 1e-12, operand_bits=int(bits),
     )
 
 
@@ -195,7 +212,9 @@ def validate_evaluation(cfg: DictConfig) -> None:
         check_range(cfg, key, 0, low_open=True)
     for i, _ in enumerate(c.bandwidths_hz):
         check_range(cfg, f"channel.bandwidths_hz.{i}", 0, low_open=True)
-    check_range(cfg, "channel.bits_per_element", 1, integer=True)
+    _one_of(cfg, "channel.activation_bits", list(ACTIVATION_BITS))
+    _one_of(cfg, "channel.activation_granularity", list(GRANULARITIES))
+    _one_of(cfg, "channel.activation_coding", list(ACTIVATION_CODINGS))
     check_range(cfg, "channel.input_bits_per_element", 1, integer=True)
     _one_of(cfg, "channel.fixed_cuts_send_index", [True, False])
     _one_of(cfg, "channel.decision", ["oracle", "causal"])
@@ -217,6 +236,8 @@ def validate_evaluation(cfg: DictConfig) -> None:
         raise ConfigError(f"trajectory.waypoints_m needs at least 2 points (got {len(t.waypoints_m)})")
     _one_of(cfg, "selection.candidates", list(CANDIDATES))
     _one_of(cfg, "selection.enforce_deadline", [True, False])
+    _required_range(cfg, "selection.max_accuracy_drop", 0, 1)
+    _required_range(cfg, "evaluation.image_seed", 0, integer=True)
     check_range(cfg, "evaluation.realisations", 1, integer=True)
     check_range(cfg, "evaluation.objective_realisations", 1, integer=True)
     for key in ("path_loss_exponents", "reference_distances_m"):

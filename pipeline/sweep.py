@@ -360,11 +360,13 @@ def run_trial(cfg: DictConfig) -> dict:
 _DENSE_TEST: dict = {}
 
 
-def eq8_terms(cfg: DictConfig, dense: SplitCNN, pruned: SplitCNN, val_loss: float) -> dict[str, float]:
+def eq8_terms(cfg: DictConfig, dense: SplitCNN, pruned: SplitCNN, val_loss: float,
+              data: MnistSplits | None = None) -> dict[str, float]:
     """Eq. (8) for ``pruned`` with validation loss ``val_loss``: its trajectory-average PS energy,
     the PSNC energy of ``dense`` (the normaliser) and the scalar value. The one computation behind
-    both the trial's objective and the values reported at every epoch."""
-    terms = energy_terms(cfg, dense, pruned)
+    both the trial's objective and the values reported at every epoch (``data``: the validation
+    images the models are deployed on beyond the paper's representation)."""
+    terms = energy_terms(cfg, dense, pruned, data)
     energy_j, reference_j = terms["energy_total_j_ps"], terms["energy_total_j_psnc"]
     return {ENERGY_KEY: energy_j, "energy_total_j_psnc": reference_j, "energy_normalised": energy_j / reference_j,
             "objective": objective.scalar_objective(val_loss, energy_j, reference_j, cfg.objective.lam)}
@@ -395,7 +397,7 @@ def intermediate_metrics(cfg: DictConfig, model: SplitCNN, data: MnistSplits, de
     finetuned = bool(cfg.prune.finetune_epochs) and cfg.sweep.finetuned_loss == "dense"
     loss = dense_val_loss if finetuned else val.loss
     return {"val_loss": val.loss, "val_accuracy": val.accuracy, "loss_term": loss,
-            **eq8_terms(cfg, model, pruned, loss)}
+            **eq8_terms(cfg, model, pruned, loss, data)}
 
 
 def _trial_metrics(cfg: DictConfig, trial, batch: tracking.RunLog, data: MnistSplits, key: str) -> tuple[dict, str]:
@@ -473,7 +475,7 @@ def _trial_metrics(cfg: DictConfig, trial, batch: tracking.RunLog, data: MnistSp
     if key not in _DENSE_TEST:  # the dense model's test score depends on the training key only
         _DENSE_TEST[key] = evaluate(dense, data.test)
     metrics = measure(dense, pruned, data, dense_test=_DENSE_TEST[key])
-    energy = eq8_terms(cfg, dense, pruned, metrics["val_loss"])
+    energy = eq8_terms(cfg, dense, pruned, metrics["val_loss"], data)
     metrics.update({**energy, "train_mu": float(cfg.train.mu)})
     times["time_eval_s"] = time.perf_counter() - t
     metrics.update(times)

@@ -258,3 +258,46 @@ def _one_send_s(scenario, link, bits):
     rates, penalty = link.rates(scenario.gains)
     return transmission_time_s(cumulative_bits(rates, scenario.block_s, penalty), rates, scenario.block_s,
                                scenario.times_s, np.array([bits]), penalty)
+
+
+def test_per_inference_payloads_under_finite_blocklength_row_by_row():
+    # bits (N, C) (sparse coding: the payload depends on the image) give, row by row, what the
+    # (C,) computation gives for that row alone; the trace of test_a_block_too_weak... (SNR 3, ~0, 3,
+    # 1, 10 ms blocks at 10 kHz). Row 0 from t = 0: 200 bits -> 20 ms + 3.420693 ms (worked out
+    # there), 100 bits fit in block 0, 0 bits take 0; the other rows start mid-block and spill.
+    gains = np.array([3.0, 1e-6, 3.0, 1.0] + [3.0] * 6)
+    rates = rate_bps(gains, 1e4, 1e-3, 1e-7)
+    penalty = dispersion_penalty(gains, 1e4, 1e-3, 1e-7, 1e-3)
+    cum = cumulative_bits(rates, 0.01, penalty)
+    start = np.array([0.0, 0.004, 0.025])
+    bits = np.array([[200.0, 100.0, 0.0], [50.0, 300.0, 120.0], [10.0, 0.0, 400.0]])
+    tau = transmission_time_s(cum, rates, 0.01, start, bits, penalty)
+    assert tau.shape == (3, 3)
+    for i in range(3):
+        row = transmission_time_s(cum, rates, 0.01, start[i:i + 1], bits[i], penalty)
+        np.testing.assert_allclose(tau[i], row[0], rtol=1e-12)
+    assert tau[0, 0] == pytest.approx(0.02 + 0.003420693, rel=1e-6)
+    assert tau[0, 2] == 0.0 and tau[0, 1] < 0.01  # 100 bits fit in block 0 (156.8 bits whole)
+    # a per-inference bits row differs from its neighbours': not one row broadcast over all
+    assert tau[1, 1] != tau[0, 1] and tau[2, 2] > tau[1, 2]
+
+
+def test_run_methods_with_per_inference_payloads_restricted_cuts_and_the_finite_blocklength_link():
+    # both features together: PS charges each inference's own payload over the finite-blocklength
+    # link (x 1/(1 - eps)) at the radio's draw, and never chooses the cut excluded for accuracy
+    from pipeline.evaluation import cut_table, run_methods
+    kw = dict(bits_per_element=32, input_bits_per_element=8, candidates="layers+input",
+              fixed_cuts_send_index=False, client_macs_per_s=None)
+    body = np.array([[6272.0, 900.0, 320.0], [6272.0, 1500.0, 320.0], [6272.0, 400.0, 320.0]])
+    table = cut_table(["input", "pool1", "fc5"], [0.0, 0.0, 0.0], np.array([784, 100, 10]), np.zeros(3), {},
+                      body_bits=body, expected_body_bits=body.mean(axis=0), accuracy=[0.97, 0.97, 0.5],
+                      accurate=[True, True, False], **kw)
+    scenario = Scenario(_route(1.0), np.arange(3, dtype=float), np.zeros((3, 2)), np.full(1000, 3.0))
+    link = Link(1e3, 1e-3, 1e-6, "finite_blocklength", 1e-3, pa_efficiency=0.5, circuit_power_w=0.05)
+    for causal in (False, True):
+        _, res = run_methods(table, table, scenario, link, Timing(10.0, 10.0), causal=causal, methods=("ps",))
+        # E_p = 0 everywhere: the fewest bits among the accurate cuts, pool1 (fc5 is smaller but excluded)
+        assert res["ps"].choice.tolist() == [1, 1, 1]
+        _, tau = transmission_times_s(scenario, link, table.bits)
+        np.testing.assert_allclose(res["ps"].transmission_j, 0.052 * tau[:, 1], rtol=1e-12)
+        assert len(set(res["ps"].transmission_j.tolist())) == 3  # each inference its own payload
