@@ -8,6 +8,7 @@ exist, override grammar, interpolations).
 from __future__ import annotations
 
 import functools
+import gc
 import logging
 import os
 import sys
@@ -106,3 +107,15 @@ def run_cli(main: Callable[[], object]) -> object:
             os.environ.pop("HYDRA_FULL_ERROR", None)
         else:
             os.environ["HYDRA_FULL_ERROR"] = saved
+
+
+def run_script(main: Callable[[], object]) -> object:
+    """``run_cli`` for an entry script's ``__main__``, then the garbage collector frozen: the
+    interpreter's exit would otherwise walk every object torch, MLflow and Hydra made, ~1.2 s at
+    the end of every sweep worker (measured on a smoke sweep; 0.1 s frozen). Exit handlers still
+    run (MLflow's and logging's flushes) and files are still closed: only unreachable cycles are
+    left to the process's end."""
+    try:
+        return run_cli(main)
+    finally:
+        gc.freeze()

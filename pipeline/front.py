@@ -60,7 +60,7 @@ from omegaconf import DictConfig
 
 from . import objective, tracking
 from .cache import ROLE as CACHE_ROLE  # the runs holding the cached dense models
-from .cli import run_cli, user_errors_exit
+from .cli import run_script, user_errors_exit
 from .config import ConfigError, check_range
 from .model import SplitCNN, load_checkpoint, save_checkpoint
 
@@ -315,10 +315,11 @@ def _registered_version(name: str, alias: str, trial_run_id: str) -> str | None:
 
 
 def register_once(client: MlflowClient, parent_run_id: str, sel: dict, name: str, alias: str,
-                  cache_dir: str | Path | None, settle_s: float = 1.0, wait_s: float = 120.0) -> str:
+                  cache_dir: str | Path | None, settle_s: float = 1.0, wait_s: float = 120.0,
+                  poll_s: float = 0.2) -> str:
     """Register the selected trial's model once although every worker ends the sweep (best effort):
     a worker volunteers on the parent run's tag, the last volunteer to write it registers, the
-    others wait for the alias (and take over after wait_s if it never comes)."""
+    others look for the alias every ``poll_s`` (and take over after wait_s if it never comes)."""
     trial_run_id = sel["mlflow_run_id"]
     me = f"{trial_run_id}:{uuid.uuid4().hex}"
     deadline = time.monotonic() + wait_s
@@ -333,7 +334,7 @@ def register_once(client: MlflowClient, parent_run_id: str, sel: dict, name: str
             claim = client.get_run(parent_run_id).data.tags.get(REGISTERING_TAG)
         if claim == me:
             return register(trial_run_id, name, alias, sel, cache_dir)
-        time.sleep(settle_s)
+        time.sleep(poll_s)
     log.warning("the model of trial %s was not registered by another worker within %.0f s: registering it here",
                 sel["trial"], wait_s)
     return register(trial_run_id, name, alias, sel, cache_dir)
@@ -519,4 +520,4 @@ def main(cfg: DictConfig):
 
 
 if __name__ == "__main__":
-    run_cli(main)
+    run_script(main)
