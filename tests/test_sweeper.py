@@ -1038,6 +1038,26 @@ def test_a_job_differing_in_values_only_gets_hydras_config_without_composing_it(
     assert (loader.reused, loader.off) == (2, False)
 
 
+def test_job_configs_parse_each_override_line_once(tmp_path):
+    """Jobs 1..3 repeat every line but x's (and the master config's hydra overrides): Hydra's parser
+    sees each distinct line once."""
+    from hydra_plugins.ecosplit_optuna_sweeper._job_config import JobConfigLoader
+
+    hydra_loader, master = _hydra_loader(tmp_path)
+    loader = JobConfigLoader(hydra_loader)
+    parsed = []
+    loader._parser = OverridesParser.create()
+    real = loader._parser.parse_overrides
+    loader._parser.parse_overrides = lambda lines: parsed.extend(lines) or real(lines)
+    for n in range(4):
+        loader.load_sweep_config(master, [f"x={n}", "y=-1", "tag=a"])
+    hydra_lines = list(master.hydra.overrides.hydra)
+    assert loader.reused == 2 and hydra_lines
+    # jobs 0 and 1 are composed by Hydra (its own parser); 1 is compared with a copy (x=0/x=1 and
+    # the rest parsed here), then 2 and 3 add their x only
+    assert sorted(parsed) == sorted(["x=0", "x=1", "y=-1", "tag=a", *hydra_lines, "x=2", "x=3"])
+
+
 @pytest.mark.parametrize("first, second", [
     (["x=1", "tag=a"], ["x=1", "tag={k: v}"]),  # a dict value merges into the old one
     (["x=1", "+z2=1"], ["x=1", "+z2=2"]),  # + refuses a key that is there
