@@ -23,6 +23,7 @@ import math
 import subprocess
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -326,12 +327,13 @@ def run_trial(cfg: DictConfig) -> dict:
     batch.params(dict(sorted(settings.items(), key=lambda kv: kv[0].count(".") > 1)))
     name = f"trial-{trial.number}" if trial is not None else "trial"
     pruned = None
-    with tracking.run(experiment_id, name, tags, parent_id, batch=batch, failed_tags={STATE_TAG: "FAIL"}) as active:
+    # the run is created in the batch's thread while the trial computes
+    with tracking.background_run(experiment_id, name, tags, parent_id, batch=batch, failed_tags={STATE_TAG: "FAIL"}):
         # sent while the trial trains: the settings one call takes (a running trial shows them in
         # the UI) and the data
         batch.flush()
         dataset = dataset_input(cfg, data)
-        batch.in_background(tracking.log_dataset, active.info.run_id, **dataset)
+        batch.in_background(lambda: tracking.log_dataset(batch.run_id, **dataset))
         try:
             metrics, model_id = _trial_metrics(cfg, trial, batch, data, key)
         except optuna.TrialPruned as exc:  # a decision, not a failure: the run ends FINISHED
@@ -348,9 +350,9 @@ def run_trial(cfg: DictConfig) -> dict:
                 batch.tags({"failure_reason": f"non-finite {', '.join(bad)}"})
                 raise FloatingPointError(f"non-finite {', '.join(bad)}: " + ", ".join(f"{k}={metrics[k]}" for k in bad))
             batch.tags({STATE_TAG: "COMPLETE", "ecosplit.model_id": model_id})
-            metrics["mlflow_run_id"] = active.info.run_id
     if pruned is not None:
         raise pruned
+    metrics["mlflow_run_id"] = batch.run_id
     # the whole task, MLflow calls included (an Optuna user attribute; the run has ended)
     metrics["time_task_s"] = time.perf_counter() - start
     return metrics
@@ -454,10 +456,10 @@ def _trial_metrics(cfg: DictConfig, trial, batch: tracking.RunLog, data: MnistSp
     model_tags = {"ecosplit.study": claim_tags["ecosplit.study"]}
     if trial is not None:
         model_tags["optuna.trial_number"] = trial.number
-    model_id = batch.in_background(
-        _log_pruned_model, batch.run_id, batch.experiment_id, dense, pruned, tags=model_tags,
-        name=f"pruned-trial-{trial.number}" if trial is not None else "pruned",
-        params={k: OmegaConf.select(cfg, k) for k in ("train.mu", "prune.mode", "prune.threshold", "prune.finetune_epochs")})
+    model = {"tags": model_tags, "name": f"pruned-trial-{trial.number}" if trial is not None else "pruned",
+             "params": {k: OmegaConf.select(cfg, k) for k in ("train.mu", "prune.mode", "prune.threshold",
+                                                                "prune.finetune_epochs")}}
+    model_id = batch.in_background(lambda: _log_pruned_model(batch.run_id, batch.experiment_id, dense, pruned, **model))
     t = time.perf_counter()
     if key not in _DENSE_TEST:  # the dense model's test score depends on the training key only
         _DENSE_TEST[key] = evaluate(dense, data.test)
@@ -532,8 +534,8 @@ def _log_sweep_data(client: MlflowClient, parent, trial_runs: list) -> None:
 def on_complete(study: optuna.Study, cfg: DictConfig) -> None:
     """On the parent run: pareto.csv (the front's rows), trials.csv (every trial at a glance,
     ``trial_summary``), the Pareto plot, the best scalar trial, the trial counts; and the selected
-    model registered."""
-    from .plots import pareto_plot
+    model registered (in a thread of its own while the rest is logged: its volunteering pause
+    and MLflow's model packaging overlap the plot and the uploads)."""
     experiment_ids = _experiment_ids(cfg)
     experiment_id = experiment_ids[0]
     reconcile_runs(study, experiment_ids)
@@ -542,20 +544,51 @@ def on_complete(study: optuna.Study, cfg: DictConfig) -> None:
     out = Path(cfg.hydra.sweep.dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "pareto.csv").write_text(tracking.rows_to_csv(rows))
-    trials = study.get_trials(deepcopy=False)
-    trial_runs = _trial_runs(experiment_id, study.study_name)
-    summary = trial_summary(trials, {int(r.data.tags["optuna.trial_id"]): (r.info.run_id, r.data.params)
-                                     for r in trial_runs if "optuna.trial_id" in r.data.tags}, rows)
-    (out / "trials.csv").write_text(tracking.rows_to_csv(summary))
     client = MlflowClient()
     run_id = parent.info.run_id
     unfinished = _unfinished_trials(study)
     recorded = client.get_run(run_id).data.metrics.get("trials_complete", 0)
     if recorded > len(rows):
         # another worker finished later and already logged a front over more trials
+        _log_front(study, client, parent, rows, chosen, out, log_it=False)
         log.info("Pareto front: %d trials here, the parent run already has %d: left as is; pareto.csv in %s",
                  len(rows), int(recorded), out)
         return
+    version = None
+    with ThreadPoolExecutor(1, thread_name_prefix="ecosplit-register") as pool:  # waits for it in any case
+        registration = pool.submit(register_once, MlflowClient(), run_id, rows[chosen], cfg.selection.registered_model,
+                                   cfg.selection.alias, cfg.cache.dir) if chosen >= 0 else None
+        _log_front(study, client, parent, rows, chosen, out)
+        if registration is not None:
+            version = registration.result()
+    if chosen >= 0:
+        sel = rows[chosen]
+        log.info("selected trial %s (%s=%.4g J, %s=%.4f) registered as models:/%s@%s (version %s)", sel["trial"],
+                 ENERGY_KEY, sel[ENERGY_KEY], ACCURACY_KEY, sel[ACCURACY_KEY], cfg.selection.registered_model,
+                 cfg.selection.alias, version)
+    else:
+        log.warning("no trial meets selection.min_val_accuracy=%s: nothing registered", cfg.selection.min_val_accuracy)
+    if unfinished:
+        log.info("trials %s still RUNNING/WAITING in other workers: the parent run stays RUNNING "
+                 "until the last worker completes", unfinished)
+    else:
+        client.set_terminated(run_id, "FINISHED")
+    log.info("Pareto front: %d of %d trials; pareto.csv and trials.csv in %s", sum(r["on_front"] for r in rows),
+             len(rows), out)
+
+
+def _log_front(study: optuna.Study, client: MlflowClient, parent, rows: list[dict], chosen: int, out: Path,
+               log_it: bool = True) -> None:
+    """trials.csv in ``out``; with ``log_it``, on the parent run: both CSVs, the trials' datasets,
+    the counts, the plot, the best and the selected trial."""
+    trials = study.get_trials(deepcopy=False)
+    trial_runs = _trial_runs(parent.info.experiment_id, study.study_name)
+    summary = trial_summary(trials, {int(r.data.tags["optuna.trial_id"]): (r.info.run_id, r.data.params)
+                                     for r in trial_runs if "optuna.trial_id" in r.data.tags}, rows)
+    (out / "trials.csv").write_text(tracking.rows_to_csv(summary))
+    if not log_it:
+        return
+    run_id = parent.info.run_id
     client.log_artifact(run_id, str(out / "pareto.csv"))
     client.log_artifact(run_id, str(out / "trials.csv"))
     _log_sweep_data(client, parent, trial_runs)
@@ -566,6 +599,7 @@ def on_complete(study: optuna.Study, cfg: DictConfig) -> None:
     batch.metrics({"trials_complete": n, "trials_pruned": states.count(optuna.trial.TrialState.PRUNED),
                    "trials_failed": states.count(optuna.trial.TrialState.FAIL)}, step=n)
     if rows:
+        from .plots import pareto_plot
         png = pareto_plot([r[ENERGY_KEY] for r in rows], [r[ACCURACY_KEY] for r in rows], [r["on_front"] for r in rows],
                           [r["trial"] for r in rows], "average PS energy (J)", "validation accuracy", out / "pareto.png",
                           chosen if chosen >= 0 else None)
@@ -580,21 +614,6 @@ def on_complete(study: optuna.Study, cfg: DictConfig) -> None:
         batch.metrics({f"selected_{k}": sel[k] for k in (ENERGY_KEY, ACCURACY_KEY, "test_accuracy", "compression_ratio")
                        if k in sel}, step=n)
     batch.send()
-    if chosen >= 0:
-        version = register_once(client, run_id, sel, cfg.selection.registered_model, cfg.selection.alias,
-                                cfg.cache.dir)
-        log.info("selected trial %s (%s=%.4g J, %s=%.4f) registered as models:/%s@%s (version %s)", sel["trial"],
-                 ENERGY_KEY, sel[ENERGY_KEY], ACCURACY_KEY, sel[ACCURACY_KEY], cfg.selection.registered_model,
-                 cfg.selection.alias, version)
-    else:
-        log.warning("no trial meets selection.min_val_accuracy=%s: nothing registered", cfg.selection.min_val_accuracy)
-    if unfinished:
-        log.info("trials %s still RUNNING/WAITING in other workers: the parent run stays RUNNING "
-                 "until the last worker completes", unfinished)
-    else:
-        client.set_terminated(run_id, "FINISHED")
-    log.info("Pareto front: %d of %d trials; pareto.csv and trials.csv in %s", sum(r["on_front"] for r in rows),
-             len(rows), out)
 
 
 def _pareto_html(rows, path: Path, client, run_id: str) -> None:
