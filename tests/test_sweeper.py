@@ -953,6 +953,32 @@ def test_an_outcome_is_told_in_two_commits_with_every_attribute_in_its_type(tmp_
     assert second.system_attrs[FAIL_KIND] == "task" and second.constraints == {}
 
 
+def test_a_trials_attributes_are_written_by_one_statement_per_kind(tmp_path):
+    """12 user attrs and 2 system attrs (one of them already there: updated): one SELECT of the
+    trial, one upsert per kind (it was a SELECT and an upsert per attribute); a finished trial is
+    refused as Optuna's own setters refuse it."""
+    from sqlalchemy import event
+
+    from hydra_plugins.ecosplit_optuna_sweeper._storage import rdb_storage, set_trial_attrs
+
+    storage = rdb_storage(sqlite(tmp_path))
+    study = optuna.create_study(storage=storage, study_name="attrs")
+    trial = study.ask()
+    storage.set_trial_system_attr(trial._trial_id, "kind", "old")
+    statements = []
+    event.listen(storage.engine, "before_cursor_execute",
+                 lambda conn, cursor, sql, *args: statements.append(sql.split()[0].upper()))
+    user = {f"m{i:02d}": i / 4 for i in range(12)}
+    set_trial_attrs(storage, trial._trial_id, user, {"kind": "new", "note": [1, "a"]})
+    assert statements.count("INSERT") == 2 and statements.count("SELECT") == 1
+    fresh = optuna.load_study(study_name="attrs", storage=sqlite(tmp_path)).trials[0]
+    assert fresh.user_attrs == user and fresh.system_attrs == {"kind": "new", "note": [1, "a"]}
+    study.tell(trial, 0.5)
+    with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
+        set_trial_attrs(storage, trial._trial_id, {"late": 1})
+    assert "late" not in optuna.load_study(study_name="attrs", storage=sqlite(tmp_path)).trials[0].user_attrs
+
+
 def test_the_first_heartbeat_waits_a_tick_on_sqlite_and_is_written_at_once_elsewhere(tmp_path):
     from hydra_plugins.ecosplit_optuna_sweeper._storage import Heartbeat, _heartbeat_ages, rdb_storage
 
