@@ -38,7 +38,7 @@ from .cache import DATA_KEYS_IGNORED, ModelCache, cache_experiment_id, training_
 from .cli import user_errors_exit
 from .config import ConfigError, check_range, validate_evaluation, validate_training
 from .data import MnistSplits
-from .front import ACCURACY_KEY, ENERGY_KEY, pareto_table, register_once, study_rows
+from .front import ACCURACY_KEY, ENERGY_KEY, pareto_table, prepare_registration, register_once, study_rows
 from .model import SplitCNN, save_checkpoint
 from .pruning import layer_table
 from .reporting import energy_terms
@@ -185,6 +185,8 @@ def on_start(study: optuna.Study, cfg: DictConfig) -> None:
     If an earlier, aborted run of the sweep ended the parent run FAILED or KILLED, it is RUNNING
     again: the study resumes."""
     validate_sweep(cfg)  # study_definition checked it before the study was opened; cheap
+    if cfg.selection.registered_model:
+        prepare_registration()  # while the trials run, not at the end
     experiment_ids = _experiment_ids(cfg)
     experiment_id = experiment_ids[0]
     sweeper = cfg.hydra.sweeper
