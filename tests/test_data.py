@@ -96,7 +96,7 @@ def test_idx_header_gives_shape_and_big_endian_values(tmp_path):
 
 
 def test_reading_the_files_does_not_import_torchvision(fake_mnist):
-    """torchvision.datasets pulls in torch's compiler (~1.4 s of every process's start): only a download needs it."""
+    """Only a download needs torchvision."""
     code = ("import sys; from pipeline.data import load_mnist; "
             f"s = load_mnist({str(fake_mnist)!r}, download=True); "
             "print(len(s.train), [m for m in sys.modules if m.startswith('torchvision')])")
