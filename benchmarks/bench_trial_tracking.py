@@ -21,9 +21,12 @@ trials 1..n-2 (trial 0 also pays the process's first MLflow calls; the last has 
                    + gap           (tell -> next ask)
 
 Calls made in a background thread while the trial computes cost no wall time here when a core is
-idle, but CPU all the same: the worker's CPU seconds over the same window (polled from /proc) are
-printed per trial too, against the work's wall time (the work runs 1 torch thread, so its CPU time
-is about its wall time on an idle machine).
+idle, but CPU all the same; and on a shared machine every wall time above stretches with the
+others' load. So the same split is printed in CPU seconds, which the others' load hardly moves:
+the worker's CPU over the steady window (all its threads, polled from /proc) against the CPU of
+the same trials' work replayed alone afterwards (their params, one process, no sweeper, no
+tracking; a first trial replayed untimed to warm it up), which also checks that the replay gives
+the sweep's objectives.
 
     .venv/bin/python benchmarks/bench_trial_tracking.py [--server] [--trials 10] [--repo DIR ...]
 
@@ -34,6 +37,8 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
+import math
 import os
 import statistics
 import subprocess
@@ -80,7 +85,8 @@ def run(repo: Path, base: Path, storage: str, tracking_uri: str, n_trials: int) 
     import optuna
     work = base / "work"
     work.mkdir()
-    args = [sys.executable, str(repo / "sweep.py"), "-m", *TRIAL, f"data.root={data_root(base)}",
+    data = data_root(base)
+    args = [sys.executable, str(repo / "sweep.py"), "-m", *TRIAL, f"data.root={data}",
             "data.download=false", f"hydra.sweeper.n_trials={n_trials}", f"hydra.sweeper.storage={storage}",
             "hydra.sweeper.study_name=bench", f"tracking.uri={tracking_uri}", f"cache.dir={work / 'cache'}"]
     env = {**os.environ, "PYTHONPATH": str(repo), "MLFLOW_DISABLE_TELEMETRY": "true",
@@ -114,9 +120,49 @@ def run(repo: Path, base: Path, storage: str, tracking_uri: str, n_trials: int) 
     steady = rows[1:]  # trials 1..n-2
     first, last = trials[1].datetime_start, trials[-1].datetime_start
     cpu_s = cpu_at(samples, last) - cpu_at(samples, first)
+    replayed = replay_work(repo, data, trials[:-1])  # trial 0 warms the replay up
+    same = all(math.isclose(r["objective"], trials[r["number"]].values[0], rel_tol=1e-9) for r in replayed)
     return {"rows": rows, "steady": steady, "wall_s": wall, "cpu_per_trial": cpu_s / len(steady),
+            "work_cpu_per_trial": statistics.mean(r["cpu_s"] for r in replayed[1:]), "same_objectives": same,
             "startup_s": (trials[0].datetime_start - launched).total_seconds(),
             "tail_s": (exited - trials[-1].datetime_complete).total_seconds()}
+
+
+REPLAY = """
+import json, sys, time
+from hydra import compose, initialize_config_dir
+from pipeline import sweep
+from pipeline.stages import load_data, measure, prune_model, train_dense
+from pipeline.training import evaluate
+
+args = json.loads(sys.argv[1])
+out = []
+with initialize_config_dir(version_base="1.3", config_dir=args["conf"]):
+    for trial in args["trials"]:
+        cfg = compose("sweep", overrides=args["overrides"] + [f"{k}={v}" for k, v in trial["params"].items()])
+        data = load_data(cfg)
+        start = time.process_time()  # the work of pipeline.sweep._trial_metrics, without MLflow
+        dense = train_dense(cfg, data, lambda rec, model: sweep.intermediate_metrics(cfg, model, data, rec.val_loss))
+        pruned = prune_model(cfg, dense, data)
+        metrics = measure(dense, pruned, data, dense_test=evaluate(dense, data.test))
+        objective = sweep.eq8_terms(cfg, dense, pruned, metrics["val_loss"])["objective"]
+        out.append({"number": trial["number"], "cpu_s": time.process_time() - start, "objective": objective})
+print(json.dumps(out))
+"""
+
+
+def replay_work(repo: Path, data: Path, trials: list) -> list[dict]:
+    """CPU seconds of each trial's work done alone (``REPLAY``) and its objective."""
+    overrides = [o for o in TRIAL if not o.startswith(("hydra", "search.one_minus_mu="))]
+    overrides += [f"data.root={data}", "data.download=false"]
+    args = {"conf": str(repo / "conf"), "overrides": overrides,
+            "trials": [{"number": t.number, "params": t.params} for t in trials]}
+    env = {**os.environ, "PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1"}
+    out = subprocess.run([sys.executable, "-c", REPLAY, json.dumps(args)], cwd=repo, env=env, capture_output=True,
+                         text=True)
+    if out.returncode:
+        raise SystemExit(out.stderr[-4000:])
+    return json.loads(out.stdout.splitlines()[-1])
 
 
 def run_once(repo: Path, server: bool, n_trials: int) -> dict:
@@ -139,7 +185,7 @@ def summary(r: dict) -> dict:
     n = len(r["steady"])
     mean = {k: sum(row[k] for row in r["steady"]) / n for k in r["steady"][0] if k != "number"}
     mean["overhead"] = mean["wall"] - mean["work"]
-    mean["cpu"] = r["cpu_per_trial"]
+    mean["cpu"], mean["work_cpu"] = r["cpu_per_trial"], r["work_cpu_per_trial"]
     return mean
 
 
@@ -156,8 +202,10 @@ def print_run(repo: Path, r: dict) -> None:
     print(f"per steady trial (1..{len(r['rows']) - 1}): wall {m['wall']:.3f} s = work {m['work']:.3f} s + overhead "
           f"{m['overhead']:.3f} s (data {m['data']:.3f}, tracking {m['tracking']:.3f}, sweeper {m['sweeper']:.3f}, "
           f"gap {m['gap']:.3f}) -> overhead {m['overhead'] / m['wall']:.1%} of the trial's wall time (target < 10%)")
-    print(f"  worker CPU per steady trial {m['cpu']:.3f} s against {m['work']:.3f} s of work: "
-          f"{m['cpu'] - m['work']:+.3f} s, {(m['cpu'] - m['work']) / m['cpu']:.1%} of its CPU")
+    print(f"in CPU seconds: worker {m['cpu']:.3f} s per steady trial (all threads) = its work replayed alone "
+          f"{m['work_cpu']:.3f} s + overhead {m['cpu'] - m['work_cpu']:.3f} s -> overhead "
+          f"{(m['cpu'] - m['work_cpu']) / m['cpu']:.1%} of the trial's CPU; replay's objectives "
+          f"{'identical to' if r['same_objectives'] else 'DIFFERENT from'} the sweep's")
 
 
 def main() -> None:
@@ -181,13 +229,14 @@ def main() -> None:
             print_run(repo, r)
     if len(repos) > 1 or args.rounds > 1:
         print("\nmedian over rounds, per steady trial:   wall    work   overhead (data  tracking sweeper  gap)  "
-              "overhead/wall   CPU - work")
+              "overhead/wall | CPU: worker  work   overhead/CPU")
         for repo, runs in results.items():
             med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
             share = statistics.median(r["overhead"] / r["wall"] for r in runs)
+            cpu_share = statistics.median((r["cpu"] - r["work_cpu"]) / r["cpu"] for r in runs)
             print(f"  {str(repo)[-30:]:30s} {med['wall']:6.3f}  {med['work']:6.3f}  {med['overhead']:6.3f}  "
                   f"({med['data']:5.3f} {med['tracking']:6.3f} {med['sweeper']:6.3f} {med['gap']:5.3f})  {share:6.1%}"
-                  f"        {med['cpu'] - med['work']:+.3f} s")
+                  f"      | {med['cpu']:6.3f} {med['work_cpu']:6.3f}  {cpu_share:6.1%}")
 
 
 if __name__ == "__main__":
