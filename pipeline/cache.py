@@ -79,16 +79,21 @@ def data_selection(cfg: DictConfig) -> dict:
 _DIGESTS: dict[tuple, tuple[str, str]] = {}  # data selection -> (data_fingerprint, test split sha256)
 
 
-def data_digests(cfg: DictConfig, data: MnistSplits) -> tuple[str, str]:
-    """``data_fingerprint(data)`` and the sha256 of the test split. Hashing the images takes ~0.3 s
-    for the full MNIST, so it is done once per process and data selection: the settings, the
-    folder and its MNIST files' names, sizes and modification times (``data`` must be what
-    ``cfg.data`` loads)."""
+def data_key(cfg: DictConfig) -> tuple:
+    """What identifies the samples ``cfg.data`` loads within a process: the selection settings, the
+    folder and its MNIST files' names, sizes and modification times."""
     root = resolve_root(cfg.data.root)
     raw = root / "MNIST" / "raw"
     stats = [(e.name, e.stat()) for e in os.scandir(raw)] if raw.is_dir() else []
     files = tuple(sorted((name, st.st_size, st.st_mtime_ns) for name, st in stats))
-    key = (str(root), json.dumps(data_selection(cfg), sort_keys=True), files)
+    return str(root), json.dumps(data_selection(cfg), sort_keys=True), files
+
+
+def data_digests(cfg: DictConfig, data: MnistSplits) -> tuple[str, str]:
+    """``data_fingerprint(data)`` and the sha256 of the test split. Hashing the images takes ~0.3 s
+    for the full MNIST, so it is done once per process and ``data_key`` (``data`` must be what
+    ``cfg.data`` loads)."""
+    key = data_key(cfg)
     if key not in _DIGESTS:
         _DIGESTS[key] = (data_fingerprint(data), _sha256([data.test]))
     return _DIGESTS[key]

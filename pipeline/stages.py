@@ -14,7 +14,7 @@ from typing import Callable
 from omegaconf import DictConfig, OmegaConf
 
 from . import tracking
-from .cache import data_digests, data_selection, path_start
+from .cache import data_digests, data_key, data_selection, path_start
 from .config import validate_training
 from .data import MnistSplits, load_mnist, resolve_root
 from .model import SplitCNN, build_model, save_checkpoint
@@ -24,12 +24,23 @@ from .training import EpochRecord, EvalResult, evaluate, fit, resolve_device, se
 log = logging.getLogger(__name__)
 
 
+_LOADED: dict[tuple, MnistSplits] = {}  # the last data loaded in this process, by cache.data_key and device
+
+
 def load_data(cfg: DictConfig) -> MnistSplits:
-    """The splits, moved once to ``train.device`` (training, evaluation, pruning and fine-tuning run there)."""
+    """The splits, moved once to ``train.device`` (training, evaluation, pruning and fine-tuning run there).
+
+    Loaded once per process while ``cfg.data`` selects the same samples (``cache.data_key``): the
+    trials of a sweep share them (nothing writes to them; a batch is a copy)."""
     d = cfg.data
-    splits = load_mnist(d.root, d.val_fraction, d.split_seed, d.download, d.train_subset, d.test_subset,
-                        d.get("train_repeat", 1), d.get("train_per_class"))
-    return splits.to(resolve_device(cfg.train.get("device", "cpu")))
+    device = resolve_device(cfg.train.get("device", "cpu"))
+    key = (*data_key(cfg), str(device))
+    if key not in _LOADED:
+        splits = load_mnist(d.root, d.val_fraction, d.split_seed, d.download, d.train_subset, d.test_subset,
+                            d.get("train_repeat", 1), d.get("train_per_class"))
+        _LOADED.clear()  # one data set held at a time
+        _LOADED[key] = splits.to(device)
+    return _LOADED[key]
 
 
 DATASET_NAME = "mnist"

@@ -199,3 +199,33 @@ def test_help_describes_the_app_its_groups_and_examples_that_compose(entry, tmp_
         overrides = [o.input_line for o in parsed if not o.is_sweep_override()]
         with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "conf")):
             compose(entry, overrides)
+
+
+def test_an_entry_script_keeps_the_collector_off_its_long_lived_objects(monkeypatch):
+    """A sweep worker's full collections would walk every object of torch, MLflow and Hydra again
+    and again, and its exit all of them once more: frozen before the task (the imports), where
+    the task says so (freeze_heap), and at the end, even after an error; freeze_heap outside an
+    entry script (a test, a launcher's worker) leaves the collector alone."""
+    import gc
+
+    from pipeline import cli
+
+    monkeypatch.setattr(cli, "_in_script", False)
+    assert gc.get_freeze_count() == 0
+    try:
+        cli.freeze_heap()
+        assert gc.get_freeze_count() == 0
+
+        def task():
+            frozen = gc.get_freeze_count()
+            alive = [[i] for i in range(100)]  # made by the task, tracked by the collector
+            cli.freeze_heap()
+            return frozen, gc.get_freeze_count() - len(alive)
+        before, after = cli.run_script(task)
+        assert before > 0 and after >= before
+        gc.unfreeze()
+        with pytest.raises(SystemExit) as refused:
+            cli.run_script(cli.user_errors_exit(lambda: cli.refuse("bad")))
+        assert refused.value.code == 2 and gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
