@@ -377,11 +377,12 @@ def eq8_terms(cfg: DictConfig, dense: SplitCNN, pruned: SplitCNN, val_loss: floa
     """Eq. (8) for ``pruned`` with validation loss ``val_loss``: its trajectory-average PS energy,
     the PSNC energy of ``dense`` (the normaliser) and the scalar value. The one computation behind
     both the trial's objective and the values reported at every epoch (``data``: the validation
-    images the models are deployed on beyond the paper's representation)."""
+    images the models are deployed on beyond the paper's representation; then also
+    ``route_accuracy_ps``, see ``reporting.energy_terms``)."""
     terms = energy_terms(cfg, dense, pruned, data)
-    energy_j, reference_j = terms["energy_total_j_ps"], terms["energy_total_j_psnc"]
+    energy_j, reference_j = terms.pop("energy_total_j_ps"), terms.pop("energy_total_j_psnc")
     return {ENERGY_KEY: energy_j, "energy_total_j_psnc": reference_j, "energy_normalised": energy_j / reference_j,
-            "objective": objective.scalar_objective(val_loss, energy_j, reference_j, cfg.objective.lam)}
+            "objective": objective.scalar_objective(val_loss, energy_j, reference_j, cfg.objective.lam), **terms}
 
 
 def intermediate_metrics(cfg: DictConfig, model: SplitCNN, data: MnistSplits, dense_val_loss: float) -> dict[str, float]:
@@ -488,6 +489,12 @@ def _trial_metrics(cfg: DictConfig, trial, batch: tracking.RunLog, data: MnistSp
         _DENSE_TEST[key] = evaluate(dense, data.test)
     metrics = measure(dense, pruned, data, dense_test=_DENSE_TEST[key])
     energy = eq8_terms(cfg, dense, pruned, metrics["val_loss"], data)
+    if "route_accuracy_ps" in energy:
+        # beyond the paper's representation the front and selection.min_val_accuracy judge what is
+        # deployed: PS's accuracy on the validation route (within selection.max_accuracy_drop of
+        # the fp32 pruned model's on validation, which stays the loss term and val_accuracy_fp32)
+        metrics["val_accuracy_fp32"] = metrics["val_accuracy"]
+        metrics["val_accuracy"] = energy.pop("route_accuracy_ps")
     metrics.update({**energy, "train_mu": float(cfg.train.mu)})
     times["time_eval_s"] = time.perf_counter() - t
     metrics.update(times)
@@ -517,10 +524,12 @@ SUMMARY_METRICS = (ACCURACY_KEY, "test_accuracy", ENERGY_KEY, "compression_ratio
 
 def trial_summary(trials: list, runs: dict[int, tuple[str, dict]], front: list[dict]) -> list[dict]:
     """The sweep at a glance, one row per ended trial (COMPLETE, PRUNED, FAIL): its number and
-    state, SUMMARY_PARAMS (from its MLflow run's params, ``runs``: trial id -> (run id, params);
-    else from the trial's own), the final SUMMARY_METRICS, ``on_front``/``selected`` of the
+    state, SUMMARY_PARAMS and any other searched setting but 1 - mu (from its MLflow run's params,
+    ``runs``: trial id -> (run id, params); else from the trial's own), the final SUMMARY_METRICS, ``on_front``/``selected`` of the
     accuracy/energy front (``front``: pareto_table's rows), the epoch a PRUNED trial stopped at."""
     marks = {r["trial"]: r for r in front}
+    # searched settings beyond these (experiment=beyond: activation bits, coding, precision)
+    searched = sorted({k for t in trials for k in t.params} - {*SUMMARY_PARAMS, "search.one_minus_mu"})
     rows = []
     for t in sorted(trials, key=lambda t: t.number):
         if t.state not in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED,
@@ -530,7 +539,7 @@ def trial_summary(trials: list, runs: dict[int, tuple[str, dict]], front: list[d
         mark = marks.get(t.number, {})
         stopped = max(t.intermediate_values) if t.state == optuna.trial.TrialState.PRUNED and t.intermediate_values else None
         rows.append({"trial": t.number, "state": t.state.name,
-                     **{k: params.get(k, t.params.get(k)) for k in SUMMARY_PARAMS},
+                     **{k: params.get(k, t.params.get(k)) for k in (*SUMMARY_PARAMS, *searched)},
                      **{k: mark.get(k) for k in SUMMARY_METRICS},
                      "on_front": bool(mark.get("on_front", False)), "selected": bool(mark.get("selected", False)),
                      "pruned_at_epoch": stopped, "mlflow_run_id": run_id})

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import optuna
 import pytest
 import torch
@@ -400,8 +401,13 @@ def test_the_front_from_mlflow_counts_complete_trials_only(hook_env):
 def test_trial_summary_has_one_row_per_ended_trial_with_its_settings_results_and_place_on_the_front():
     from optuna.distributions import FloatDistribution
     from optuna.trial import TrialState, create_trial
+    from optuna.distributions import CategoricalDistribution
     dist = {"prune.threshold": FloatDistribution(0.1, 2.0)}
-    complete = create_trial(value=0.5, params={"prune.threshold": 1.5}, distributions=dist,
+    # experiment=beyond: another searched setting gets its column (1 - mu is train.mu's)
+    beyond = {**dist, "energy.precision": CategoricalDistribution(["fp32", "int8"]),
+              "search.one_minus_mu": FloatDistribution(1e-6, 1e-4)}
+    complete = create_trial(value=0.5, params={"prune.threshold": 1.5, "energy.precision": "int8",
+                                               "search.one_minus_mu": 1e-5}, distributions=beyond,
                             user_attrs={"val_accuracy": 0.96})
     pruned = create_trial(state=TrialState.PRUNED, params={"prune.threshold": 0.2}, distributions=dist,
                           intermediate_values={1: 0.9, 2: 0.8, 3: 0.85})
@@ -417,12 +423,13 @@ def test_trial_summary_has_one_row_per_ended_trial_with_its_settings_results_and
     assert [(r["trial"], r["state"], r["mlflow_run_id"]) for r in rows] == [
         (0, "COMPLETE", "run-a"), (1, "PRUNED", "run-b"), (2, "FAIL", "")]  # RUNNING: not ended
     assert rows[0] == {"trial": 0, "state": "COMPLETE", "train.mu": "0.99999", "prune.threshold": "1.5",
-                       "prune.finetune_epochs": "2", "val_accuracy": 0.96, "test_accuracy": 0.95,
+                       "prune.finetune_epochs": "2", "energy.precision": "int8", "val_accuracy": 0.96, "test_accuracy": 0.95,
                        "energy_total_j_ps": 4e-6, "compression_ratio": 12.0, "objective": 0.5, "on_front": True,
                        "selected": True, "pruned_at_epoch": None, "mlflow_run_id": "run-a"}
     assert rows[1]["pruned_at_epoch"] == 3 and rows[1]["val_accuracy"] is None and not rows[1]["on_front"]
     # no run (it failed before opening one): the trial's own params
     assert rows[2]["prune.threshold"] == 0.3 and rows[2]["train.mu"] is None
+    assert rows[1]["energy.precision"] is None  # not searched in that trial, no run param either
 
 
 def test_on_abort_before_on_start_creates_no_store(tmp_path):
@@ -541,6 +548,58 @@ def test_the_value_reported_each_epoch_is_eq8_of_that_epochs_model_pruned(trial_
     assert all(torch.equal(a, b) for a, b in zip(cached.state_dict().values(), dense.state_dict().values()))
     history = MlflowClient(cfg.tracking.uri).get_metric_history(metrics["mlflow_run_id"], "intermediate_objective")
     assert [(m.step, m.value) for m in history] == [(1, reported[1]), (2, reported[2])]
+
+
+def test_a_trial_beyond_the_papers_representation_is_normalised_by_the_papers_psnc_and_judged_as_deployed(trial_task):
+    """experiment=beyond: eq. (8)'s normaliser is PSNC of the uncompressed model in fp32 with 32-bit
+    dense payloads whatever the trial deploys (else an int8 client makes PS and its yardstick cheaper
+    together), and val_accuracy is PS's accuracy as deployed on the validation route."""
+    from pipeline.model import load_checkpoint
+    from pipeline.reporting import PAPER_REPRESENTATION, evaluate_models, method_rows
+    from pipeline.stages import prune_model
+    beyond = ("energy.precision=int8", "channel.activation_bits=4", "channel.activation_coding=sparse")
+    cfg, metrics = trial_task(None, "train.epochs=1", "prune.threshold=0.5", "prune.finetune_epochs=0",
+                              "objective.lam=0.3", *beyond)
+    data = load_data(cfg)
+    dense = load_checkpoint(Path(cfg.cache.dir) / f"{training_key(cfg, data)}.pt")
+    pruned = prune_model(cfg, dense, data)
+    bw, n = float(cfg.channel.bandwidth_hz), cfg.evaluation.objective_realisations
+
+    def mean_energy(c, method):
+        ev = evaluate_models(c, dense, pruned, [bw], realisations=n, data=data)
+        return ev, float(np.mean([r.means()["energy_total_j"] for r in ev.results[bw][method]]))
+
+    paper = OmegaConf.merge(cfg, PAPER_REPRESENTATION)
+    assert paper.energy.precision == "fp32" and paper.channel.activation_bits == 32
+    _, psnc_paper = mean_energy(paper, "psnc")
+    deployed, psnc_deployed = mean_energy(cfg, "psnc")
+    _, ps = mean_energy(cfg, "ps")
+    assert metrics["energy_total_j_psnc"] == pytest.approx(psnc_paper, rel=1e-12)
+    assert psnc_deployed < 0.9 * psnc_paper  # the int8 client's PSNC: what the normaliser must not be
+    assert metrics["energy_total_j_ps"] == pytest.approx(ps, rel=1e-12)
+    # eq. (8): 0.3 * loss + 0.7 * E_ps / E_psnc(paper)
+    assert metrics["objective"] == pytest.approx(0.3 * metrics["val_loss"] + 0.7 * ps / psnc_paper, rel=1e-9)
+    # the accuracy of what is deployed (evaluate.py's route_accuracy, here on the validation route)
+    ps_row = next(r for r in method_rows(cfg, deployed, bw, 0.0) if r["method"] == "ps")
+    assert metrics["val_accuracy"] == pytest.approx(ps_row["route_accuracy"], abs=1e-12)
+    with torch.no_grad():
+        fp32 = (pruned(data.val.images).argmax(1) == data.val.labels).float().mean().item()
+    assert metrics["val_accuracy_fp32"] == pytest.approx(fp32, abs=1e-6)
+
+
+def test_experiment_beyond_searches_the_representation_beside_mu_and_the_threshold():
+    from pipeline.sweep import _searched_keys
+    cfg = sweep_cfg("experiment=beyond")
+    assert _searched_keys(cfg) == {"search.one_minus_mu", "prune.threshold", "prune.finetune_epochs",
+                                   "channel.activation_bits", "channel.activation_coding", "energy.precision"}
+    assert cfg.sweep.study_name == "beyond-scalar"
+    assert sweep_cfg("experiment=beyond", "objective=multi").sweep.study_name == "beyond-multi"
+    # every value it searches passes validation
+    for bits in (32, 16, 8, 4):
+        for coding in ("dense", "sparse"):
+            for precision in ("fp32", "fp16", "int8"):
+                study_definition(sweep_cfg("experiment=beyond", f"channel.activation_bits={bits}",
+                                           f"channel.activation_coding={coding}", f"energy.precision={precision}"))
 
 
 @pytest.mark.parametrize("warmup_epochs,pruned_at", [(0, 1), (2, 3), (3, None)])
