@@ -3,7 +3,10 @@
     python docs/representation_table.py train_run_id=<id> [evaluate.py overrides shared by every row]
 
 Rows: the paper's representation (fp32, 32-bit dense payloads), then 8-bit activations, 8-bit sparse,
-4-bit sparse, int8 client, fp16 client, int8 + 8-bit sparse. Each row deploys both models (calibrated
+4-bit sparse, int8 client, fp16 client, all (int8 + 8-bit sparse), all over the finite-blocklength
+link. Draws docs/figures/cut_along_route.png: PS's cut at every inference of the first fading
+realisation at 5 MHz, the paper's representation against all (Fig. 4's bottom panel, twice; under
+scenario=realistic, the figure README shows). Each row deploys both models (calibrated
 on the validation images), measures every cut on the test set and runs PS and PSNC over the
 trajectory at 5 and 15 MHz as evaluate.py does (same realisations, same route images); columns are
 means over the fading realisations in uJ, PS's route accuracy (the share of the route's test images
@@ -20,9 +23,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from hydra import compose, initialize_config_dir  # noqa: E402
 
 from pipeline.config import carbon_index, validate_evaluation  # noqa: E402
+from pipeline.plots import cut_along_route  # noqa: E402
 from pipeline.reporting import deployed_model, evaluate_models, load_models, method_rows  # noqa: E402
 from pipeline.stages import load_data  # noqa: E402
 
+ALL = ["energy.precision=int8", "channel.activation_bits=8", "channel.activation_coding=sparse"]
 ROWS = {
     "paper (fp32, 32-bit dense)": [],
     "8-bit activations": ["channel.activation_bits=8"],
@@ -30,9 +35,11 @@ ROWS = {
     "4-bit sparse": ["channel.activation_bits=4", "channel.activation_coding=sparse"],
     "int8 client": ["energy.precision=int8"],
     "fp16 client": ["energy.precision=fp16"],
-    "int8 + 8-bit sparse": ["energy.precision=int8", "channel.activation_bits=8", "channel.activation_coding=sparse"],
+    "all: int8 + 8-bit sparse": ALL,
+    "all + finite blocklength": [*ALL, "channel.rate_model=finite_blocklength"],
 }
 BANDWIDTHS_HZ = (5e6, 15e6)
+PLOTTED = ("paper (fp32, 32-bit dense)", "all: int8 + 8-bit sparse")
 
 
 def main(overrides: list[str]) -> None:
@@ -44,6 +51,7 @@ def main(overrides: list[str]) -> None:
     print("| setting | W | PS E (uJ) | PS E_p (uJ) | PS E_tr (uJ) | PS misses | PS route accuracy | "
           "unquantised test accuracy |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    choices, route = {}, None
     for name, cfg in configs.items():
         validate_evaluation(cfg)
         deployed = (deployed_model(cfg, models.pruned, data), deployed_model(cfg, models.dense, data))
@@ -55,6 +63,12 @@ def main(overrides: list[str]) -> None:
                      ("energy_total_j", "energy_processing_j", "energy_transmission_j")]
             print(f"| {name} | {bw / 1e6:g} MHz | {' | '.join(cells)} | {ps['deadline_miss_rate']:.1%} | "
                   f"{ps['route_accuracy']:.2%} | {deployed[0].route.accuracy[0]:.2%} |", flush=True)
+        if name in PLOTTED:
+            choices[name], route = ev.results[BANDWIDTHS_HZ[0]]["ps"][0].choice, ev
+    path = Path(__file__).resolve().parent / "figures" / "cut_along_route.png"
+    path.parent.mkdir(exist_ok=True)
+    cut_along_route(route.scenario.times_s, choices, route.compressed.names, BANDWIDTHS_HZ[0], path)
+    print(f"plot: {path}")
 
 
 if __name__ == "__main__":

@@ -80,6 +80,31 @@ def fig4_trajectory(positions_m, server_m, locations: dict, choice, cut_names, t
     return path
 
 
+def cut_along_route(times_s, choices: dict, cut_names, bandwidth_hz: float, path: Path) -> Path:
+    """Fig. 4 (bottom) for several settings: PS's cut at every inference of one fading realisation
+    (``choices``: label -> cut index per inference, one row of panels each) and, beside them, the
+    share of inferences sending each cut."""
+    n = len(choices)
+    fig, axes = plt.subplots(n, 2, figsize=(13, 2.6 * n + 0.6), squeeze=False,
+                             gridspec_kw={"width_ratios": [3, 1]}, sharey=True)
+    ticks = range(len(cut_names))
+    for row, (label, choice) in enumerate(choices.items()):
+        choice = np.asarray(choice)
+        ax = axes[row, 0]
+        ax.scatter(times_s, choice, s=2, alpha=0.4)  # fading flips the cut from one inference to the next
+        ax.set_yticks(ticks, cut_names, fontsize=7)
+        ax.set_title(f"{label}: PS cut along the route, W = {bandwidth_hz / 1e6:g} MHz", fontsize=10)
+        share = np.bincount(choice, minlength=len(cut_names)) / len(choice)
+        axes[row, 1].barh(ticks, share * 100)
+        axes[row, 1].set_xlabel("share of inferences (%)")
+        axes[row, 1].set_xlim(0, 100)
+    axes[-1, 0].set_xlabel("time (s)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def fig5_compression(ratios, energy_j, accuracy, path: Path) -> Path:
     """Fig. 5: average total energy and test accuracy against the compression ratio."""
     order = np.argsort(ratios)
