@@ -36,6 +36,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
 from . import tracking
+from .config import inactive_sparsity_keys
 from .data import MnistSplits, TensorSplit, resolve_root
 from .model import SplitCNN, load_checkpoint, save_checkpoint
 from .training import resolve_device
@@ -95,15 +96,22 @@ def data_digests(cfg: DictConfig, data: MnistSplits) -> tuple[str, str]:
 
 
 def training_key(cfg: DictConfig, data: MnistSplits) -> str:
-    """sha256 of the resolved training config and the training data's content."""
+    """sha256 of the resolved training config and the training data's content: the train section,
+    and ``prune.schedule`` with ``prune.gradual`` under gradual pruning (which shapes the trained
+    model). The sparsity settings at their paper values are left out (``config.inactive_sparsity_keys``),
+    so the paper's procedure keeps the key it had before they existed."""
+    inactive = inactive_sparsity_keys(cfg)
+    train = {k: v for k, v in OmegaConf.to_container(cfg.train, resolve=True).items() if f"train.{k}" not in inactive}
     blob = {
         "data": data_selection(cfg),
         "data_sha256": data_digests(cfg, data)[0],
         "model": OmegaConf.to_container(cfg.model, resolve=True),
         # the device actually used (auto differs per machine; CPU and GPU numerics differ)
-        "train": {**OmegaConf.to_container(cfg.train, resolve=True), "device": resolve_device(cfg.train.get("device", "cpu")).type},
+        "train": {**train, "device": resolve_device(cfg.train.get("device", "cpu")).type},
         "seed": cfg.seed,
     }
+    if "prune.gradual" not in inactive:
+        blob["prune"] = {"schedule": cfg.prune.schedule, "gradual": OmegaConf.to_container(cfg.prune.gradual, resolve=True)}
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()
 
 
