@@ -269,3 +269,43 @@ def test_the_cache_key_follows_every_setting_that_changes_the_trained_model(smal
     assert len(keys) == len(changed) and key not in keys
     # gradual settings do not matter while the schedule is oneshot; fine-tuning is not cached
     assert training_key(OmegaConf.merge(cfg, OmegaConf.from_dotlist(["prune.gradual.final_sparsity=0.5"])), data) == key
+
+
+def test_stages_train_with_the_configured_sparsity_and_take_c_r_against_the_parameters():
+    """train.py's stages: gradual pruning reaches training (epochs -> steps: 96 samples in batches
+    of 16 = 6 steps an epoch; updates from step 0 to 12, so the 50% masks of step 12 are held
+    over the third epoch), l1_mode and group_l1 reach training and fine-tuning, and C_r divides
+    the parameter count once training has sparsified."""
+    from pipeline import stages
+    from pipeline.data import MnistSplits
+    from pipeline.model import count_parameters
+    small = ["model.conv_channels=[4,4,4,4]", "model.fc_units=[16,8,8,8,10]", "train.batch_size=16",
+             "train.epochs=3", "train.num_threads=1"]
+    data = MnistSplits(_toy_split(), _toy_split(32, 1), _toy_split(32, 2))
+    cfg = _cfg(*small, "prune.schedule=gradual", "prune.gradual.start_epoch=0", "prune.gradual.end_epoch=2",
+               "prune.gradual.frequency_steps=3", "prune.gradual.final_sparsity=0.5", "prune.gradual.per_layer.conv1=0")
+    model = stages.train_dense(cfg, data)
+    for name, layer in model.weighted_layers():
+        expected = 0 if name == "conv1" else math.floor(0.5 * layer.weight.numel())
+        assert int((layer.weight == 0).sum()) == expected, name
+    assert stages.c_r_reference(cfg) == "parameters" and stages.c_r_reference(_cfg()) == "trained"
+    pruned = stages.prune_only(_cfg(*small, "prune.mode=absolute", "prune.threshold=0", "prune.per_layer.conv1=null",
+                                    "prune.per_layer.fc5=null"), model)
+    metrics = stages.measure(model, pruned, data, reference="parameters")
+    assert metrics["nnz_dense"] == count_parameters(model)
+    assert metrics["compression_ratio"] == count_parameters(model) / metrics["nnz_params"]
+    assert metrics["nnz_trained"] == sum(int((p != 0).sum()) for p in model.parameters())
+
+    seen = []
+    original = stages.fit
+
+    def spy(*args, **kwargs):
+        seen.append((kwargs["l1_mode"], kwargs["group_l1"], kwargs.get("gradual") is not None))
+        return original(*args, **kwargs)
+    try:
+        stages.fit = spy
+        cfg = _cfg(*small, "train.epochs=1", "train.l1_mode=proximal", "train.group_l1=1e-4", "prune.finetune_epochs=1")
+        stages.prune_model(cfg, stages.train_dense(cfg, data), data)
+    finally:
+        stages.fit = original
+    assert seen == [("proximal", 1e-4, False), ("proximal", 1e-4, False)]
