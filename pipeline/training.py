@@ -14,7 +14,7 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from .data import TensorSplit
-from .sparsity import L1_MODES, GradualPruning, group_norm_sum, proximal_step
+from .sparsity import L1_MODES, GradualPruning, GroupL1, group_norm_sum, proximal_step
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ LR_SCHEDULES = ("constant", "cosine")
 
 def sparse_loss(
     logits: torch.Tensor, labels: torch.Tensor, model: nn.Module, mu: float, ce_reduction: str = "mean",
-    l1_mode: str = "penalty", group_l1: float = 0.0,
+    l1_mode: str = "penalty", group_l1: GroupL1 = 0.0,
 ) -> torch.Tensor:
     """Eq. (10): mu * loss(theta) + (1 - mu) * sum_l ||theta_l||_1, on one batch of B samples.
 
@@ -46,7 +46,7 @@ def sparse_loss(
     ``mean`` the paper's mu = 0.9999 collapses this model to chance accuracy; under ``sum`` (B = 64)
     it is mean's 1 - 1.56e-6 and trains (README, "Model").
 
-    ``group_l1`` = gamma adds gamma * sum_g ||theta_g||_2 (pipeline.sparsity). With
+    ``group_l1`` = gamma (or gamma per layer) adds gamma * sum_g ||theta_g||_2 (pipeline.sparsity). With
     ``l1_mode="proximal"`` the penalties are not in the loss: mu * loss only, the L1 and group
     terms being applied by their proximal steps after each optimiser step (``fit``).
     """
@@ -59,16 +59,16 @@ def sparse_loss(
         return ce if mu == 1.0 else mu * ce
     loss = ce if mu == 1.0 else mu * ce + (1.0 - mu) * l1_norm(model)
     if group_l1:
-        loss = loss + group_l1 * group_norm_sum(model)
+        loss = loss + group_norm_sum(model, group_l1)
     return loss
 
 
 @torch.no_grad()
-def penalty_value(model: nn.Module, mu: float, group_l1: float) -> float:
+def penalty_value(model: nn.Module, mu: float, group_l1: GroupL1) -> float:
     """(1 - mu) * L1 + gamma * group norms: what ``proximal`` mode leaves out of the loss, added
     back to the logged ``train_loss`` so it is eq. (10) (+ the group term) in both modes."""
     value = (1.0 - mu) * float(l1_norm(model)) if mu != 1.0 else 0.0
-    return value + (group_l1 * float(group_norm_sum(model)) if group_l1 else 0.0)
+    return value + (float(group_norm_sum(model, group_l1)) if group_l1 else 0.0)
 
 
 @dataclass
@@ -180,7 +180,7 @@ def fit(
     max_steps: int | None = None,
     lr_schedule: str = "constant",
     l1_mode: str = "penalty",
-    group_l1: float = 0.0,
+    group_l1: GroupL1 = 0.0,
     gradual: GradualPruning | None = None,
 ) -> TrainResult:
     """Adam on eq. (10) (``ce_reduction``: see ``sparse_loss``). With ``masks`` (fine-tuning) pruned weights are held at zero after every step.

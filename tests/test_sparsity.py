@@ -83,6 +83,9 @@ def test_group_penalty_of_a_tiny_conv_by_hand():
         model.layers.fc1.bias[0] = 2.0
         model.layers.fc5.weight[4, 1] = 7.0
     assert float(group_norm_sum(model)) == pytest.approx(10.0)
+    # gamma per layer: 2 x conv1's (5 + 2) + 0.5 x fc1's 3; a layer not named weighs 0
+    assert float(group_norm_sum(model, {"conv1": 2.0, "fc1": 0.5})) == pytest.approx(15.5)
+    assert float(group_norm_sum(model, {"conv2": 1.0})) == 0.0
     logits, labels = torch.zeros(1, 10), torch.tensor([0])
     ce = math.log(10)  # uniform logits
     mu, gamma = 0.9, 0.01
@@ -219,6 +222,9 @@ def _cfg(*overrides):
 @pytest.mark.parametrize("overrides,message", [
     (["train.l1_mode=lasso"], r"train.l1_mode must be one of penalty, proximal \(got 'lasso'\)"),
     (["train.group_l1=-1"], r"train.group_l1 must be in \[0, inf\) \(got -1\)"),
+    (["+train.group_l1_per_layer.fc5=0.1"],
+     r"train.group_l1_per_layer: unknown grouped layer 'fc5'; valid: conv1, conv2, conv3, conv4, fc1, fc2, fc3, fc4"),
+    (["train.group_l1_per_layer.conv1=-0.1"], r"train.group_l1_per_layer.conv1 must be in \[0, inf\) \(got -0.1\)"),
     (["prune.schedule=cubic"], r"prune.schedule must be one of oneshot, gradual \(got 'cubic'\)"),
     (["prune.schedule=gradual", "prune.gradual.final_sparsity=1"],
      r"prune.gradual.final_sparsity must be in \[0, 1\) \(got 1\)"),
@@ -258,11 +264,12 @@ def test_the_cache_key_follows_every_setting_that_changes_the_trained_model(smal
     key = training_key(cfg, data)
     # the paper's procedure keeps the key it had before these settings existed
     older = OmegaConf.to_container(cfg)
-    for section, name in (("train", "l1_mode"), ("train", "group_l1"), ("prune", "schedule"), ("prune", "gradual")):
+    for section, name in (("train", "l1_mode"), ("train", "group_l1"), ("train", "group_l1_per_layer"),
+                          ("prune", "schedule"), ("prune", "gradual")):
         del older[section][name]
     assert training_key(OmegaConf.create(older), data) == key
     gradual = ["prune.schedule=gradual", "prune.gradual.start_epoch=0", "prune.gradual.end_epoch=1"]
-    changed = [["train.l1_mode=proximal"], ["train.group_l1=1e-4"], gradual,
+    changed = [["train.l1_mode=proximal"], ["train.group_l1=1e-4"], ["train.group_l1_per_layer.conv1=1e-3"], gradual,
                gradual + ["prune.gradual.final_sparsity=0.9"], gradual + ["prune.gradual.scope=global"],
                gradual + ["prune.gradual.frequency_steps=7"], gradual + ["prune.gradual.per_layer.conv1=0"]]
     keys = {training_key(OmegaConf.merge(cfg, OmegaConf.from_dotlist(o)), data) for o in changed}
@@ -309,3 +316,7 @@ def test_stages_train_with_the_configured_sparsity_and_take_c_r_against_the_para
     finally:
         stages.fit = original
     assert seen == [("proximal", 1e-4, False), ("proximal", 1e-4, False)]
+    # gamma per layer: the global value for every grouped layer not named
+    gammas = stages._objective(_cfg(*small, "train.group_l1=1e-4", "train.group_l1_per_layer.conv1=1e-2"))["group_l1"]
+    assert gammas == {"conv1": 1e-2, "conv2": 1e-4, "conv3": 1e-4, "conv4": 1e-4,
+                      "fc1": 1e-4, "fc2": 1e-4, "fc3": 1e-4, "fc4": 1e-4}
