@@ -106,13 +106,17 @@ def validate_training(cfg: DictConfig) -> None:
 # Settings added after trained models were cached and studies were run, at the values that give the
 # paper's procedure (pipeline.sparsity); the default of each new key is its paper value.
 PAPER_SPARSITY = {"train.l1_mode": "penalty", "train.group_l1": 0.0, "prune.schedule": "oneshot"}
+GROUPED_LAYERS = ("conv1", "conv2", "conv3", "conv4", "fc1", "fc2", "fc3", "fc4")  # pipeline.sparsity.unit_groups
 
 
 def inactive_sparsity_keys(cfg: DictConfig) -> set[str]:
-    """The keys of PAPER_SPARSITY at their paper value, plus ``prune.gradual`` unless it is used:
-    left out of the reuse cache's key and the sweep's definition, which therefore stay what they
-    were before these settings existed (old cached models and studies are still found)."""
+    """The keys of PAPER_SPARSITY at their paper value, ``train.group_l1_per_layer`` when all null
+    and ``prune.gradual`` unless it is used: left out of the reuse cache's key and the sweep's
+    definition, which therefore stay what they were before these settings existed (old cached
+    models and studies are still found)."""
     keys = {key for key, paper in PAPER_SPARSITY.items() if _get(cfg, key) in (None, paper)}
+    if all(v is None for v in (_get(cfg, "train.group_l1_per_layer") or {}).values()):
+        keys.add("train.group_l1_per_layer")
     if _get(cfg, "prune.schedule") != "gradual":
         keys.add("prune.gradual")
     return keys
@@ -125,6 +129,10 @@ def validate_sparsity(cfg: DictConfig) -> None:
 
     check_choice(cfg, "train.l1_mode", L1_MODES)
     check_range(cfg, "train.group_l1", 0)
+    for name in _get(cfg, "train.group_l1_per_layer") or {}:
+        if name not in GROUPED_LAYERS:
+            raise ConfigError(f"train.group_l1_per_layer: unknown grouped layer {name!r}; valid: {', '.join(GROUPED_LAYERS)}")
+        check_range(cfg, f"train.group_l1_per_layer.{name}", 0)  # null (= train.group_l1) passes
     check_choice(cfg, "prune.schedule", PRUNE_SCHEDULES)
     if _get(cfg, "prune.schedule") != "gradual":
         return

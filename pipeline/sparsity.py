@@ -21,7 +21,8 @@ Pure torch math, no I/O; ``training.fit`` calls it after every optimiser step.
   without bound and is set to exactly 0, where ``penalty`` mode lets it oscillate around 0 at
   amplitude ~lr. Biases too (eq. 10 sums over every parameter).
 
-- **Group L1** (``train.group_l1`` = gamma >= 0): gamma * sum_g ||theta_g||_2 over the groups
+- **Group L1** (``train.group_l1`` = gamma >= 0, ``train.group_l1_per_layer`` per layer):
+  sum_l gamma_l sum_{g in l} ||theta_g||_2 over the groups
   g = one conv output channel (its C_in x 5 x 5 weights and its bias) or one fc output neuron (its
   row and its bias), for every weighted layer but the last (fc5's 10 outputs are the classes).
   A zero group is a unit whose output is ReLU(0) = 0 everywhere, which ``pruning.remove_dead_units``
@@ -42,7 +43,9 @@ Pure torch math, no I/O; ``training.fit`` calls it after every optimiser step.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Union
 
 import torch
 from torch import nn
@@ -90,29 +93,46 @@ def _rows(layer: nn.Module) -> torch.Tensor:
     return torch.cat([layer.weight.reshape(len(layer.weight), -1), layer.bias[:, None]], dim=1)
 
 
-def group_norm_sum(model: nn.Module) -> torch.Tensor:
-    """sum_g ||theta_g||_2 over every conv output channel and fc output neuron but the last layer's,
-    each group its weights and bias (the group-L1 term; differentiable)."""
-    return sum(_rows(layer).norm(dim=1).sum() for _, layer in unit_groups(model))
+GroupL1 = Union[float, Mapping[str, float]]
+
+
+def layer_strengths(model: nn.Module, group_l1: GroupL1) -> dict[str, float]:
+    """gamma of every grouped layer: a number applies to all, a mapping names each (missing: 0).
+    The CE pulls very differently on a conv1 channel (26 parameters, read at 784 positions) and on
+    an fc1 neuron, so one gamma that removes conv1 channels wipes out the fc layers."""
+    if isinstance(group_l1, Mapping):
+        return {name: float(group_l1.get(name) or 0.0) for name, _ in unit_groups(model)}
+    return {name: float(group_l1) for name, _ in unit_groups(model)}
+
+
+def group_norm_sum(model: nn.Module, group_l1: GroupL1 = 1.0) -> torch.Tensor:
+    """sum_l gamma_l sum_{g in l} ||theta_g||_2 over every conv output channel and fc output
+    neuron but the last layer's, each group its weights and bias (the group-L1 term;
+    differentiable); ``group_l1``: see ``layer_strengths`` (default 1: the plain sum of norms)."""
+    gammas = layer_strengths(model, group_l1)
+    return sum(gammas[name] * _rows(layer).norm(dim=1).sum() for name, layer in unit_groups(model) if gammas[name])
 
 
 @torch.no_grad()
-def proximal_step(model: nn.Module, optimiser: torch.optim.Adam, l1: float, group_l1: float) -> None:
+def proximal_step(model: nn.Module, optimiser: torch.optim.Adam, l1: float, group_l1: GroupL1) -> None:
     """After an Adam step: the L1 prox with tau_i = l1 * step_i, then the group prox with
-    tau_g = group_l1 / mean_g(1 / step_i) (module docstring; step_i = ``adam_step_sizes``).
-    ``l1`` is 1 - mu (0: no L1 prox), ``group_l1`` gamma (0: none)."""
+    tau_g = gamma_l / mean_g(1 / step_i) (module docstring; step_i = ``adam_step_sizes``).
+    ``l1`` is 1 - mu (0: no L1 prox), ``group_l1`` gamma (0: none; see ``layer_strengths``)."""
     if l1 > 0:
         for p in model.parameters():
             steps = adam_step_sizes(optimiser, p)
             if steps is not None:
                 p.copy_(soft_threshold(p, l1 * steps))
-    if group_l1 > 0:
-        for _, layer in unit_groups(model):
+    if not group_l1:
+        return
+    gammas = layer_strengths(model, group_l1)
+    for name, layer in unit_groups(model):
+        if gammas[name]:
             w_steps, b_steps = adam_step_sizes(optimiser, layer.weight), adam_step_sizes(optimiser, layer.bias)
             if w_steps is None or b_steps is None:
                 continue
             metric = torch.cat([w_steps.reshape(len(w_steps), -1), b_steps[:, None]], dim=1).reciprocal().mean(dim=1)
-            rows = group_shrink(_rows(layer), group_l1 / metric)
+            rows = group_shrink(_rows(layer), gammas[name] / metric)
             n_in = rows.shape[1] - 1
             layer.weight.copy_(rows[:, :n_in].reshape(layer.weight.shape))
             layer.bias.copy_(rows[:, n_in])

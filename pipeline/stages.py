@@ -76,8 +76,13 @@ def gradual_pruning(cfg: DictConfig, n_train: int) -> GradualPruning | None:
 def _objective(cfg: DictConfig) -> dict:
     """The training objective's settings shared by training and fine-tuning."""
     t = cfg.train
-    return {"mu": t.mu, "ce_reduction": t.ce_reduction, "l1_mode": t.get("l1_mode", "penalty"),
-            "group_l1": float(t.get("group_l1", 0.0))}
+    group_l1 = float(t.get("group_l1", 0.0))
+    per_layer = {k: float(v) for k, v in (t.get("group_l1_per_layer") or {}).items() if v is not None}
+    if per_layer:  # gamma per grouped layer (every weighted layer but the last), the global one by default
+        names = [f"conv{i}" for i in range(1, len(cfg.model.conv_channels) + 1)]
+        names += [f"fc{i}" for i in range(1, len(cfg.model.fc_units))]
+        group_l1 = {name: per_layer.get(name, group_l1) for name in names}
+    return {"mu": t.mu, "ce_reduction": t.ce_reduction, "l1_mode": t.get("l1_mode", "penalty"), "group_l1": group_l1}
 
 
 def train_dense(
