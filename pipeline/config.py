@@ -152,6 +152,10 @@ def validate_sparsity(cfg: DictConfig) -> None:
         if name not in weighted:
             raise ConfigError(f"{g}.per_layer: unknown weighted layer {name!r}; valid: {', '.join(weighted)}")
         check_range(cfg, f"{g}.per_layer.{name}", 0, 1, high_open=True)  # null (= final_sparsity) passes
+    for name in _get(cfg, f"{g}.units") or {}:
+        if name not in GROUPED_LAYERS:
+            raise ConfigError(f"{g}.units: unknown grouped layer {name!r}; valid: {', '.join(GROUPED_LAYERS)}")
+        check_range(cfg, f"{g}.units.{name}", 0, 1, high_open=True)  # null (= no unit removed) passes
 
 
 # -- energy (Tables I, II) -----------------------------------------------------------------

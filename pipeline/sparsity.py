@@ -38,7 +38,9 @@ Pure torch math, no I/O; ``training.fit`` calls it after every optimiser step.
   masked to sparsity s_t = s_f + (s_i - s_f) (1 - (t - t0) / (n dt))^3; the masks are held fixed
   between these steps (masked weights are re-zeroed after every optimiser step) and after the last
   one. Weights only (biases are 0.5% of the parameters and a bias-only unit is folded or removed
-  by ``remove_dead_units``), per layer or over all layers at once.
+  by ``remove_dead_units``), per layer or over all layers at once; and, optionally, whole units
+  (``prune.gradual.units``: a conv channel or fc neuron with its bias, smallest group norm first)
+  along the same curve, the structured counterpart that shrinks what a cut sends.
 """
 from __future__ import annotations
 
@@ -166,7 +168,13 @@ class GradualPruning:
     """Masks on every weighted layer's weights along ``cubic_sparsity`` (steps count optimiser
     steps from 1). ``per_layer`` maps a layer to its own final sparsity (it then follows its own
     schedule from ``initial`` to it; 0 keeps it dense); the other layers reach ``final``, each
-    on its own (``scope='layer'``) or ranked together by magnitude (``scope='global'``)."""
+    on its own (``scope='layer'``) or ranked together by magnitude (``scope='global'``).
+
+    ``units`` maps a grouped layer (``unit_groups``) to the fraction of its output units (conv
+    channels, fc neurons) to remove, along the same curve: the units with the smallest group
+    norm ||(weights, bias)||_2 are masked whole, bias included, so they output ReLU(0) = 0 and
+    ``remove_dead_units`` deletes them, shrinking what that cut sends (structured pruning); the
+    weight-level target of the layer then counts their weights as pruned first."""
 
     initial: float
     final: float
@@ -175,6 +183,7 @@ class GradualPruning:
     frequency: int
     scope: str = "layer"
     per_layer: dict[str, float] = field(default_factory=dict)
+    units: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.scope not in GRADUAL_SCOPES:
@@ -186,23 +195,38 @@ class GradualPruning:
     def is_update(self, step: int) -> bool:
         return self.start_step <= step <= self.end_step and (step - self.start_step) % self.frequency == 0
 
-    def sparsity(self, step: int, layer: str | None = None) -> float:
-        final = self.per_layer.get(layer, self.final) if layer is not None else self.final
+    def _curve(self, step: int, final: float) -> float:
         initial = min(self.initial, final)
         if self.end_step == self.start_step:
             return float(final) if step >= self.start_step else 0.0
         return cubic_sparsity(step, initial, final, self.start_step, self.end_step)
 
+    def sparsity(self, step: int, layer: str | None = None) -> float:
+        return self._curve(step, self.per_layer.get(layer, self.final) if layer is not None else self.final)
+
+    def unit_sparsity(self, step: int, layer: str) -> float:
+        return self._curve(step, self.units.get(layer, 0.0))
+
     @torch.no_grad()
     def masks(self, model: nn.Module, step: int) -> dict[str, torch.Tensor]:
-        """The keep-masks of every weight at ``step`` (parameter name -> 0/1 tensor)."""
+        """The keep-masks at ``step`` (parameter name -> 0/1 tensor): every weight, and the
+        biases of the layers in ``units``."""
         layers = dict(model.weighted_layers())
-        masks = {f"layers.{name}.weight": keep_largest(layers[name].weight.abs(), self.sparsity(step, name))
-                 for name in layers if self.scope == "layer" or name in self.per_layer}
-        pooled = [name for name in layers if f"layers.{name}.weight" not in masks]
+        masks, magnitudes = {}, {name: layer.weight.abs() for name, layer in layers.items()}
+        for name in self.units:
+            rows = keep_largest(_rows(layers[name]).norm(dim=1), self.unit_sparsity(step, name))
+            masks[f"layers.{name}.bias"] = rows
+            magnitudes[name] = magnitudes[name] * rows.reshape(-1, *[1] * (magnitudes[name].dim() - 1))
+        pooled = []
+        for name in layers:
+            if self.scope == "layer" or name in self.per_layer:
+                masks[f"layers.{name}.weight"] = keep_largest(magnitudes[name], self.sparsity(step, name))
+            else:
+                pooled.append(name)
         if pooled:
-            weights = [layers[name].weight for name in pooled]
-            mask = keep_largest(torch.cat([w.abs().flatten() for w in weights]), self.sparsity(step))
-            for name, piece in zip(pooled, torch.split(mask, [w.numel() for w in weights])):
+            mask = keep_largest(torch.cat([magnitudes[name].flatten() for name in pooled]), self.sparsity(step))
+            for name, piece in zip(pooled, torch.split(mask, [magnitudes[name].numel() for name in pooled])):
                 masks[f"layers.{name}.weight"] = piece.reshape(layers[name].weight.shape)
+        for name in self.units:  # a removed unit's weights go even where the weight target keeps fewer zeros
+            masks[f"layers.{name}.weight"] *= masks[f"layers.{name}.bias"].reshape(-1, *[1] * (layers[name].weight.dim() - 1))
         return masks

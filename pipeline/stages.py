@@ -19,7 +19,7 @@ from .cache import data_digests, data_selection
 from .config import validate_training
 from .data import MnistSplits, load_mnist, resolve_root
 from .model import SplitCNN, build_model, count_nonzero, save_checkpoint
-from .pruning import layer_table, nonzero_masks, prune, remove_dead_units, summary
+from .pruning import layer_table, nonzero_masks, prune, summary
 from .sparsity import GradualPruning
 from .training import EpochRecord, EvalResult, evaluate, fit, resolve_device, seed_everything
 
@@ -68,13 +68,14 @@ def gradual_pruning(cfg: DictConfig, n_train: int) -> GradualPruning | None:
     g = cfg.prune.gradual
     steps_per_epoch = math.ceil(n_train / cfg.train.batch_size)
     per_layer = {k: float(v) for k, v in (g.per_layer or {}).items() if v is not None}
+    units = {k: float(v) for k, v in (g.get("units") or {}).items() if v is not None}
     return GradualPruning(initial=g.initial_sparsity, final=g.final_sparsity, start_step=g.start_epoch * steps_per_epoch,
                           end_step=g.end_epoch * steps_per_epoch, frequency=g.frequency_steps, scope=g.scope,
-                          per_layer=per_layer)
+                          per_layer=per_layer, units=units)
 
 
 def _objective(cfg: DictConfig) -> dict:
-    """The training objective's settings shared by training and fine-tuning."""
+    """The training objective's settings (``fit``'s mu, ce_reduction, l1_mode, group_l1)."""
     t = cfg.train
     group_l1 = float(t.get("group_l1", 0.0))
     per_layer = {k: float(v) for k, v in (t.get("group_l1_per_layer") or {}).items() if v is not None}
@@ -115,17 +116,18 @@ def prune_model(
     cfg: DictConfig, dense: SplitCNN, data: MnistSplits, on_epoch: Callable[[EpochRecord], None] | None = None
 ) -> SplitCNN:
     """Threshold pruning plus dead-unit removal, then optional masked fine-tuning (zeros stay zero)
-    on the training objective (``train.l1_mode``, ``train.group_l1`` too). Proximal fine-tuning can
-    zero more parameters, so its units are cleaned once more (exactly: same logits)."""
+    on eq. (10) as the paper writes it (``train.mu``, ``train.ce_reduction``; L1 in the loss).
+    Fine-tuning recovers accuracy under fixed masks: the proximal steps and the group term of
+    ``train.l1_mode``/``train.group_l1`` act during training only (with them, fine-tuning would
+    keep shrinking the surviving units it is meant to retrain)."""
     p = cfg.prune
     pruned = prune_only(cfg, dense)
     if p.finetune_epochs:
         seed_everything(cfg.seed + 1, cfg.train.num_threads)
-        fit(pruned, data.train, data.val, epochs=p.finetune_epochs, **_objective(cfg), lr=p.finetune_lr,
+        fit(pruned, data.train, data.val, epochs=p.finetune_epochs, mu=cfg.train.mu,
+            ce_reduction=cfg.train.ce_reduction, lr=p.finetune_lr,
             batch_size=cfg.train.batch_size, seed=cfg.seed + 1, masks=nonzero_masks(pruned), desc="finetune",
             on_epoch=on_epoch)
-        if cfg.train.get("l1_mode", "penalty") == "proximal":
-            pruned = remove_dead_units(pruned)
     return pruned
 
 

@@ -237,6 +237,8 @@ def _cfg(*overrides):
     (["prune.schedule=gradual", "prune.gradual.per_layer.fc1=1.5"], r"prune.gradual.per_layer.fc1 must be in \[0, 1\)"),
     (["prune.schedule=gradual", "+prune.gradual.per_layer.pool1=0.5"],
      r"prune.gradual.per_layer: unknown weighted layer 'pool1'; valid: conv1, conv2"),
+    (["prune.schedule=gradual", "prune.gradual.units.conv1=1"], r"prune.gradual.units.conv1 must be in \[0, 1\) \(got 1\)"),
+    (["prune.schedule=gradual", "+prune.gradual.units.fc5=0.5"], r"prune.gradual.units: unknown grouped layer 'fc5'"),
     (["prune.schedule=gradual", "prune.gradual.final_sparsity=null"],
      r"prune.gradual.final_sparsity must be set when prune.schedule=gradual \(got None\)"),
 ])
@@ -271,7 +273,8 @@ def test_the_cache_key_follows_every_setting_that_changes_the_trained_model(smal
     gradual = ["prune.schedule=gradual", "prune.gradual.start_epoch=0", "prune.gradual.end_epoch=1"]
     changed = [["train.l1_mode=proximal"], ["train.group_l1=1e-4"], ["train.group_l1_per_layer.conv1=1e-3"], gradual,
                gradual + ["prune.gradual.final_sparsity=0.9"], gradual + ["prune.gradual.scope=global"],
-               gradual + ["prune.gradual.frequency_steps=7"], gradual + ["prune.gradual.per_layer.conv1=0"]]
+               gradual + ["prune.gradual.frequency_steps=7"], gradual + ["prune.gradual.per_layer.conv1=0"],
+               gradual + ["prune.gradual.units.conv2=0.5"]]
     keys = {training_key(OmegaConf.merge(cfg, OmegaConf.from_dotlist(o)), data) for o in changed}
     assert len(keys) == len(changed) and key not in keys
     # gradual settings do not matter while the schedule is oneshot; fine-tuning is not cached
@@ -281,8 +284,8 @@ def test_the_cache_key_follows_every_setting_that_changes_the_trained_model(smal
 def test_stages_train_with_the_configured_sparsity_and_take_c_r_against_the_parameters():
     """train.py's stages: gradual pruning reaches training (epochs -> steps: 96 samples in batches
     of 16 = 6 steps an epoch; updates from step 0 to 12, so the 50% masks of step 12 are held
-    over the third epoch), l1_mode and group_l1 reach training and fine-tuning, and C_r divides
-    the parameter count once training has sparsified."""
+    over the third epoch), l1_mode and group_l1 reach training but not fine-tuning, and C_r
+    divides the parameter count once training has sparsified."""
     from pipeline import stages
     from pipeline.data import MnistSplits
     from pipeline.model import count_parameters
@@ -290,11 +293,16 @@ def test_stages_train_with_the_configured_sparsity_and_take_c_r_against_the_para
              "train.epochs=3", "train.num_threads=1"]
     data = MnistSplits(_toy_split(), _toy_split(32, 1), _toy_split(32, 2))
     cfg = _cfg(*small, "prune.schedule=gradual", "prune.gradual.start_epoch=0", "prune.gradual.end_epoch=2",
-               "prune.gradual.frequency_steps=3", "prune.gradual.final_sparsity=0.5", "prune.gradual.per_layer.conv1=0")
+               "prune.gradual.frequency_steps=3", "prune.gradual.final_sparsity=0.5", "prune.gradual.per_layer.conv1=0",
+               "prune.gradual.units.conv2=0.5")
     model = stages.train_dense(cfg, data)
     for name, layer in model.weighted_layers():
         expected = 0 if name == "conv1" else math.floor(0.5 * layer.weight.numel())
         assert int((layer.weight == 0).sum()) == expected, name
+    # conv2's 50% are two whole channels of its 4 (4 inputs x 25 weights each) and their biases
+    conv2 = model.layers.conv2
+    dead = (conv2.weight.reshape(4, -1) == 0).all(dim=1)
+    assert int(dead.sum()) == 2 and bool((conv2.bias[dead] == 0).all())
     assert stages.c_r_reference(cfg) == "parameters" and stages.c_r_reference(_cfg()) == "trained"
     pruned = stages.prune_only(_cfg(*small, "prune.mode=absolute", "prune.threshold=0", "prune.per_layer.conv1=null",
                                     "prune.per_layer.fc5=null"), model)
@@ -307,7 +315,7 @@ def test_stages_train_with_the_configured_sparsity_and_take_c_r_against_the_para
     original = stages.fit
 
     def spy(*args, **kwargs):
-        seen.append((kwargs["l1_mode"], kwargs["group_l1"], kwargs.get("gradual") is not None))
+        seen.append((kwargs.get("l1_mode", "penalty"), kwargs.get("group_l1", 0.0), kwargs.get("gradual") is not None))
         return original(*args, **kwargs)
     try:
         stages.fit = spy
@@ -315,8 +323,37 @@ def test_stages_train_with_the_configured_sparsity_and_take_c_r_against_the_para
         stages.prune_model(cfg, stages.train_dense(cfg, data), data)
     finally:
         stages.fit = original
-    assert seen == [("proximal", 1e-4, False), ("proximal", 1e-4, False)]
+    # training with the prox and the group term; fine-tuning on eq. (10) as the paper writes it
+    assert seen == [("proximal", 1e-4, False), ("penalty", 0.0, False)]
     # gamma per layer: the global value for every grouped layer not named
     gammas = stages._objective(_cfg(*small, "train.group_l1=1e-4", "train.group_l1_per_layer.conv1=1e-2"))["group_l1"]
     assert gammas == {"conv1": 1e-2, "conv2": 1e-4, "conv3": 1e-4, "conv4": 1e-4,
                       "fc1": 1e-4, "fc2": 1e-4, "fc3": 1e-4, "fc4": 1e-4}
+
+
+def test_gradual_unit_masks_remove_the_weakest_channels_whole():
+    """units conv1 = 0.5 of 4 channels: at step 200 the curve is 0.5 - 0.5 x 0.5^3 = 0.4375, so
+    floor(0.4375 x 4) = 1 channel goes, at the end 2; the smallest ||(weights, bias)|| first, bias included, and the
+    layer's weight target (0.5 of 100 weights) counts their 50 zeros first."""
+    torch.manual_seed(0)
+    model = SplitCNN((4, 5, 6, 7), (12, 10, 9, 8, 10))
+    with torch.no_grad():
+        scale = torch.tensor([1.0, 0.1, 2.0, 0.2])  # channel norms in this order: 1 < 3 < 0 < 2
+        model.layers.conv1.weight.mul_(scale[:, None, None, None])
+        model.layers.conv1.bias.copy_(torch.tensor([0.01, 0.01, 0.01, 0.01]))
+    schedule = GradualPruning(0.0, 0.5, 100, 300, 50, units={"conv1": 0.5})
+    assert schedule.unit_sparsity(200, "conv1") == pytest.approx(0.4375) and schedule.unit_sparsity(200, "conv2") == 0.0
+    mid, end = schedule.masks(model, 200), schedule.masks(model, 300)
+    assert mid["layers.conv1.bias"].tolist() == [1.0, 0.0, 1.0, 1.0]
+    assert end["layers.conv1.bias"].tolist() == [1.0, 0.0, 1.0, 0.0]
+    weights = end["layers.conv1.weight"].reshape(4, -1)
+    assert weights[[1, 3]].sum() == 0 and weights[[0, 2]].sum() == 50  # exactly 50% of 100 weights pruned
+    assert "layers.conv2.bias" not in end
+    # applied and cleaned: two channels fewer at conv1 and pool1, the same logits
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.mul_(end.get(name, 1.0))
+    cleaned = remove_dead_units(model)
+    assert cleaned.conv_channels[0] == 2 and cleaned.client(torch.zeros(1, 1, 28, 28), "pool1").shape == (1, 2, 14, 14)
+    x = torch.randn(3, 1, 28, 28)
+    assert torch.allclose(cleaned(x), model(x), atol=1e-6, rtol=0)
