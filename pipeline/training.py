@@ -210,7 +210,10 @@ def fit(
         schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda s: lr_factor(lr_schedule, s, total_steps))
     result = TrainResult()
     interactive = sys.stderr.isatty()
-    step = 0
+    step = 0  # optimiser steps done
+    if gradual is not None and gradual.is_update(step):  # a schedule starting at step 0 masks the initial weights
+        masks = gradual.masks(model, step)
+        _apply_masks(model, masks)
     for epoch in range(1, epochs + 1):
         model.train()
         running, seen = 0.0, 0

@@ -152,6 +152,13 @@ def test_gradual_pruning_in_training_holds_the_masks_between_updates():
     fit(model, _toy_split(), _toy_split(32, 1), epochs=3, mu=0.999, lr=1e-2, batch_size=16, seed=0, gradual=schedule)
     for name, layer in model.weighted_layers():
         assert int((layer.weight == 0).sum()) == math.floor(0.5 * layer.weight.numel()), name
+    # a schedule shorter than its frequency updates once, at t0; at t0 = 0 it masks the initial weights
+    once = GradualPruning(0.0, 0.5, start_step=0, end_step=3, frequency=50)
+    assert once.end_step == 0 and [t for t in range(100) if once.is_update(t)] == [0]
+    seed_everything(0, 1)
+    model = SplitCNN((4, 4, 4, 4), (16, 8, 8, 8, 10))
+    fit(model, _toy_split(), _toy_split(32, 1), epochs=1, mu=0.999, lr=1e-2, batch_size=16, seed=0, gradual=once)
+    assert int((model.layers.fc1.weight == 0).sum()) == 16 * 16 // 2
 
 
 def test_proximal_training_gives_exact_zeros_and_penalty_training_none():
@@ -357,3 +364,32 @@ def test_gradual_unit_masks_remove_the_weakest_channels_whole():
     assert cleaned.conv_channels[0] == 2 and cleaned.client(torch.zeros(1, 1, 28, 28), "pool1").shape == (1, 2, 14, 14)
     x = torch.randn(3, 1, 28, 28)
     assert torch.allclose(cleaned(x), model(x), atol=1e-6, rtol=0)
+
+
+def test_max_compression_preset_records_c_r_and_accuracies_in_mlflow(fake_mnist, tmp_path):
+    """train.py's run with experiment=max_compression (shrunk to two epochs of toy data, the
+    schedule over them): C_r against the 433,274 parameters, the accuracies and the trained
+    model's own non-zeros in MLflow; 4 of conv1's 16 and 8 of conv2's 32 channels are left, so
+    pool1 sends 4 x 14 x 14 = 784 elements (3,136 before) and pool2 8 x 7 x 7 = 392 (1,568)."""
+    from mlflow.tracking import MlflowClient
+
+    from pipeline.model import load_checkpoint
+    from pipeline.stages import run_train
+    cfg = compose_cfg("train", [
+        "experiment=max_compression", f"data.root={fake_mnist}", "data.download=false", "train.epochs=2",
+        "prune.gradual.start_epoch=0", "prune.gradual.end_epoch=1", "prune.gradual.frequency_steps=1",
+        "prune.finetune_epochs=1",
+        f"tracking.uri=sqlite:///{tmp_path}/mlflow.db", f"tracking.artifact_location={tmp_path}/art"])
+    assert (cfg.train.mu, cfg.prune.schedule, cfg.prune.gradual.units.conv1, cfg.prune.per_layer.fc5) == (1.0, "gradual", 0.75, None)
+    result = run_train(cfg)
+    run = MlflowClient(cfg.tracking.uri).get_run(result["run_id"])
+    metrics = run.data.metrics
+    assert {"compression_ratio", "test_accuracy", "val_accuracy", "dense_test_accuracy", "nnz_params",
+            "nnz_trained"} <= set(metrics)
+    assert metrics["nnz_dense"] == 433_274
+    assert metrics["compression_ratio"] == pytest.approx(433_274 / metrics["nnz_params"])
+    assert metrics["compression_ratio"] > 50  # 99% of most layers' weights masked
+    path = MlflowClient(cfg.tracking.uri).download_artifacts(run.info.run_id, "checkpoints/pruned.pt", str(tmp_path))
+    pruned = load_checkpoint(path)
+    assert pruned.conv_channels[:2] == (4, 8)
+    assert (pruned.infos[1].out_elements, pruned.infos[3].out_elements) == (784, 392)
