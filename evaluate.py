@@ -1,7 +1,7 @@
 """Client energy of every method over the trajectory: Table III and Figs. 3-5 of the paper."""
 import hydra
 
-from pipeline.cli import run_cli, user_errors_exit
+from pipeline.cli import run_script, user_errors_exit
 from pipeline.reporting import run_evaluate
 
 
@@ -12,4 +12,4 @@ def main(cfg):
 
 
 if __name__ == "__main__":
-    run_cli(main)
+    run_script(main)

@@ -1,7 +1,7 @@
 """Optuna search over eq. (8): `python sweep.py -m` (see conf/sweep.yaml)."""
 import hydra
 
-from pipeline.cli import run_cli, user_errors_exit
+from pipeline.cli import run_script, user_errors_exit
 from pipeline.sweep import run_trial
 
 
@@ -12,4 +12,4 @@ def main(cfg):
 
 
 if __name__ == "__main__":
-    run_cli(main)
+    run_script(main)

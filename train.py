@@ -1,7 +1,7 @@
 """Train the paper's CNN with the L1 objective (eq. 10), prune it and record everything in MLflow."""
 import hydra
 
-from pipeline.cli import run_cli, user_errors_exit
+from pipeline.cli import run_script, user_errors_exit
 from pipeline.stages import run_train
 
 
@@ -12,4 +12,4 @@ def main(cfg):
 
 
 if __name__ == "__main__":
-    run_cli(main)
+    run_script(main)

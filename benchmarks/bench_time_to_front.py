@@ -8,7 +8,8 @@ SQLite stores, reuse cache), one after the other on the same cores:
   models the reuse cache shares, the step cap and learning-rate schedule of the sweep's training,
   the median pruner on the per-epoch eq. (8) value);
 - naive:   mu on the continuous log interval the grid spans, every trial trained from scratch
-  (cache off) for the full train.epochs at the paper's constant learning rate, no pruner.
+  (cache off, no train.path) for the full train.epochs at the paper's constant learning rate,
+  fine-tuning epochs whole, no pruner.
 
 Quality is the hypervolume (pipeline.objective.hypervolume_2d) of the COMPLETE trials in
 (validation error, energy_normalised) - energy_normalised being eq. (8)'s E_PS / E_PSNC - both
@@ -28,6 +29,7 @@ the full set's, without training on a validation image). Accuracies remain "5k-t
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -48,7 +50,8 @@ SWEEPS = {
     "default": [],
     "naive": [
         "search.one_minus_mu=tag(log, interval(3.0e-6, 5.0e-5))",  # a command-line sweep replaces the grid
-        "train.max_steps=null", "train.lr_schedule=constant", "cache.enabled=false",
+        "train.max_steps=null", "train.path=null", "prune.finetune_epoch_steps=null",
+        "train.lr_schedule=constant", "cache.enabled=false",
         "hydra/sweeper/ecosplit_pruner=none",
     ],
 }
@@ -68,6 +71,15 @@ def run_sweep(name: str, extra: list[str], folder: Path, args) -> tuple[float, l
     wall_s = time.time() - start
     if proc.returncode != 0:
         sys.exit(f"{name} sweep failed (exit {proc.returncode}); see {folder / 'sweep.log'}")
+    (folder / "timing.json").write_text(json.dumps({"start": start, "wall_s": wall_s}))
+    return load_sweep(name, folder)
+
+
+def load_sweep(name: str, folder: Path) -> tuple[float, list[tuple[float, float, float]]]:
+    """A sweep's wall time and COMPLETE trials from its stores (as run_sweep left them in folder)."""
+    timing = json.loads((folder / "timing.json").read_text())
+    start, wall_s = timing["start"], timing["wall_s"]
+    storage = f"sqlite:///{folder}/optuna.db"
     study = optuna.load_study(study_name=f"bench-{name}-scalar", storage=storage)
     points = []
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
@@ -98,12 +110,20 @@ def main() -> None:
     parser.add_argument("--data-root", default=os.environ.get("MNIST_ROOT", str(REPO.parent / "shared" / "mnist")))
     parser.add_argument("--plot", default=str(REPO / "docs" / "time_to_front.png"))
     parser.add_argument("--keep", help="keep each sweep's stores in <dir>/<sweep> (a new folder) instead of a temp dir")
+    parser.add_argument("--reuse", nargs="*", default=[], metavar="SWEEP=DIR",
+                        help="read a sweep from a folder --keep left (e.g. naive=runs/naive) instead of running it "
+                             "again: the ratio then compares two runs, so say so")
     args = parser.parse_args()
     print(f"{args.trials} trials per sweep, training split tiled x{args.repeat}, reference point "
           f"(val error {REFERENCE[0]:.2f}, E_PS/E_PSNC {REFERENCE[1]:.1f})", flush=True)
+    reused = dict(item.split("=", 1) for item in args.reuse)
+    if set(reused) - set(SWEEPS):
+        parser.error(f"--reuse: sweeps are {sorted(SWEEPS)}, got {sorted(reused)}")
     curves, walls = {}, {}
     for name in [args.only] if args.only else SWEEPS:
-        if args.keep:  # the sweeps' stores stay for a look (mlflow ui, optuna-dashboard)
+        if name in reused:
+            walls[name], points = load_sweep(name, Path(reused[name]))
+        elif args.keep:  # the sweeps' stores stay for a look (mlflow ui, optuna-dashboard)
             folder = Path(args.keep) / name
             folder.mkdir(parents=True)
             walls[name], points = run_sweep(name, SWEEPS[name], folder, args)

@@ -1,28 +1,45 @@
-"""What MLflow costs one sweep trial: the in-task tracking time of a smoke trial.
+"""What a sweep trial costs besides its own work: storage, tracking, the sweeper, data loading.
 
 One `sweep.py -m` worker runs a small smoke study (bench_workers.py's trial: data.train_subset=600,
-1 epoch, prune.finetune_epochs=1; 1 - mu searched, so every trial trains and publishes its model to
-the reuse cache) against a throwaway SQLite store (default) or, with --server, a throwaway
-PostgreSQL + `mlflow server` on 127.0.0.1 (tests/services.py; artifacts proxied by the server).
+1 epoch, prune.finetune_epochs=1; 1 - mu searched on the continuous interval, so every trial trains
+and publishes its model to the reuse cache) against a throwaway SQLite store (default) or, with
+--server, a throwaway PostgreSQL + `mlflow server` on 127.0.0.1 (tests/services.py; artifacts
+proxied by the server).
 
-Per trial the task records time_task_s (the whole task) and its work: time_data_s, time_train_s,
-time_intermediate_s (eq. (8) after every epoch), time_prune_s, time_eval_s. Printed per trial:
+Per trial the task records time_task_s (the whole task) and its own work: time_train_s,
+time_intermediate_s (eq. (8) after every epoch), time_prune_s, time_eval_s; and time_data_s
+(loading the data). Optuna's datetime_start/complete give the trial as the sweeper sees it (ask,
+suggest, Hydra's job launch, task, tell), the next trial's start the gap after it. Over the steady
+trials 1..n-2 (trial 0 also pays the process's first MLflow calls; the last has no next start):
 
-    tracking = task - work            (MLflow runs, params, metrics, artifacts, the logged model,
-                                       dataset input, cache claim/publish: what bench_workers.py
-                                       calls "tracking", there with time_intermediate_s in it too)
+    per-trial wall = next trial's start - this trial's start
+                   = work + overhead
+    overhead       = data          (time_data_s)
+                   + tracking      (task - work - data: MLflow runs, params, metrics, artifacts,
+                                    the logged model, dataset input, cache claim/publish)
+                   + sweeper       (trial - task: ask, suggest, Hydra's job launch, tell)
+                   + gap           (tell -> next ask)
 
-Calls made in a background thread while the trial computes cost no wall time here, but their CPU
-shows in "work" when the machine has no idle core: compare the task times and the CPU seconds of
-the worker as well (the median over trials 1.. is printed; trial 0 pays the first MLflow calls).
+Calls made in a background thread while the trial computes cost no wall time here when a core is
+idle, but CPU all the same; and on a shared machine every wall time above stretches with the
+others' load. So the same split is printed in CPU seconds, which the others' load hardly moves:
+the worker's CPU over the steady window (all its threads, polled from /proc) against the CPU of
+the same trials' work replayed alone afterwards (their params, one process, no sweeper, no
+tracking; a first trial replayed untimed to warm it up), which also checks that the replay gives
+the sweep's objectives.
 
-    .venv/bin/python benchmarks/bench_trial_tracking.py [--server] [--trials 8]
+    .venv/bin/python benchmarks/bench_trial_tracking.py [--server] [--trials 10] [--repo DIR ...]
+
+--repo runs another checkout's sweep.py (e.g. one before a change; given several times, the
+checkouts alternate, --rounds times each, and the medians are printed side by side).
 """
 from __future__ import annotations
 
 import argparse
+import datetime
+import json
+import math
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -33,14 +50,21 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
+# every trial trains (1 - mu on the continuous interval, not the default grid): equal trials
 TRIAL = ["experiment=smoke", "data.train_subset=600", "train.epochs=1", "prune.finetune_epochs=1",
-         "train.num_threads=1", "hydra/sweeper/ecosplit_pruner=none", "selection.min_val_accuracy=1.0"]
-WORK = ("time_data_s", "time_train_s", "time_intermediate_s", "time_prune_s", "time_eval_s")
+         "train.num_threads=1", "hydra/sweeper/ecosplit_pruner=none", "selection.min_val_accuracy=1.0",
+         "search.one_minus_mu=tag(log, interval(3.0e-6, 5.0e-5))"]
+WORK = ("time_train_s", "time_intermediate_s", "time_prune_s", "time_eval_s")
+TICK_S = os.sysconf("SC_CLK_TCK")
 
 
-def children_cpu_s() -> float:
-    r = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return r.ru_utime + r.ru_stime
+def process_cpu_s(pid: int) -> float | None:
+    """CPU seconds of a live process, all its threads (None once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / TICK_S  # utime, stime
 
 
 def data_root(base: Path) -> Path:
@@ -51,57 +75,168 @@ def data_root(base: Path) -> Path:
     return make_fake_mnist(base / "mnist", n_train=1200, n_test=600)
 
 
-def run(base: Path, storage: str, tracking_uri: str, n_trials: int) -> list:
+def cpu_at(samples: list, when: datetime.datetime) -> float:
+    """The worker's CPU seconds at ``when``, from the polled (time, cpu) samples."""
+    before = [cpu for t, cpu in samples if t <= when]
+    return before[-1] if before else samples[0][1]
+
+
+def run(repo: Path, base: Path, storage: str, tracking_uri: str, n_trials: int) -> dict:
     import optuna
     work = base / "work"
     work.mkdir()
-    args = [sys.executable, str(REPO / "sweep.py"), "-m", *TRIAL, f"data.root={data_root(base)}",
+    data = data_root(base)
+    args = [sys.executable, str(repo / "sweep.py"), "-m", *TRIAL, f"data.root={data}",
             "data.download=false", f"hydra.sweeper.n_trials={n_trials}", f"hydra.sweeper.storage={storage}",
             "hydra.sweeper.study_name=bench", f"tracking.uri={tracking_uri}", f"cache.dir={work / 'cache'}"]
-    env = {**os.environ, "PYTHONPATH": str(REPO), "MLFLOW_DISABLE_TELEMETRY": "true",
+    env = {**os.environ, "PYTHONPATH": str(repo), "MLFLOW_DISABLE_TELEMETRY": "true",
            "NO_PROXY": "127.0.0.1,localhost", "OMP_NUM_THREADS": "1"}
-    start, cpu = time.monotonic(), children_cpu_s()
-    proc = subprocess.run(args, cwd=work, env=env, capture_output=True, text=True)
+    launched, start = datetime.datetime.now(), time.monotonic()
+    with open(base / "console.txt", "w") as log:
+        proc = subprocess.Popen(args, cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT)
+        samples = []  # (when, worker CPU s): polled, a child's CPU is readable only while it lives
+        while proc.poll() is None:
+            cpu = process_cpu_s(proc.pid)
+            if cpu is not None:
+                samples.append((datetime.datetime.now(), cpu))
+            time.sleep(0.02)
+    exited, wall = datetime.datetime.now(), time.monotonic() - start
     if proc.returncode:
-        raise SystemExit(proc.stderr[-4000:])
-    print(f"sweep of {n_trials} trials: {time.monotonic() - start:.1f} s wall, "
-          f"{children_cpu_s() - cpu:.1f} CPU s of the worker (start-up, hooks and trials)")
+        raise SystemExit((base / "console.txt").read_text()[-4000:])
     study = optuna.load_study(study_name="bench", storage=storage)
-    return study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    trials = sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
+    if [t.state.name for t in trials] != ["COMPLETE"] * n_trials:
+        raise SystemExit(f"expected {n_trials} COMPLETE trials, got {[t.state.name for t in trials]}")
+    rows = []
+    for t, nxt in zip(trials, trials[1:]):
+        a = t.user_attrs
+        work_s = sum(a[k] for k in WORK)
+        trial_s = (t.datetime_complete - t.datetime_start).total_seconds()
+        rows.append({"number": t.number, "wall": (nxt.datetime_start - t.datetime_start).total_seconds(),
+                     "work": work_s, "data": a["time_data_s"], "tracking": a["time_task_s"] - work_s - a["time_data_s"],
+                     "sweeper": trial_s - a["time_task_s"],
+                     "gap": (nxt.datetime_start - t.datetime_complete).total_seconds(),
+                     "train": a["time_train_s"], "eval": a["time_eval_s"]})
+    steady = rows[1:]  # trials 1..n-2
+    first, last = trials[1].datetime_start, trials[-1].datetime_start
+    cpu_s = cpu_at(samples, last) - cpu_at(samples, first)
+    replayed = replay_work(repo, data, trials[:-1])  # trial 0 warms the replay up
+    same = all(math.isclose(r["objective"], trials[r["number"]].values[0], rel_tol=1e-9) for r in replayed)
+    return {"rows": rows, "steady": steady, "wall_s": wall, "cpu_per_trial": cpu_s / len(steady),
+            "work_cpu_per_trial": statistics.mean(r["cpu_s"] for r in replayed[1:]), "same_objectives": same,
+            "startup_s": (trials[0].datetime_start - launched).total_seconds(),
+            "tail_s": (exited - trials[-1].datetime_complete).total_seconds()}
+
+
+REPLAY = """
+import json, sys, time
+from hydra import compose, initialize_config_dir
+from pipeline import sweep
+from pipeline.stages import load_data, measure, prune_model, train_dense
+from pipeline.training import evaluate
+
+args = json.loads(sys.argv[1])
+out = []
+with initialize_config_dir(version_base="1.3", config_dir=args["conf"]):
+    for trial in args["trials"]:
+        cfg = compose("sweep", overrides=args["overrides"] + [f"{k}={v}" for k, v in trial["params"].items()])
+        data = load_data(cfg)
+        start = time.process_time()  # the work of pipeline.sweep._trial_metrics, without MLflow
+        dense = train_dense(cfg, data, lambda rec, model: sweep.intermediate_metrics(cfg, model, data, rec.val_loss))
+        pruned = prune_model(cfg, dense, data)
+        metrics = measure(dense, pruned, data, dense_test=evaluate(dense, data.test))
+        objective = sweep.eq8_terms(cfg, dense, pruned, metrics["val_loss"])["objective"]
+        out.append({"number": trial["number"], "cpu_s": time.process_time() - start, "objective": objective})
+print(json.dumps(out))
+"""
+
+
+def replay_work(repo: Path, data: Path, trials: list) -> list[dict]:
+    """CPU seconds of each trial's work done alone (``REPLAY``) and its objective."""
+    overrides = [o for o in TRIAL if not o.startswith(("hydra", "search.one_minus_mu="))]
+    overrides += [f"data.root={data}", "data.download=false"]
+    args = {"conf": str(repo / "conf"), "overrides": overrides,
+            "trials": [{"number": t.number, "params": t.params} for t in trials]}
+    env = {**os.environ, "PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1"}
+    out = subprocess.run([sys.executable, "-c", REPLAY, json.dumps(args)], cwd=repo, env=env, capture_output=True,
+                         text=True)
+    if out.returncode:
+        raise SystemExit(out.stderr[-4000:])
+    return json.loads(out.stdout.splitlines()[-1])
+
+
+def run_once(repo: Path, server: bool, n_trials: int) -> dict:
+    base = Path(tempfile.mkdtemp(prefix="ecosplit-bench-tracking-"))
+    os.chmod(base, 0o711)  # PostgreSQL runs as an unprivileged user when we are root
+    if server:
+        from tests.services import MlflowServer, PostgresServer
+        with PostgresServer(base / "postgres") as pg:
+            pg.create_database("optuna")
+            pg.create_database("mlflow")
+            import optuna  # Optuna's tables, made untimed
+            optuna.storages.RDBStorage(pg.url("optuna"))
+            with MlflowServer(pg.url("mlflow"), base / "mlflow-artifacts") as mlflow_server:
+                return run(repo, base, pg.url("optuna"), mlflow_server.uri, n_trials)
+    return run(repo, base, f"sqlite:///{base}/optuna.db", f"sqlite:///{base}/mlflow.db", n_trials)
+
+
+def summary(r: dict) -> dict:
+    """Sums over the steady trials, per trial."""
+    n = len(r["steady"])
+    mean = {k: sum(row[k] for row in r["steady"]) / n for k in r["steady"][0] if k != "number"}
+    mean["overhead"] = mean["wall"] - mean["work"]
+    mean["cpu"], mean["work_cpu"] = r["cpu_per_trial"], r["work_cpu_per_trial"]
+    return mean
+
+
+def print_run(repo: Path, r: dict) -> None:
+    print(f"\n{repo}: {len(r['rows']) + 1} trials in {r['wall_s']:.1f} s (start-up {r['startup_s']:.1f} s: launch -> "
+          f"trial 0 starts; tail {r['tail_s']:.1f} s: last trial told -> exit)")
+    print("trial   wall     work   (train   eval)   overhead = data  tracking  sweeper   gap    overhead/wall")
+    for row in r["rows"]:
+        over = row["wall"] - row["work"]
+        print(f"{row['number']:5d}  {row['wall']:6.3f}  {row['work']:6.3f}  ({row['train']:6.3f} {row['eval']:6.3f})  "
+              f"{over:7.3f} = {row['data']:5.3f}  {row['tracking']:7.3f}  {row['sweeper']:7.3f}  {row['gap']:5.3f}   "
+              f"{over / row['wall']:6.1%}")
+    m = summary(r)
+    print(f"per steady trial (1..{len(r['rows']) - 1}): wall {m['wall']:.3f} s = work {m['work']:.3f} s + overhead "
+          f"{m['overhead']:.3f} s (data {m['data']:.3f}, tracking {m['tracking']:.3f}, sweeper {m['sweeper']:.3f}, "
+          f"gap {m['gap']:.3f}) -> overhead {m['overhead'] / m['wall']:.1%} of the trial's wall time (target < 10%)")
+    print(f"in CPU seconds: worker {m['cpu']:.3f} s per steady trial (all threads) = its work replayed alone "
+          f"{m['work_cpu']:.3f} s + overhead {m['cpu'] - m['work_cpu']:.3f} s -> overhead "
+          f"{(m['cpu'] - m['work_cpu']) / m['cpu']:.1%} of the trial's CPU; replay's objectives "
+          f"{'identical to' if r['same_objectives'] else 'DIFFERENT from'} the sweep's")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--server", action="store_true", help="PostgreSQL + mlflow server instead of SQLite")
-    parser.add_argument("--trials", type=int, default=8)
+    parser.add_argument("--trials", type=int, default=10)
+    parser.add_argument("--repo", type=Path, action="append", help="the checkout whose sweep.py runs (repeatable)")
+    parser.add_argument("--rounds", type=int, default=1, help="runs of each checkout, alternating")
     args = parser.parse_args()
-    base = Path(tempfile.mkdtemp(prefix="ecosplit-bench-tracking-"))
-    os.chmod(base, 0o711)  # PostgreSQL runs as an unprivileged user when we are root
-    if args.server:
-        from tests.services import MlflowServer, PostgresServer
-        with PostgresServer(base / "postgres") as pg:
-            pg.create_database("optuna")
-            pg.create_database("mlflow")
-            with MlflowServer(pg.url("mlflow"), base / "mlflow-artifacts") as server:
-                trials = run(base, pg.url("optuna"), server.uri, args.trials)
-        where = "PostgreSQL + mlflow server"
-    else:
-        trials = run(base, f"sqlite:///{base}/optuna.db", f"sqlite:///{base}/mlflow.db", args.trials)
-        where = "SQLite (optuna.db, mlflow.db)"
-    print(f"tracking: {where}; trial: {' '.join(TRIAL)}")
-    print("trial   task     work   (train  interm.  prune  eval)   tracking  tracking/task")
-    rows = []
-    for t in sorted(trials, key=lambda t: t.number):
-        a = t.user_attrs
-        work = sum(a[k] for k in WORK)
-        tracking = a["time_task_s"] - work
-        rows.append((a["time_task_s"], work, tracking))
-        print(f"{t.number:5d}  {a['time_task_s']:6.3f}  {work:6.3f}  ({a['time_train_s']:6.3f} {a['time_intermediate_s']:6.3f} "
-              f"{a['time_prune_s']:6.3f} {a['time_eval_s']:6.3f})  {tracking:7.3f} s  {tracking / a['time_task_s']:6.1%}")
-    later = rows[1:] or rows  # the first trial also pays the process's first MLflow calls (imports, store)
-    task, work, tracking = (statistics.median(r[i] for r in later) for i in range(3))
-    print(f"\nmedian of trials 1..{len(rows) - 1}: task {task:.3f} s, work {work:.3f} s, tracking {tracking:.3f} s "
-          f"= {tracking / task:.1%} of the task")
+    if args.trials < 4:
+        parser.error("--trials must be >= 4 (trials 1..n-2 are measured)")
+    repos = [p.resolve() for p in args.repo or [REPO]]
+    print(f"tracking: {'PostgreSQL + mlflow server' if args.server else 'SQLite (optuna.db, mlflow.db)'}; "
+          f"{args.trials} trials: {' '.join(TRIAL)}")
+    print("load average before start (1/5/15 min): " + " ".join(f"{x:.2f}" for x in os.getloadavg()))
+    results: dict[Path, list] = {p: [] for p in repos}
+    for _ in range(args.rounds):
+        for repo in repos:
+            r = run_once(repo, args.server, args.trials)
+            results[repo].append(summary(r))
+            print_run(repo, r)
+    if len(repos) > 1 or args.rounds > 1:
+        print("\nmedian over rounds, per steady trial:   wall    work   overhead (data  tracking sweeper  gap)  "
+              "overhead/wall | CPU: worker  work   overhead/CPU")
+        for repo, runs in results.items():
+            med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+            share = statistics.median(r["overhead"] / r["wall"] for r in runs)
+            cpu_share = statistics.median((r["cpu"] - r["work_cpu"]) / r["cpu"] for r in runs)
+            print(f"  {str(repo)[-30:]:30s} {med['wall']:6.3f}  {med['work']:6.3f}  {med['overhead']:6.3f}  "
+                  f"({med['data']:5.3f} {med['tracking']:6.3f} {med['sweeper']:6.3f} {med['gap']:5.3f})  {share:6.1%}"
+                  f"      | {med['cpu']:6.3f} {med['work_cpu']:6.3f}  {cpu_share:6.1%}")
 
 
 if __name__ == "__main__":

@@ -6,8 +6,11 @@ server and one throwaway `mlflow server` (127.0.0.1, backed by the same PostgreS
 proxied by the server) - both from tests/services.py. Each configuration gets its own study and
 MLflow experiment, so no configuration reuses another's trained models.
 
-Trial size: data.train_subset=600, 1 training epoch, prune.finetune_epochs=1 fixed (so every trial
-costs about the same), the synthetic MNIST of tests/conftest.py (or $MNIST_ROOT). The pruner is off
+Trial size: data.train_subset=600, 1 training epoch, prune.finetune_epochs=1 fixed and 1 - mu on the
+continuous interval instead of the default grid (so every trial trains its own model and costs about the
+same: with the grid, a trial reusing a model costs a third of one that trains, and workers drawing the
+same value wait for each other's training), the synthetic MNIST of tests/conftest.py (or $MNIST_ROOT).
+The pruner is off
 (hydra/sweeper/ecosplit_pruner=none): this measures the throughput of equal trials, and a pruned trial
 stops part-way at a point that depends on the other trials (which differ with the number of workers and
 their seeds), so with pruning the configurations would not do the same work; every trial must end
@@ -16,10 +19,11 @@ train.num_threads=1 per worker for the 1/2/3-worker runs; "1 worker, 2 threads" 
 Heartbeat on (interval 5 s, grace 20 s), as recommended for several workers. The 2-thread run sets
 OMP_WAIT_POLICY=PASSIVE (spinning OpenMP threads collapse when any other process wants a core).
 
-Per trial, the task logs time_data_s, time_train_s, time_prune_s, time_eval_s (the work) and
-time_task_s (the whole task, MLflow calls included); Optuna's datetime_start/complete give the
-trial's duration as the sweeper sees it (ask, suggest, Hydra's job launch, task, tell). Overhead =
-everything but the work: inside the task (tracking: MLflow runs, params, artifacts, cache lookups),
+Per trial, the task logs time_train_s, time_intermediate_s, time_prune_s, time_eval_s (the work),
+time_data_s and time_task_s (the whole task, MLflow calls included); Optuna's datetime_start/complete
+give the trial's duration as the sweeper sees it (ask, suggest, Hydra's job launch, task, tell).
+Overhead = everything but the work: inside the task (tracking: loading the data, MLflow runs, params,
+artifacts, cache lookups),
 around it (sweeper: Optuna ask/tell, Hydra job launch) and between a worker's trials (sync). What no
 number of workers shortens is printed too: start-up (launch -> first trial: imports, the study, on_start)
 and tail (last trial -> last exit: results, on_complete). Before the first configuration the imports
@@ -55,8 +59,9 @@ CONFIGS = [  # (label, workers, torch threads per worker)
     ("1 worker  x 2 threads", 1, 2),  # with OMP_WAIT_POLICY=PASSIVE, see below
 ]
 TRIAL = ["experiment=smoke", "data.train_subset=600", "train.epochs=1", "prune.finetune_epochs=1",
+         "search.one_minus_mu=tag(log, interval(3.0e-6, 5.0e-5))",
          "hydra/sweeper/ecosplit_pruner=none", "hydra.sweeper.heartbeat_interval=5", "hydra.sweeper.grace_period=20"]
-WORK = ("time_data_s", "time_train_s", "time_prune_s", "time_eval_s")
+WORK = ("time_train_s", "time_intermediate_s", "time_prune_s", "time_eval_s")
 
 
 def cpu_busy_s() -> float:
@@ -228,13 +233,15 @@ def main() -> None:
           "on_start); tail = last trial ends -> last worker exits (results, on_complete)")
     for r in results:
         print(f"  {r['label']}  start-up {r['startup_s']:5.1f}   tail {r['tail_s']:5.1f}")
-    print(f"\nfixed overhead per trial (1 worker): {fixed:.2f} s -> under 5 % from ~{fixed / 0.05 - fixed:.0f} s "
-          f"of work per trial (this smoke trial: {base_r['work_s']:.2f} s)")
+    print(f"\nfixed overhead per trial (1 worker): {fixed:.3f} s = {fixed / (fixed + base_r['work_s']):.1%} of this "
+          f"smoke trial (work {base_r['work_s']:.2f} s; target < 10%); under 10% from ~{fixed / 0.1 - fixed:.1f} s of "
+          "work per trial")
     print("columns: wall = first start -> last exit (process start-up, on_start, on_complete incl. model "
           "registration); steady = first trial start -> last trial end; mean trial = Optuna's ask -> tell; work = "
-          "data + train + prune/fine-tune + evaluate; tracking = in-task MLflow calls and cache lookups (task - work); "
+          "train + intermediate eq. (8) values + prune/fine-tune + evaluate; tracking = data loading, in-task MLflow "
+          "calls and cache lookups (task - work); "
           "sweeper = ask/suggest/Hydra job launch/tell (trial - task); gap = a worker's tell -> next ask; "
-          "overhead = (trial + gap - work) / (trial + gap), target < 5%")
+          "overhead = (trial + gap - work) / (trial + gap), target < 10%")
 
 
 if __name__ == "__main__":

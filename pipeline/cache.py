@@ -80,28 +80,56 @@ def data_selection(cfg: DictConfig) -> dict:
 _DIGESTS: dict[tuple, tuple[str, str]] = {}  # data selection -> (data_fingerprint, test split sha256)
 
 
-def data_digests(cfg: DictConfig, data: MnistSplits) -> tuple[str, str]:
-    """``data_fingerprint(data)`` and the sha256 of the test split. Hashing the images takes ~0.3 s
-    for the full MNIST, so it is done once per process and data selection: the settings, the
-    folder and its MNIST files' names, sizes and modification times (``data`` must be what
-    ``cfg.data`` loads)."""
+def data_key(cfg: DictConfig) -> tuple:
+    """What identifies the samples ``cfg.data`` loads within a process: the selection settings, the
+    folder and its MNIST files' names, sizes and modification times."""
     root = resolve_root(cfg.data.root)
     raw = root / "MNIST" / "raw"
     stats = [(e.name, e.stat()) for e in os.scandir(raw)] if raw.is_dir() else []
     files = tuple(sorted((name, st.st_size, st.st_mtime_ns) for name, st in stats))
-    key = (str(root), json.dumps(data_selection(cfg), sort_keys=True), files)
+    return str(root), json.dumps(data_selection(cfg), sort_keys=True), files
+
+
+def data_digests(cfg: DictConfig, data: MnistSplits) -> tuple[str, str]:
+    """``data_fingerprint(data)`` and the sha256 of the test split. Hashing the images takes ~0.3 s
+    for the full MNIST, so it is done once per process and ``data_key`` (``data`` must be what
+    ``cfg.data`` loads)."""
+    key = data_key(cfg)
     if key not in _DIGESTS:
         _DIGESTS[key] = (data_fingerprint(data), _sha256([data.test]))
     return _DIGESTS[key]
+
+
+def path_start(cfg: DictConfig) -> DictConfig | None:
+    """Training along the regularisation path of eq. (10) (``train.path``, a list of 1 - mu values):
+    the config of the model a training of ``cfg`` starts from - the same config at the largest
+    listed 1 - mu below ``cfg``'s - or None (from scratch: no list, or nothing listed below).
+
+    The listed values need not include cfg's own 1 - mu (a continuous search starts from the
+    nearest grid point below). Each model on the path is itself trained from its own start, so a
+    model is a function of its config alone, whatever order a sweep asks for them in."""
+    path = cfg.train.get("path") or []
+    one_minus_mu = 1.0 - float(cfg.train.mu)
+    below = [float(p) for p in path if float(p) < one_minus_mu * (1.0 - 1e-9)]
+    if not below:
+        return None
+    # a frozen copy (train.mu is an interpolation in a sweep); hydra's node, if any, is not the job's
+    start = OmegaConf.create({k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
+                              for k, v in cfg.items() if k != "hydra"})
+    start.train.mu = 1.0 - max(below)
+    return start
 
 
 def training_key(cfg: DictConfig, data: MnistSplits) -> str:
     """sha256 of the resolved training config and the training data's content: the train section,
     and ``prune.schedule`` with ``prune.gradual`` under gradual pruning (which shapes the trained
     model). The sparsity settings at their paper values are left out (``config.inactive_sparsity_keys``),
-    so the paper's procedure keeps the key it had before they existed."""
+    so the paper's procedure keeps the key it had before they existed. Along ``train.path``, the key
+    of the model training starts from instead of the list (a model does not depend on the listed
+    values above its own)."""
     inactive = inactive_sparsity_keys(cfg)
-    train = {k: v for k, v in OmegaConf.to_container(cfg.train, resolve=True).items() if f"train.{k}" not in inactive}
+    train = {k: v for k, v in OmegaConf.to_container(cfg.train, resolve=True).items()
+             if f"train.{k}" not in inactive and k != "path"}
     blob = {
         "data": data_selection(cfg),
         "data_sha256": data_digests(cfg, data)[0],
@@ -112,6 +140,9 @@ def training_key(cfg: DictConfig, data: MnistSplits) -> str:
     }
     if "prune.gradual" not in inactive:
         blob["prune"] = {"schedule": cfg.prune.schedule, "gradual": OmegaConf.to_container(cfg.prune.gradual, resolve=True)}
+    start = path_start(cfg)
+    if start is not None:
+        blob["start"] = training_key(start, data)
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()
 
 
@@ -167,9 +198,11 @@ class ModelCache:
             return None
         return tracking.download(runs[0].info.run_id, "dense.pt", tempfile.mkdtemp(prefix="ecosplit-cache-"))
 
-    def _claim(self, key: str) -> str:
+    def _claim(self, key: str, cfg: DictConfig) -> str:
+        # train.mu as a tag: which model of a sweep's train.path a run holds, at a glance in the UI
         run = MlflowClient().create_run(self.experiment_id, run_name=f"trained-{key[:12]}",
-                                        tags={**self.tags, "ecosplit.cache_key": key, "ecosplit.role": ROLE})
+                                        tags={**self.tags, "ecosplit.cache_key": key, "ecosplit.role": ROLE,
+                                              "ecosplit.train_mu": repr(float(cfg.train.mu))})
         return run.info.run_id
 
     def _owner(self, key: str, mine: str) -> str:
@@ -243,7 +276,7 @@ class ModelCache:
                             client.delete_run(claim)  # not needed: someone else trained it
                         return model, "mlflow"
                     if claim is None:
-                        claim = self._claim(key)
+                        claim = self._claim(key, cfg)
                         beat = _Beat(client, claim)
                     owner = self._owner(key, claim)
                     if owner == claim:

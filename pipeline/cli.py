@@ -8,6 +8,7 @@ exist, override grammar, interpolations).
 from __future__ import annotations
 
 import functools
+import gc
 import logging
 import os
 import sys
@@ -106,3 +107,32 @@ def run_cli(main: Callable[[], object]) -> object:
             os.environ.pop("HYDRA_FULL_ERROR", None)
         else:
             os.environ["HYDRA_FULL_ERROR"] = saved
+
+
+def run_script(main: Callable[[], object]) -> object:
+    """``run_cli`` for an entry script's ``__main__``, with the garbage collector kept off the
+    objects that live until the exit: what the imports made is frozen first (every full
+    collection walked it again: ~0.4 s of CPU in a sweep worker's start), and everything at the
+    end (the interpreter's exit would walk it all: ~1.2 s at the end of every sweep worker;
+    0.1 s frozen). Exit handlers still run (MLflow's and logging's flushes) and files are still
+    closed. ``freeze_heap`` freezes once more where the script's work says so."""
+    global _in_script
+    _in_script = True
+    gc.freeze()
+    try:
+        return run_cli(main)
+    finally:
+        gc.freeze()
+
+
+_in_script = False  # set by run_script: this process is an entry script's
+
+
+def freeze_heap() -> None:
+    """In an entry script's process, move what is alive now out of the garbage collector's way
+    (``gc.freeze`` after a young-generation collection): objects made so far that are garbage in
+    the old generation stay until the exit, so call it once, when what is alive will live on.
+    Elsewhere (tests, a launcher's worker processes) nothing happens."""
+    if _in_script:
+        gc.collect(1)
+        gc.freeze()

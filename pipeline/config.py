@@ -10,10 +10,13 @@ import math
 from typing import Any
 
 import numpy as np
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from . import energy
+from .channel import RATE_MODELS
+from .deployment import arithmetic
 from .evaluation import CANDIDATES
+from .quantisation import ACTIVATION_BITS, ACTIVATION_CODINGS, GRANULARITIES
 from .model import CUT_ALIASES, SplitCNN
 from .simulation import LATE_UPLOADS, Link, Route, Timing
 
@@ -35,17 +38,18 @@ def _number(cfg, key) -> float | None:
     return value
 
 
-def check_range(cfg, key: str, low=None, high=None, low_open=False, high_open=False, integer=False) -> None:
-    """Raise ConfigError unless ``key`` (if present) lies in the given range."""
+def check_range(cfg, key: str, low=None, high=None, low_open=False, high_open=False, integer=False,
+                required=False) -> None:
+    """Raise ConfigError unless ``key`` (if present, or always when ``required``) lies in the given range."""
     value = _number(cfg, key)
-    if value is None:
+    if value is None and not required:
         return
-    if integer and int(value) != value:
+    if integer and value is not None and int(value) != value:
         raise ConfigError(f"{key} must be an integer (got {value!r})")
-    ok = True
-    if low is not None:
+    ok = value is not None
+    if ok and low is not None:
         ok &= value > low if low_open else value >= low
-    if high is not None:
+    if ok and high is not None:
         ok &= value < high if high_open else value <= high
     if not ok:
         lo = "-inf" if low is None else f"{low}"
@@ -91,11 +95,19 @@ def validate_training(cfg: DictConfig) -> None:
     check_range(cfg, "train.lr", 0, low_open=True)
     check_range(cfg, "data.val_fraction", 0, 1, low_open=True, high_open=True)
     check_range(cfg, "data.train_subset", 2, integer=True)
+    check_range(cfg, "data.train_per_class", 1, integer=True)
     check_range(cfg, "data.train_repeat", 1, integer=True)
     check_range(cfg, "data.test_subset", 1, integer=True)
     check_choice(cfg, "prune.mode", PRUNE_MODES)
     check_range(cfg, "prune.threshold", 0)
     check_range(cfg, "prune.finetune_epochs", 0, integer=True)
+    check_range(cfg, "prune.finetune_epoch_steps", 1, integer=True)
+    path = _get(cfg, "train.path")
+    if path is not None:
+        bad = [path] if not isinstance(path, (list, ListConfig)) else [
+            v for v in path if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < 1]
+        if bad:
+            raise ConfigError(f"train.path must be null or a list of 1 - mu values in (0, 1) (got {bad[0]!r})")
     check_layer_names(cfg, "prune.per_layer", allow_input=False)
     per_layer = _get(cfg, "prune.per_layer") or {}
     for name in per_layer:
@@ -167,6 +179,14 @@ ENERGY_CHOICES = {
 }
 
 
+def _required_range(cfg: DictConfig, key: str, low=None, high=None, integer=False) -> None:
+    """check_range for a key that must be set: None is refused with the same message."""
+    if OmegaConf.select(cfg, key) is None:
+        lo, hi = "-inf" if low is None else low, "inf" if high is None else high
+        raise ConfigError(f"{key} must be in [{lo}, {hi}{']' if high is not None else ')'} (got None)")
+    check_range(cfg, key, low, high, integer=integer)
+
+
 def _required_choice(cfg: DictConfig, key: str, valid) -> None:
     valid = tuple(map(str, valid))
     if OmegaConf.select(cfg, key) is None:
@@ -186,6 +206,11 @@ def validate_energy(cfg: DictConfig) -> None:
             check_range(cfg, f"energy.operations_pj.{p}.{op}", 0)
     for p in e.bits_per_element:
         check_range(cfg, f"energy.bits_per_element.{p}", 1, integer=True)
+    try:
+        arithmetic(e.precision)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    _required_choice(cfg, f"energy.accumulate.{e.precision}", list(e.operations_pj))
     for level in levels:
         check_range(cfg, f"energy.memory_pj_per_64bit.{level}", 0)
     for key, valid in ENERGY_CHOICES.items():
@@ -214,6 +239,7 @@ def energy_costs(energy_cfg: DictConfig) -> energy.EnergyCosts:
     """Tables I and II at the configured precision, memory model and levels (pJ -> J)."""
     bits = energy_cfg.bits_per_element[energy_cfg.precision]
     ops = energy_cfg.operations_pj[energy_cfg.precision]
+    accumulator = energy_cfg.operations_pj[energy_cfg.accumulate[energy_cfg.precision]]
     access_j = {level: pj * 1e-12 for level, pj in energy_cfg.memory_pj_per_64bit.items()}
     activation_j = 0.0
     if energy_cfg.activation_memory:
@@ -223,6 +249,7 @@ def energy_costs(energy_cfg: DictConfig) -> energy.EnergyCosts:
         memory_model=energy_cfg.memory_model, operand_fetches=energy_cfg.per_mac.operand_fetches,
         operand_level=energy_cfg.per_mac.level, weight_memory=energy_cfg.weight_memory,
         capacity_bytes=dict(energy_cfg.memory_capacity_bytes), activation_element_j=activation_j,
+        e_acc_add_j=accumulator.add * 1e-12, operand_bits=int(bits),
     )
 
 
@@ -241,12 +268,19 @@ def validate_evaluation(cfg: DictConfig) -> None:
         check_range(cfg, key, 0, low_open=True)
     for i, _ in enumerate(c.bandwidths_hz):
         check_range(cfg, f"channel.bandwidths_hz.{i}", 0, low_open=True)
-    check_range(cfg, "channel.bits_per_element", 1, integer=True)
+    _one_of(cfg, "channel.activation_bits", list(ACTIVATION_BITS))
+    _one_of(cfg, "channel.activation_granularity", list(GRANULARITIES))
+    _one_of(cfg, "channel.activation_coding", list(ACTIVATION_CODINGS))
     check_range(cfg, "channel.input_bits_per_element", 1, integer=True)
     _one_of(cfg, "channel.fixed_cuts_send_index", [True, False])
     _one_of(cfg, "channel.decision", ["oracle", "causal"])
     _one_of(cfg, "channel.late_upload", list(LATE_UPLOADS))
     check_range(cfg, "channel.client_macs_per_s", 0, low_open=True)
+    # the link (README "The link, realistically"); each is read on every evaluation, so null is refused
+    _one_of(cfg, "channel.rate_model", list(RATE_MODELS))
+    check_range(cfg, "channel.block_error_rate", 0, 0.5, low_open=True, high_open=True, required=True)
+    check_range(cfg, "channel.pa_efficiency", 0, 1, low_open=True, required=True)
+    check_range(cfg, "channel.circuit_power_w", 0, required=True)
     for key in ("trajectory.speed_mps", "trajectory.inference_rate_hz", "trajectory.coherence_time_s",
                 "trajectory.reference_distance_m", "trajectory.min_distance_m", "trajectory.location_radius_m",
                 "trajectory.duration_s"):
@@ -258,6 +292,8 @@ def validate_evaluation(cfg: DictConfig) -> None:
         raise ConfigError(f"trajectory.waypoints_m needs at least 2 points (got {len(t.waypoints_m)})")
     _one_of(cfg, "selection.candidates", list(CANDIDATES))
     _one_of(cfg, "selection.enforce_deadline", [True, False])
+    _required_range(cfg, "selection.max_accuracy_drop", 0, 1)
+    _required_range(cfg, "evaluation.image_seed", 0, integer=True)
     check_range(cfg, "evaluation.realisations", 1, integer=True)
     check_range(cfg, "evaluation.objective_realisations", 1, integer=True)
     for key in ("path_loss_exponents", "reference_distances_m"):
@@ -279,7 +315,8 @@ def route_from_config(t: DictConfig) -> Route:
 
 
 def link_from_config(c: DictConfig, bandwidth_hz: float) -> Link:
-    return Link(float(bandwidth_hz), c.power_w, c.noise_psd_w_per_hz)
+    return Link(float(bandwidth_hz), c.power_w, c.noise_psd_w_per_hz, c.rate_model, float(c.block_error_rate),
+                float(c.pa_efficiency), float(c.circuit_power_w))
 
 
 def timing_from_config(cfg: DictConfig) -> Timing:

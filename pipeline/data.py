@@ -1,7 +1,10 @@
 """MNIST as normalised tensors in memory, a seeded validation split, and batches from memory.
 
-torchvision reads the IDX files; after that every sample lives in one float tensor, so a batch
-is a single index operation instead of 64 PIL conversions (benchmarks/bench_data.py).
+The IDX files are read here as torchvision's MNIST reads them (``read_idx``); torchvision is
+imported only to download missing files (~0.15 s of CPU less per process; the torch compiler
+its datasets import, ~1.3 s more, is imported by the first ``torch.optim`` optimizer anyway).
+After that every sample lives in one float tensor, so a batch is a single index operation
+instead of 64 PIL conversions (benchmarks/bench_data.py).
 """
 from __future__ import annotations
 
@@ -9,8 +12,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
-from torchvision.datasets import MNIST
 
 # Mean and std of the MNIST training pixels (the values torchvision's MNIST examples use).
 MNIST_MEAN = 0.1307
@@ -41,6 +44,21 @@ class TensorSplit:
     def subset(self, n: int) -> "TensorSplit":
         return TensorSplit(self.images[:n], self.labels[:n])
 
+    def per_class(self, n_per_class: int, seed: int) -> "TensorSplit":
+        """A seeded class-balanced selection: ``n_per_class`` images of every label drawn at random,
+        in a seeded random order (how the offline 5k subset was built: 500 per digit, shuffled)."""
+        gen = torch.Generator().manual_seed(seed)
+        picked = []
+        for label in torch.unique(self.labels).tolist():
+            idx = torch.nonzero(self.labels == label).flatten()
+            if len(idx) < n_per_class:
+                raise DataUnavailableError(f"data.train_per_class={n_per_class} exceeds the {len(idx)} training images "
+                                 f"of digit {label}: must be in [1, {int(torch.bincount(self.labels).min())}]")
+            picked.append(idx[torch.randperm(len(idx), generator=gen)[:n_per_class]])
+        order = torch.cat(picked)
+        order = order[torch.randperm(len(order), generator=gen)]
+        return TensorSplit(self.images[order], self.labels[order])
+
     def to(self, device) -> "TensorSplit":
         return TensorSplit(self.images.to(device), self.labels.to(device))
 
@@ -56,7 +74,51 @@ class MnistSplits:
         return MnistSplits(self.train.to(device), self.val.to(device), self.test.to(device))
 
 
-def _mnist(root: Path, train: bool, download: bool) -> MNIST:
+IDX_DTYPES = {8: np.uint8, 9: np.int8, 11: np.dtype(">i2"), 12: np.dtype(">i4"), 13: np.dtype(">f4"), 14: np.dtype(">f8")}
+
+
+def read_idx(path: Path) -> torch.Tensor:
+    """An IDX file ("Pascal Vincent" format: 2 zero bytes, the type code, the number of dimensions,
+    one big-endian uint32 per dimension, then the values, big-endian) as a tensor of its shape:
+    what torchvision's MNIST gives as ``data`` (uint8 images) and, after ``.long()``, ``targets``."""
+    raw = path.read_bytes()
+    type_code, ndim = raw[2], raw[3]
+    if raw[:2] != b"\0\0" or type_code not in IDX_DTYPES or not 1 <= ndim <= 3:
+        raise ValueError(f"{path}: not an IDX file (header {raw[:4].hex()})")
+    shape = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    values = np.frombuffer(raw, IDX_DTYPES[type_code], offset=4 + 4 * ndim)
+    return torch.from_numpy(values.astype(values.dtype.newbyteorder("="))).view(*shape)
+
+
+@dataclass
+class _Split:
+    """What torchvision's MNIST dataset gives: uint8 images (N, 28, 28) and int64 labels (N,)."""
+    data: torch.Tensor
+    targets: torch.Tensor
+
+
+def _read_split(root: Path, train: bool) -> _Split | None:
+    """The split from ``root/MNIST/raw`` as torchvision's MNIST reads it; None when a file is missing
+    or torchvision would read something else (its legacy ``processed/*.pt`` files)."""
+    mnist = root / "MNIST"
+    if (mnist / "processed" / "training.pt").is_file() and (mnist / "processed" / "test.pt").is_file():
+        return None
+    prefix = "train" if train else "t10k"
+    images, labels = mnist / "raw" / f"{prefix}-images-idx3-ubyte", mnist / "raw" / f"{prefix}-labels-idx1-ubyte"
+    if not (images.is_file() and labels.is_file()):
+        return None
+    data, targets = read_idx(images), read_idx(labels)
+    if data.dtype != torch.uint8 or data.dim() != 3 or targets.dtype != torch.uint8 or targets.dim() != 1:
+        raise ValueError(f"{mnist / 'raw'}: expected uint8 images (N, H, W) and uint8 labels (N,)")
+    return _Split(data, targets.long())
+
+
+def _mnist(root: Path, train: bool, download: bool):
+    split = _read_split(root, train)
+    if split is not None:
+        return split
+    from torchvision.datasets import MNIST  # downloads, and reads legacy processed/*.pt files
+
     try:
         return MNIST(str(root), train=train, download=False)
     except RuntimeError:
@@ -107,8 +169,10 @@ def load_mnist(
     train_subset: int | None = None,
     test_subset: int | None = None,
     train_repeat: int = 1,
+    train_per_class: int | None = None,
 ) -> MnistSplits:
-    """Train/val/test tensors. ``train_subset``/``test_subset`` keep the first n (smoke runs).
+    """Train/val/test tensors. ``train_per_class`` first draws that many training images of every
+    digit (seeded by ``split_seed``); ``train_subset``/``test_subset`` then keep the first n.
     ``train_repeat`` tiles the training split (after the validation split, so no validation image
     is trained on): benchmarks time a 60k-image epoch on the offline 5k subset."""
     root = resolve_root(root)
@@ -116,6 +180,8 @@ def load_mnist(
     test_ds = _mnist(root, False, download)
     train = to_tensor_split(train_ds.data, train_ds.targets)
     test = to_tensor_split(test_ds.data, test_ds.targets)
+    if train_per_class:
+        train = train.per_class(train_per_class, split_seed)
     if train_subset:
         train = train.subset(train_subset)
     if test_subset:

@@ -392,6 +392,12 @@ class EnergyCosts:
       Table II's 64-bit access cost per 64 bits; ``auto`` = the smallest level whose
       ``capacity_bytes`` holds the client's stored weights.
     Either way, ``activation_element_j`` > 0 also charges each layer's input read and output write.
+
+    Precision (issue 11): a per_mac operand fetch moves one ``operand_bits``-wide value, charged
+    operand_bits / 32 of a Table II access (the paper's calibration is one access per fp32
+    operand; four int8 operands share a 32-bit word). ``e_acc_add_j`` is the add of a MAC and of a
+    bias, done in the accumulator (int8 products are summed in 32-bit integers); None: ``e_add_j``.
+    ReLU and max-pool comparisons stay at ``e_add_j``, on the operands' width.
     """
 
     e_mul_j: float
@@ -403,12 +409,18 @@ class EnergyCosts:
     weight_memory: str = "DRAM"  # a level of access_64bit_j or "auto"
     capacity_bytes: dict[str, float | None] | None = None  # needed by weight_memory="auto"
     activation_element_j: float = 0.0
+    e_acc_add_j: float | None = None
+    operand_bits: int = 32
 
     def __post_init__(self):
         for name, key in (("e_mul_j", "energy.e_mul_j"), ("e_add_j", "energy.e_add_j"),
                           ("activation_element_j", "energy.e_activation_j"),
                           ("operand_fetches", "energy.per_mac.operand_fetches")):
             _check_energy_per_unit(getattr(self, name), key)
+        if self.e_acc_add_j is not None:
+            _check_energy_per_unit(self.e_acc_add_j, "energy.accumulate")
+        if isinstance(self.operand_bits, bool) or not isinstance(self.operand_bits, Integral) or self.operand_bits < 1:
+            raise ValueError(f"energy.bits_per_element must be an integer >= 1 (got {self.operand_bits!r})")
         for level, value in self.access_64bit_j.items():
             _check_energy_per_unit(value, f"energy.memory_pj_per_64bit.{level}")
         if self.memory_model not in MEMORY_MODELS:
@@ -436,9 +448,10 @@ class EnergyCosts:
 def layer_energies(layers: Sequence[LayerCounts], costs: EnergyCosts, level: str) -> dict[str, np.ndarray]:
     """Per-layer E_c (eq. 1), E_m (eq. 2) and E_p = E_c + E_m (eq. 6), weights held at ``level``.
 
-    per_mac:  E_m = (operand_fetches * MACs + pool_reads) * e_access(operand_level)
+    per_mac:  E_m = (operand_fetches * MACs + pool_reads) * e_access(operand_level) * operand_bits / 32
     weights:  E_m = stored_bits / 64 * e_access(level)   (Table II quotes a 64-bit access)
     plus, for both, (in_elements + out_elements) * activation_element_j.
+    E_c = e_M * MACs + e_acc * (MACs + bias adds) + e_A * (ReLU + pool comparisons) (eq. 1).
     """
     if len(layers) == 0:
         raise ValueError("layers must contain at least one LayerCounts (got 0)")
@@ -446,11 +459,15 @@ def layer_energies(layers: Sequence[LayerCounts], costs: EnergyCosts, level: str
     mults, adds = col("mults"), col("adds")
     if costs.memory_model == "per_mac":
         fetches = costs.operand_fetches * col("macs") + col("pool_reads")
-        weights_j = fetches * costs.access_64bit_j[costs.operand_level]
+        weights_j = fetches * costs.access_64bit_j[costs.operand_level] * (costs.operand_bits / 32)
     else:
         weights_j = col("stored_bits") / 64 * costs.access_64bit_j[level]
     activations_j = (col("in_elements") + col("out_elements")) * costs.activation_element_j
     computation = computation_energy_j(mults, adds, costs.e_mul_j, costs.e_add_j)
+    if costs.e_acc_add_j is not None and costs.e_acc_add_j != costs.e_add_j:  # else as above, bit for bit
+        accumulated = col("macs") + col("bias_adds")
+        computation = computation_energy_j(mults, adds - accumulated, costs.e_mul_j, costs.e_add_j) + \
+            computation_energy_j(0, accumulated, 0.0, costs.e_acc_add_j)
     memory = weights_j + activations_j
     return {"mults": mults, "adds": adds, "computation_j": computation, "memory_j": memory,
             "processing_j": computation + memory}

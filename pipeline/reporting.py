@@ -16,24 +16,80 @@ from omegaconf import DictConfig, OmegaConf
 from . import front, tracking
 from .config import (ConfigError, carbon_index, link_from_config, route_from_config, timing_from_config,
                      validate_evaluation, validate_training)
-from .evaluation import METHODS, STAT_KEYS, CutTable, cut_table, simulate, table_rows, versus_paper
+from .data import MnistSplits
+from .deployment import CutMeasurement, Deployment, deploy, measure
+from .evaluation import (METHODS, STAT_KEYS, CutTable, accurate_cuts, cut_share_rows, cut_table, route_accuracy,
+                         route_images, simulate, table_rows, versus_paper)
+from .quantisation import CODING_FORMATS
 from .layer_costs import processing_table
 from .model import SplitCNN, count_nonzero, load_checkpoint
 from .pruning import compression_ratio, prune
-from .simulation import Scenario
+from .simulation import Scenario, build_scenario
 from .trajectory import nearest_location
 
 log = logging.getLogger(__name__)
 
 
+# -- the model as deployed (issue 11) -------------------------------------------------------
+@dataclass
+class Deployed:
+    """One model as deployed under ``energy.precision`` and ``channel.activation_*``, measured on
+    the validation images (its cuts' accuracy for selection.max_accuracy_drop, a causal client's
+    expected payloads) and on the images that go along the route (``route_split``: the test set in
+    evaluate.py, the validation set in the sweep, which never sees the test set)."""
+
+    deployment: Deployment
+    val: CutMeasurement
+    route: CutMeasurement
+    route_split: str
+
+
+def paper_representation(cfg: DictConfig) -> bool:
+    """fp32 arithmetic, 32-bit dense payloads: the deployed model is the model itself at every cut."""
+    c = cfg.channel
+    return cfg.energy.precision == "fp32" and int(c.activation_bits) == 32 and c.activation_coding == "dense"
+
+
+def deployed_model(cfg: DictConfig, model: SplitCNN, data: MnistSplits, route_split: str = "test") -> Deployed:
+    """``model`` deployed with every range calibrated on ``data.val``, measured on val and ``route_split``."""
+    c = cfg.channel
+    deployment = deploy(model, cfg.energy.precision, c.activation_bits, c.activation_granularity, data.val.images)
+    val = measure(deployment, data.val, c.activation_coding, c.input_bits_per_element)
+    route = val if route_split == "val" else measure(deployment, getattr(data, route_split), c.activation_coding,
+                                                     c.input_bits_per_element)
+    return Deployed(deployment, val, route, route_split)
+
+
+def n_inferences(cfg: DictConfig) -> int:
+    """Inferences along the route (the same in every fading realisation)."""
+    return len(build_scenario(route_from_config(cfg.trajectory), n_blocks=1).times_s)
+
+
+def route_correct(cfg: DictConfig, dep: Deployed) -> np.ndarray:
+    """(N, C) bool: whether each inference's image is classified correctly at each cut, as deployed."""
+    images = route_images(n_inferences(cfg), len(dep.route.correct), cfg.evaluation.image_seed)
+    return dep.route.correct[images]
+
+
 # -- cut tables ----------------------------------------------------------------------------
-def tables(cfg: DictConfig, model: SplitCNN) -> CutTable:
-    """Per-cut processing energy (eqs. 1, 2, 6), payloads (eq. 4) and compute times of a model."""
-    p, c = processing_table(model, cfg.energy), cfg.channel
+def tables(cfg: DictConfig, model: SplitCNN, dep: Deployed | None = None) -> CutTable:
+    """Per-cut processing energy (eqs. 1, 2, 6), payloads (eq. 4) and compute times of a model;
+    with ``dep``, of the model as deployed: its client's weights, its payloads (per inference
+    under sparse coding: the route's images'), the cuts within selection.max_accuracy_drop."""
+    c = cfg.channel
+    p = processing_table(model if dep is None else dep.deployment.client, cfg.energy)
+    extra = {}
+    if dep is not None:
+        accuracy = dep.val.accuracy  # cut "input" runs the unquantised model on the server
+        extra = {"accuracy": accuracy,
+                 "accurate": accurate_cuts(accuracy, accuracy[0], cfg.selection.max_accuracy_drop)}
+        if c.activation_coding == "sparse":
+            images = route_images(n_inferences(cfg), len(dep.route.body_bits), cfg.evaluation.image_seed)
+            extra.update(body_bits=dep.route.body_bits[images], expected_body_bits=dep.val.body_bits.mean(axis=0))
     return cut_table(p.names, p.processing_j, p.out_elements, p.macs, p.layers,
-                     bits_per_element=c.bits_per_element, input_bits_per_element=c.input_bits_per_element,
+                     bits_per_element=c.activation_bits, input_bits_per_element=c.input_bits_per_element,
                      candidates=cfg.selection.candidates, fixed_cuts_send_index=c.fixed_cuts_send_index,
-                     client_macs_per_s=c.client_macs_per_s)
+                     client_macs_per_s=c.client_macs_per_s, **extra)
 
 
 # -- models --------------------------------------------------------------------------------
@@ -86,28 +142,63 @@ class Evaluation:
     uncompressed: CutTable
     scenario: Scenario  # the first realisation (times and positions are those of every realisation)
     results: dict[float, dict]  # bandwidth_hz -> method -> [MethodResult per realisation]
+    deployed: tuple[Deployed, Deployed] | None = None  # (pruned, dense) as deployed, when measured
 
 
 def evaluate_models(cfg: DictConfig, dense: SplitCNN, pruned: SplitCNN, bandwidths, methods=METHODS,
-                    realisations: int | None = None) -> Evaluation:
-    compressed, uncompressed = tables(cfg, pruned), tables(cfg, dense)
+                    realisations: int | None = None, deployed: tuple[Deployed, Deployed] | None = None,
+                    data: MnistSplits | None = None) -> Evaluation:
+    """Every method on the trajectory. ``deployed`` (pruned, dense): the models as deployed; one not
+    given (None) when the settings are not the paper's representation is deployed and measured on
+    ``data``'s validation images (loaded when not given), which then also go along the route. The
+    dense model only runs PSNC: without it in ``methods`` it is not deployed."""
+    deployed = list(deployed or (None, None))
+    if not paper_representation(cfg):
+        for i, (model, needed) in enumerate(((pruned, True), (dense, "psnc" in methods))):
+            if deployed[i] is None and needed:
+                from .stages import load_data
+                data = data or load_data(cfg)
+                deployed[i] = deployed_model(cfg, model, data, "val")
+    deployed = None if deployed == [None, None] else tuple(deployed)
+    compressed, uncompressed = (tables(cfg, pruned, deployed and deployed[0]),
+                                tables(cfg, dense, deployed and deployed[1]))
     scenario, results = simulate(
         compressed, uncompressed, route_from_config(cfg.trajectory),
         [link_from_config(cfg.channel, bw) for bw in bandwidths], timing_from_config(cfg),
         realisations or cfg.evaluation.realisations, cfg.selection.candidates,
         causal=cfg.channel.decision == "causal", methods=methods)
-    return Evaluation(compressed, uncompressed, scenario, results)
+    return Evaluation(compressed, uncompressed, scenario, results, deployed)
 
 
-def energy_terms(cfg: DictConfig, dense: SplitCNN, pruned: SplitCNN) -> dict[str, float]:
-    """The energy terms of eq. (8) at the default bandwidth: trajectory-average PS energy of the
-    compressed model and of the uncompressed one (PSNC, the normaliser), averaged over
-    ``evaluation.objective_realisations`` fading realisations (the same for every trial)."""
+PAPER_REPRESENTATION = {"energy": {"precision": "fp32"}, "channel": {"activation_bits": 32, "activation_coding": "dense"}}
+
+
+def energy_terms(cfg: DictConfig, dense: SplitCNN, pruned: SplitCNN, data: MnistSplits | None = None) -> dict[str, float]:
+    """The energy terms of eq. (8) at the default bandwidth, each averaged over
+    ``evaluation.objective_realisations`` fading realisations (the same for every trial):
+    trajectory-average PS energy of the compressed model as deployed and, as the normaliser, PSNC's
+    of the uncompressed model under the paper's representation (fp32 arithmetic, 32-bit dense
+    payloads) whatever the trial's own. A fixed yardstick: were PSNC deployed like PS, an int8 client
+    would make both cheaper and the ratio would hide it, and trials searching the representation
+    (experiment=beyond) would not compare on one scale. Beyond the paper's representation the
+    compressed model is deployed on ``data``'s validation images (never the test set), which also
+    go along the route, and ``route_accuracy_ps`` is the share of them PS classifies correctly at
+    the cuts it chose (the accuracy of what is deployed)."""
     bw = float(cfg.channel.bandwidth_hz)
-    results = evaluate_models(cfg, dense, pruned, [bw], methods=("ps", "psnc"),
-                              realisations=cfg.evaluation.objective_realisations).results[bw]
-    return {f"energy_total_j_{m}": float(np.mean([r.means()["energy_total_j"] for r in results[m]]))
-            for m in ("ps", "psnc")}
+    n = cfg.evaluation.objective_realisations
+
+    def mean_energy(results) -> float:
+        return float(np.mean([r.means()["energy_total_j"] for r in results]))
+
+    if paper_representation(cfg):
+        results = evaluate_models(cfg, dense, pruned, [bw], methods=("ps", "psnc"), realisations=n).results[bw]
+        return {"energy_total_j_ps": mean_energy(results["ps"]), "energy_total_j_psnc": mean_energy(results["psnc"])}
+    ev = evaluate_models(cfg, dense, pruned, [bw], methods=("ps",), realisations=n, data=data)
+    paper = OmegaConf.merge(cfg, PAPER_REPRESENTATION)
+    reference = evaluate_models(paper, dense, pruned, [bw], methods=("psnc",), realisations=n).results[bw]
+    ps = ev.results[bw]["ps"]
+    return {"energy_total_j_ps": mean_energy(ps), "energy_total_j_psnc": mean_energy(reference["psnc"]),
+            "route_accuracy_ps": route_accuracy(route_correct(cfg, ev.deployed[0]), ps)[0]}
 
 
 def location_rows(cfg: DictConfig, ev: Evaluation, carbon: float) -> list[dict]:
@@ -159,30 +250,84 @@ def bandwidth_label(hz: float) -> str:
     return f"{hz:g}hz"
 
 
-def bandwidth_metrics(ev: Evaluation, carbon: float, default_hz: float) -> dict[str, float]:
+def method_rows(cfg: DictConfig, ev: Evaluation, bandwidth_hz: float, carbon: float) -> list[dict]:
+    """table_rows at one bandwidth plus, when the models were deployed and measured, each method's
+    ``route_accuracy``: the share of the route's images it classifies correctly at the cuts it chose
+    (PSNC with the dense model, every other method with the pruned one)."""
+    results = ev.results[bandwidth_hz]
+    rows = table_rows(bandwidth_hz, results, carbon)
+    if ev.deployed is not None:
+        correct = {i: route_correct(cfg, dep) for i, dep in enumerate(ev.deployed) if dep is not None}
+        for row in rows:
+            model = 1 if row["method"] == "psnc" else 0  # PSNC runs the dense model (ev.deployed[1])
+            row["route_accuracy"], row["route_accuracy_ci95"] = route_accuracy(correct[model], results[row["method"]])
+    return rows
+
+
+def bandwidth_metrics(cfg: DictConfig, ev: Evaluation, carbon: float, default_hz: float) -> dict[str, float]:
     """Every method's trajectory averages at every bandwidth evaluated, named
     ``<key>_<method>_<bandwidth>`` (``energy_total_j_ps_15mhz``), plus the default bandwidth's
     under their unsuffixed names (``energy_total_j_ps``: the sweep's energy term)."""
     metrics = {}
-    for bw, results in ev.results.items():
-        for row in table_rows(bw, results, carbon):
-            metrics.update({f"{k}_{row['method']}_{bandwidth_label(bw)}": row[k] for k in METRIC_KEYS})
+    for bw in ev.results:
+        for row in method_rows(cfg, ev, bw, carbon):
+            keys = [k for k in (*METRIC_KEYS, "route_accuracy") if k in row]
+            metrics.update({f"{k}_{row['method']}_{bandwidth_label(bw)}": row[k] for k in keys})
             if bw == default_hz:
-                metrics.update({f"{k}_{row['method']}": row[k] for k in DEFAULT_METRIC_KEYS})
+                metrics.update({f"{k}_{row['method']}": row[k] for k in (*DEFAULT_METRIC_KEYS, "route_accuracy")
+                                if k in row})
     return metrics
+
+
+def cut_accuracy_rows(cfg: DictConfig, ev: Evaluation) -> list[dict]:
+    """cut_accuracy.csv: per cut, the split model as deployed (client at energy.precision ->
+    quantise/encode -> decode/dequantise -> fp32 server): test and validation accuracy of the pruned
+    model (PS) and the dense one (PSNC), the validation drop from the unquantised model (cut input)
+    behind selection.max_accuracy_drop, and the payload over the route's images (the representation's
+    bits, without the cut index; coded_*: the share of images sent in each sparse format)."""
+    pruned, dense = ev.deployed
+    images = route_images(n_inferences(cfg), len(pruned.route.correct), cfg.evaluation.image_seed)
+    rows = []
+    for c, name in enumerate(pruned.route.names):
+        body = pruned.route.body_bits[images, c]
+        coding = pruned.route.coding[images, c]
+        row = {"cut": name, f"{pruned.route_split}_accuracy": float(pruned.route.accuracy[c]),
+               "val_accuracy": float(pruned.val.accuracy[c]),
+               "val_accuracy_drop": float(pruned.val.accuracy[0] - pruned.val.accuracy[c]),
+               "within_max_accuracy_drop": bool(ev.compressed.accurate[c]),
+               f"{dense.route_split}_accuracy_dense": float(dense.route.accuracy[c]),
+               "val_accuracy_dense": float(dense.val.accuracy[c]),
+               "within_max_accuracy_drop_dense": bool(ev.uncompressed.accurate[c]),
+               "elements": int(pruned.route.elements[c]),
+               "nonzero_fraction": float(pruned.route.nonzero[images, c].mean() / max(1, pruned.route.elements[c])),
+               "payload_bits_mean": float(body.mean()), "payload_bits_min": int(body.min()),
+               "payload_bits_max": int(body.max())}
+        sparse = cfg.channel.activation_coding == "sparse" and c > 0  # the raw image is always dense
+        for k, fmt in enumerate(CODING_FORMATS):
+            row[f"coded_{fmt}"] = float(np.mean(coding == k)) if sparse else None
+        rows.append(row)
+    return rows
 
 
 def run_evaluate(cfg: DictConfig) -> dict[str, float]:
     validate_evaluation(cfg)
     validate_training(cfg)
     models = load_models(cfg)
+    from .stages import load_data
+    data = load_data(cfg)
+    # accuracy measured, never assumed: both models as deployed, on the test images along the route
+    deployed = (deployed_model(cfg, models.pruned, data), deployed_model(cfg, models.dense, data))
     bandwidths = list(dict.fromkeys([float(b) for b in cfg.channel.bandwidths_hz] + [float(cfg.channel.bandwidth_hz)]))
-    ev = evaluate_models(cfg, models.dense, models.pruned, bandwidths)
+    ev = evaluate_models(cfg, models.dense, models.pruned, bandwidths, deployed=deployed)
     carbon = carbon_index(cfg)
     setting = {"scenario": cfg.scenario, "candidates": cfg.selection.candidates}
-    table = [{**row, **setting} for bw in cfg.channel.bandwidths_hz
-             for row in table_rows(float(bw), ev.results[float(bw)], carbon)]
-    metrics = bandwidth_metrics(ev, carbon, float(cfg.channel.bandwidth_hz))
+    table = [{**row, **setting} for bw in cfg.channel.bandwidths_hz for row in method_rows(cfg, ev, float(bw), carbon)]
+    metrics = bandwidth_metrics(cfg, ev, carbon, float(cfg.channel.bandwidth_hz))
+    accuracy = cut_accuracy_rows(cfg, ev)
+    for row in accuracy:
+        metrics[f"cut_test_accuracy_{row['cut']}"] = row["test_accuracy"]
+        metrics[f"cut_val_accuracy_{row['cut']}"] = row["val_accuracy"]
+    metrics["test_accuracy_unquantised"] = accuracy[0]["test_accuracy"]  # cut input: the fp32 model on the server
     cells = versus_paper(table)
     totals = [c["ours_over_paper"] for c in cells if c["quantity"] == "energy_total_j"]
     if totals:  # how far from the paper's Table III in one figure: mean |log10(ours / paper)| of its E cells
@@ -194,10 +339,12 @@ def run_evaluate(cfg: DictConfig) -> dict[str, float]:
     out = output_dir()
     out.mkdir(parents=True, exist_ok=True)
     files = _write_tables(out, table, location_rows(cfg, ev, carbon), ev)
+    (out / "cut_accuracy.csv").write_text(tracking.rows_to_csv(accuracy))
+    files.append(out / "cut_accuracy.csv")
     files.extend(_sensitivity(cfg, out, ev, carbon))
     files.append(_fig3(out, ev))
     files.append(_fig4(cfg, out, ev))
-    files.extend(_fig5(cfg, out, models))
+    files.extend(_fig5(cfg, out, models, data))
 
     experiment_id = tracking.configure(cfg.tracking.uri, cfg.tracking.experiment, cfg.tracking.artifact_location)
     tags = {"stage": "evaluate", "ecosplit.train_run_id": models.train_run_id or "",
@@ -220,7 +367,9 @@ def run_evaluate(cfg: DictConfig) -> dict[str, float]:
 
 def _write_tables(out: Path, table, loc_rows, ev: Evaluation) -> list[Path]:
     files = []
-    for name, rows in (("table3", table), ("locations", loc_rows), ("layers_energy", _layer_rows(ev))):
+    cut_shares = cut_share_rows(ev.compressed.names, ev.results)
+    for name, rows in (("table3", table), ("locations", loc_rows), ("layers_energy", _layer_rows(ev)),
+                       ("cut_shares", cut_shares)):
         (out / f"{name}.csv").write_text(tracking.rows_to_csv(rows))
         files.append(out / f"{name}.csv")
     (out / "table3.md").write_text(markdown_table(table))
@@ -292,13 +441,11 @@ def _fig4(cfg: DictConfig, out: Path, ev: Evaluation) -> Path:
                            ev.compressed.names, ev.scenario.times_s, per_loc, bw, out / "fig4_trajectory.png")
 
 
-def _fig5(cfg: DictConfig, out: Path, models: Models) -> list[Path]:
+def _fig5(cfg: DictConfig, out: Path, models: Models, data: MnistSplits) -> list[Path]:
     """Fig. 5 from one trained model pruned at each global threshold (no per-layer thresholds,
     no fine-tuning: the paper's procedure, and cheap)."""
     from .plots import fig5_compression
-    from .stages import load_data
     from .training import evaluate
-    data = load_data(cfg)
     dense_nnz = count_nonzero(models.dense)
     rows = []
     for threshold in cfg.fig5_thresholds:
@@ -307,7 +454,7 @@ def _fig5(cfg: DictConfig, out: Path, models: Models) -> list[Path]:
             "threshold": float(threshold),
             "compression_ratio": compression_ratio(dense_nnz, count_nonzero(pruned)),
             "test_accuracy": evaluate(pruned, data.test).accuracy,
-            "energy_total_j_ps": energy_terms(cfg, models.dense, pruned)["energy_total_j_ps"],
+            "energy_total_j_ps": energy_terms(cfg, models.dense, pruned, data)["energy_total_j_ps"],
         })
     (out / "fig5.csv").write_text(tracking.rows_to_csv(rows))
     columns = ([r[k] for r in rows] for k in ("compression_ratio", "energy_total_j_ps", "test_accuracy"))

@@ -9,6 +9,8 @@ import math
 
 import numpy as np
 
+from . import channel
+
 J_PER_KWH = 3.6e6
 
 
@@ -62,11 +64,15 @@ def select_min_energy(total_j, candidates=None, allowed=None) -> np.ndarray:
     return _argmin_within(total_j, allowed & _candidate_mask(candidates, total_j.shape), allowed)
 
 
-def select_causal(processing_j, bits, start_rate_bps, power_w, allowed=None, budget_s=None) -> np.ndarray:
+def select_causal(processing_j, bits, start_rate_bps, power_w, allowed=None, budget_s=None, start_penalty=None,
+                  expected_transmissions=1.0) -> np.ndarray:
     """Remark 1 relaxed: choose with only the rate seen when the inference starts, (N,) int.
 
     Estimates tau_hat = bits / R(t_i) and E_hat = E_p + P * tau_hat (eqs. 4-6 with R frozen at
     t_i); the caller then charges the true cost of the chosen cut. Ties go to the earliest cut.
+    power_w is the radio's draw while it transmits (P / eta + P_c). Finite blocklength:
+    ``start_penalty`` (N,) D(t_i) makes tau_hat one codeword's time (channel.time_for_bits_s),
+    times ``expected_transmissions``.
     ``allowed`` (C,) bool restricts the candidate set; ``budget_s`` (C,) is the time each cut
     leaves for its upload before the deadline: only cuts with tau_hat <= budget are chosen, and an
     inference where none fits takes the cheapest estimate (it will miss).
@@ -87,7 +93,9 @@ def select_causal(processing_j, bits, start_rate_bps, power_w, allowed=None, bud
     allowed = _candidate_mask(allowed, shape)
 
     live = rate > 0
-    tau_hat_s = np.divide(bits[None, :], rate[:, None], out=np.full(shape, np.inf), where=live[:, None])
+    penalty = None if start_penalty is None else np.asarray(start_penalty, dtype=float)[:, None]
+    tau_hat_s = np.where(live[:, None], channel.time_for_bits_s(bits[None, :], rate[:, None], penalty), np.inf)
+    tau_hat_s = tau_hat_s * float(expected_transmissions)
     tau_hat_s[:, bits == 0] = 0.0
     fits = np.ones(shape, dtype=bool) if budget_s is None else tau_hat_s <= np.asarray(budget_s, float)[None, :]
     choice = _argmin_within(np.where(live[:, None], processing_j[None, :] + power_w * tau_hat_s, 0.0),

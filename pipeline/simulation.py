@@ -58,25 +58,66 @@ def build_scenario(route: Route, n_blocks: int | None = None) -> Scenario:
 
 @dataclass(frozen=True)
 class Link:
+    """The radio link of eqs. (3)-(5); the defaults after the first three fields are the paper's."""
+
     bandwidth_hz: float
-    power_w: float
+    power_w: float  # P, radiated (eq. 3)
     noise_psd_w_per_hz: float
+    rate_model: str = "shannon"  # channel.RATE_MODELS: eq. (3), or the finite-blocklength normal approximation
+    block_error_rate: float = 1e-3  # epsilon per codeword (finite_blocklength only)
+    pa_efficiency: float = 1.0  # eta: the radio draws P / eta + P_c while it transmits
+    circuit_power_w: float = 0.0  # P_c
+
+    def __post_init__(self):
+        if self.rate_model not in channel.RATE_MODELS:
+            raise ValueError(f"channel.rate_model must be one of {', '.join(channel.RATE_MODELS)} "
+                             f"(got {self.rate_model!r})")
+        channel.check_block_error_rate(self.block_error_rate)
+        channel.radio_power_w(self.power_w, self.pa_efficiency, self.circuit_power_w)
+
+    @property
+    def finite_blocklength(self) -> bool:
+        return self.rate_model == "finite_blocklength"
+
+    @property
+    def radio_power_w(self) -> float:
+        """P / eta + P_c: what E_tr charges per second of radio time (eq. 5 generalised)."""
+        return channel.radio_power_w(self.power_w, self.pa_efficiency, self.circuit_power_w)
+
+    @property
+    def expected_transmissions(self) -> float:
+        """Sends per codeword on average: 1 / (1 - epsilon) under finite blocklength (ARQ); 1 under
+        Shannon's rate, which is error-free in the limit it describes."""
+        return channel.expected_transmissions(self.block_error_rate) if self.finite_blocklength else 1.0
+
+    def rates(self, gains) -> tuple[np.ndarray, np.ndarray | None]:
+        """Eq. (3)'s rate of each fading gain, and the finite-blocklength penalty D (None: Shannon)."""
+        args = (gains, self.bandwidth_hz, self.power_w, self.noise_psd_w_per_hz)
+        penalty = channel.dispersion_penalty(*args, self.block_error_rate) if self.finite_blocklength else None
+        return channel.rate_bps(*args), penalty
 
 
 def transmission_times_s(scenario: Scenario, link: Link, bits: np.ndarray,
                          compute_s: np.ndarray | None = None) -> tuple[Scenario, np.ndarray]:
     """Eq. (4) for every inference x cut, each upload starting when the client has computed its
     cut (t_i + compute_s[c]). A trace too short for the slowest upload is regrown (doubling;
-    block_gains draws in order, so the blocks already used do not change)."""
+    block_gains draws in order, so the blocks already used do not change).
+
+    Finite blocklength: one codeword per fading block the upload occupies (channel.transmission_time_s),
+    and the time of the expected retransmissions: tau / (1 - epsilon), each codeword sent
+    1 / (1 - epsilon) times on average, the resends as long as the first send and at its rate.
+    """
     channel.validate_link(link.bandwidth_hz, link.power_w, link.noise_psd_w_per_hz)
     start_s = scenario.times_s if compute_s is None else scenario.times_s[:, None] + np.asarray(compute_s)[None, :]
     while True:
-        rates = channel.rate_bps(scenario.gains, link.bandwidth_hz, link.power_w, link.noise_psd_w_per_hz)
-        cum = channel.cumulative_bits(rates, scenario.block_s)
+        rates, penalty = link.rates(scenario.gains)
+        cum = channel.cumulative_bits(rates, scenario.block_s, penalty)
         try:
-            return scenario, channel.transmission_time_s(cum, rates, scenario.block_s, start_s, bits)
+            tau_s = channel.transmission_time_s(cum, rates, scenario.block_s, start_s, bits, penalty)
         except channel.TraceTooShortError:
             scenario = build_scenario(scenario.route, 2 * len(scenario.gains))
+            continue
+        return scenario, tau_s * link.expected_transmissions if link.finite_blocklength else tau_s
 
 
 LATE_UPLOADS = ("complete", "abort")
@@ -150,14 +191,19 @@ def run_method(
     allowed: np.ndarray | None = None,
     start_rate_bps: np.ndarray | None = None,
     bits: np.ndarray | None = None,
+    start_penalty: np.ndarray | None = None,
+    expected_transmissions: float = 1.0,
 ) -> MethodResult:
     """Choose a cut per inference and charge its true cost (eqs. 4-6 under ``timing``).
 
-    compute_s (C,): the client's compute time of each cut (zeros without a compute-speed setting).
+    power_w: what the radio draws while it transmits, Link.radio_power_w (P / eta + P_c; the
+    paper's P). compute_s (C,): the client's compute time of each cut (zeros without a
+    compute-speed setting). tau_s (N, C): upload times, retransmissions included.
 
     fixed_cut: a baseline that always sends that cut. Otherwise PS over the ``allowed`` cuts: the
     cut minimising E_p + E_tr with the true channel over [0, tau) (Remark 1), or, when
-    ``start_rate_bps`` is given, the causal variant that decides on the rate seen at the start.
+    ``start_rate_bps`` is given, the causal variant that decides on the rate seen at the start
+    (with its finite-blocklength ``start_penalty`` and ``expected_transmissions``, if any).
     With ``timing.enforce`` only cuts that meet the deadline are chosen while any does.
     """
     tau_s = np.asarray(tau_s, dtype=float)
@@ -171,7 +217,8 @@ def run_method(
         choice = selection.select_fixed(n, fixed_cut, tau_s.shape[1])
     elif start_rate_bps is not None:
         choice = selection.select_causal(processing_j, bits, start_rate_bps, power_w, allowed,
-                                         budget_s if timing.enforce else None)
+                                         budget_s if timing.enforce else None, start_penalty,
+                                         expected_transmissions)
     else:
         choice = selection.select_min_energy(selection.total_energy_j(processing_j, e_tr),
                                              meets if timing.enforce else None, allowed)
@@ -188,8 +235,13 @@ def run_method(
 
 def start_rates_bps(scenario: Scenario, link: Link) -> np.ndarray:
     """R(t_i) at each inference's start block, what a causal client observes."""
+    return start_link_state(scenario, link)[0]
+
+
+def start_link_state(scenario: Scenario, link: Link) -> tuple[np.ndarray, np.ndarray | None]:
+    """R(t_i) and the finite-blocklength penalty D(t_i) (None: Shannon) at each inference's start block."""
     k = np.minimum(channel.block_index(scenario.times_s, scenario.block_s), len(scenario.gains) - 1)
-    return channel.rate_bps(scenario.gains[k], link.bandwidth_hz, link.power_w, link.noise_psd_w_per_hz)
+    return link.rates(scenario.gains[k])
 
 
 def realisation(route: Route, r: int) -> Route:

@@ -15,7 +15,7 @@ from typing import Callable
 from omegaconf import DictConfig, OmegaConf
 
 from . import tracking
-from .cache import data_digests, data_selection
+from .cache import data_digests, data_key, data_selection, path_start
 from .config import validate_training
 from .data import MnistSplits, load_mnist, resolve_root
 from .model import SplitCNN, build_model, count_nonzero, save_checkpoint
@@ -26,12 +26,23 @@ from .training import EpochRecord, EvalResult, evaluate, fit, resolve_device, se
 log = logging.getLogger(__name__)
 
 
+_LOADED: dict[tuple, MnistSplits] = {}  # the last data loaded in this process, by cache.data_key and device
+
+
 def load_data(cfg: DictConfig) -> MnistSplits:
-    """The splits, moved once to ``train.device`` (training, evaluation, pruning and fine-tuning run there)."""
+    """The splits, moved once to ``train.device`` (training, evaluation, pruning and fine-tuning run there).
+
+    Loaded once per process while ``cfg.data`` selects the same samples (``cache.data_key``): the
+    trials of a sweep share them (nothing writes to them; a batch is a copy)."""
     d = cfg.data
-    splits = load_mnist(d.root, d.val_fraction, d.split_seed, d.download, d.train_subset, d.test_subset,
-                        d.get("train_repeat", 1))
-    return splits.to(resolve_device(cfg.train.get("device", "cpu")))
+    device = resolve_device(cfg.train.get("device", "cpu"))
+    key = (*data_key(cfg), str(device))
+    if key not in _LOADED:
+        splits = load_mnist(d.root, d.val_fraction, d.split_seed, d.download, d.train_subset, d.test_subset,
+                            d.get("train_repeat", 1), d.get("train_per_class"))
+        _LOADED.clear()  # one data set held at a time
+        _LOADED[key] = splits.to(device)
+    return _LOADED[key]
 
 
 DATASET_NAME = "mnist"
@@ -86,15 +97,35 @@ def _objective(cfg: DictConfig) -> dict:
     return {"mu": t.mu, "ce_reduction": t.ce_reduction, "l1_mode": t.get("l1_mode", "penalty"), "group_l1": group_l1}
 
 
-def train_dense(
-    cfg: DictConfig, data: MnistSplits, on_epoch: Callable[[EpochRecord, SplitCNN], None] | None = None
+def train_on_path(
+    cfg: DictConfig, data: MnistSplits, on_epoch: Callable[[EpochRecord, SplitCNN], None] | None = None,
+    start_model: Callable[[DictConfig], SplitCNN] | None = None,
 ) -> SplitCNN:
-    """Train the CNN on eq. (10) from the seed in ``cfg`` (dense under the paper's procedure; with
-    ``train.l1_mode=proximal`` or ``prune.schedule=gradual`` it leaves training already sparse).
+    """``train_dense`` from the model ``path_start`` names (got from ``start_model(config)``, by
+    default trained here the same way; a sweep passes its reuse cache), or from scratch."""
+    start = path_start(cfg)
+    if start is None:
+        return train_dense(cfg, data, on_epoch)
+    if start_model is None:
+        init = train_on_path(start, data)
+    else:
+        init = start_model(start)
+    return train_dense(cfg, data, on_epoch, init=init)
+
+
+def train_dense(
+    cfg: DictConfig, data: MnistSplits, on_epoch: Callable[[EpochRecord, SplitCNN], None] | None = None,
+    init: SplitCNN | None = None,
+) -> SplitCNN:
+    """Train the CNN on eq. (10) from the seed in ``cfg``, or on from a copy of ``init``'s weights
+    (a fresh Adam state: ``train_on_path``); dense under the paper's procedure, with
+    ``train.l1_mode=proximal`` or ``prune.schedule=gradual`` it leaves training already sparse.
     ``on_epoch(record, model)`` sees every epoch's record and the model being trained (it must not
     change the model)."""
     seed_everything(cfg.seed, cfg.train.num_threads)
     model = build_model(cfg.model.conv_channels, cfg.model.fc_units)
+    if init is not None:
+        model.load_state_dict(init.state_dict())
     t = cfg.train
     fit(model, data.train, data.val, epochs=t.epochs, lr=t.lr, **_objective(cfg),
         batch_size=t.batch_size, seed=cfg.seed, on_epoch=None if on_epoch is None else lambda rec: on_epoch(rec, model),
@@ -124,7 +155,9 @@ def prune_model(
     pruned = prune_only(cfg, dense)
     if p.finetune_epochs:
         seed_everything(cfg.seed + 1, cfg.train.num_threads)
+        epoch_steps = p.get("finetune_epoch_steps")
         fit(pruned, data.train, data.val, epochs=p.finetune_epochs, mu=cfg.train.mu,
+            max_steps=None if epoch_steps is None else epoch_steps * p.finetune_epochs,
             ce_reduction=cfg.train.ce_reduction, lr=p.finetune_lr,
             batch_size=cfg.train.batch_size, seed=cfg.seed + 1, masks=nonzero_masks(pruned), desc="finetune",
             on_epoch=on_epoch)
@@ -184,7 +217,7 @@ def run_train(cfg: DictConfig) -> dict[str, float]:
                 tracking.log_metrics(values, step=offset + rec.epoch)
             return log
 
-        dense = train_dense(cfg, data, log_epoch(0))
+        dense = train_on_path(cfg, data, log_epoch(0))
         pruned = prune_model(cfg, dense, data, log_epoch(cfg.train.epochs))
         metrics = measure(dense, pruned, data, reference=c_r_reference(cfg))
         batch.metrics(metrics, step=cfg.train.epochs + cfg.prune.finetune_epochs + 1)  # sent as the run ends

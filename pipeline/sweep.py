@@ -23,6 +23,7 @@ import math
 import subprocess
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -34,14 +35,14 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from . import objective, tracking
 from .cache import DATA_KEYS_IGNORED, ModelCache, cache_experiment_id, training_key
-from .cli import user_errors_exit
+from .cli import freeze_heap, user_errors_exit
 from .config import ConfigError, check_range, inactive_sparsity_keys, validate_evaluation, validate_training
 from .data import MnistSplits
-from .front import ACCURACY_KEY, ENERGY_KEY, pareto_table, register_once, study_rows
+from .front import ACCURACY_KEY, ENERGY_KEY, pareto_table, prepare_registration, register_once, study_rows
 from .model import SplitCNN, save_checkpoint
 from .pruning import layer_table
 from .reporting import energy_terms
-from .stages import c_r_reference, dataset_input, load_data, measure, prune_model, prune_only, train_dense
+from .stages import c_r_reference, dataset_input, load_data, measure, prune_model, prune_only, train_on_path
 from .training import EpochRecord, evaluate
 
 log = logging.getLogger(__name__)
@@ -185,6 +186,8 @@ def on_start(study: optuna.Study, cfg: DictConfig) -> None:
     If an earlier, aborted run of the sweep ended the parent run FAILED or KILLED, it is RUNNING
     again: the study resumes."""
     validate_sweep(cfg)  # study_definition checked it before the study was opened; cheap
+    if cfg.selection.registered_model:
+        prepare_registration()  # while the trials run, not at the end
     experiment_ids = _experiment_ids(cfg)
     experiment_id = experiment_ids[0]
     sweeper = cfg.hydra.sweeper
@@ -306,7 +309,14 @@ def run_trial(cfg: DictConfig) -> dict:
     """
     from hydra_plugins.ecosplit_optuna_sweeper import current_trial
 
+    global _trials_started
     start = time.perf_counter()
+    _trials_started += 1
+    if _trials_started == 2:
+        # the first trial has imported torch's compiler (the first optimizer does: ~130k objects)
+        # and made the sweep's long-lived objects: kept out of every later full collection of the
+        # garbage collector (one every ~10 smoke trials, 0.2-0.3 s each)
+        freeze_heap()
     validate_sweep(cfg)
     t = time.perf_counter()
     data = load_data(cfg)  # missing data fails before any run is opened
@@ -327,12 +337,13 @@ def run_trial(cfg: DictConfig) -> dict:
     batch.params(dict(sorted(settings.items(), key=lambda kv: kv[0].count(".") > 1)))
     name = f"trial-{trial.number}" if trial is not None else "trial"
     pruned = None
-    with tracking.run(experiment_id, name, tags, parent_id, batch=batch, failed_tags={STATE_TAG: "FAIL"}) as active:
+    # the run is created in the batch's thread while the trial computes
+    with tracking.background_run(experiment_id, name, tags, parent_id, batch=batch, failed_tags={STATE_TAG: "FAIL"}):
         # sent while the trial trains: the settings one call takes (a running trial shows them in
         # the UI) and the data
         batch.flush()
         dataset = dataset_input(cfg, data)
-        batch.in_background(tracking.log_dataset, active.info.run_id, **dataset)
+        batch.in_background(lambda: tracking.log_dataset(batch.run_id, **dataset))
         try:
             metrics, model_id = _trial_metrics(cfg, trial, batch, data, key)
         except optuna.TrialPruned as exc:  # a decision, not a failure: the run ends FINISHED
@@ -349,9 +360,9 @@ def run_trial(cfg: DictConfig) -> dict:
                 batch.tags({"failure_reason": f"non-finite {', '.join(bad)}"})
                 raise FloatingPointError(f"non-finite {', '.join(bad)}: " + ", ".join(f"{k}={metrics[k]}" for k in bad))
             batch.tags({STATE_TAG: "COMPLETE", "ecosplit.model_id": model_id})
-            metrics["mlflow_run_id"] = active.info.run_id
     if pruned is not None:
         raise pruned
+    metrics["mlflow_run_id"] = batch.run_id
     # the whole task, MLflow calls included (an Optuna user attribute; the run has ended)
     metrics["time_task_s"] = time.perf_counter() - start
     return metrics
@@ -359,16 +370,20 @@ def run_trial(cfg: DictConfig) -> dict:
 
 # training key -> dense test result: trials reusing a model need not re-run the 10k test set on it
 _DENSE_TEST: dict = {}
+_trials_started = 0  # in this process
 
 
-def eq8_terms(cfg: DictConfig, dense: SplitCNN, pruned: SplitCNN, val_loss: float) -> dict[str, float]:
+def eq8_terms(cfg: DictConfig, dense: SplitCNN, pruned: SplitCNN, val_loss: float,
+              data: MnistSplits | None = None) -> dict[str, float]:
     """Eq. (8) for ``pruned`` with validation loss ``val_loss``: its trajectory-average PS energy,
     the PSNC energy of ``dense`` (the normaliser) and the scalar value. The one computation behind
-    both the trial's objective and the values reported at every epoch."""
-    terms = energy_terms(cfg, dense, pruned)
-    energy_j, reference_j = terms["energy_total_j_ps"], terms["energy_total_j_psnc"]
+    both the trial's objective and the values reported at every epoch (``data``: the validation
+    images the models are deployed on beyond the paper's representation; then also
+    ``route_accuracy_ps``, see ``reporting.energy_terms``)."""
+    terms = energy_terms(cfg, dense, pruned, data)
+    energy_j, reference_j = terms.pop("energy_total_j_ps"), terms.pop("energy_total_j_psnc")
     return {ENERGY_KEY: energy_j, "energy_total_j_psnc": reference_j, "energy_normalised": energy_j / reference_j,
-            "objective": objective.scalar_objective(val_loss, energy_j, reference_j, cfg.objective.lam)}
+            "objective": objective.scalar_objective(val_loss, energy_j, reference_j, cfg.objective.lam), **terms}
 
 
 def intermediate_metrics(cfg: DictConfig, model: SplitCNN, data: MnistSplits, dense_val_loss: float) -> dict[str, float]:
@@ -396,7 +411,7 @@ def intermediate_metrics(cfg: DictConfig, model: SplitCNN, data: MnistSplits, de
     finetuned = bool(cfg.prune.finetune_epochs) and cfg.sweep.finetuned_loss == "dense"
     loss = dense_val_loss if finetuned else val.loss
     return {"val_loss": val.loss, "val_accuracy": val.accuracy, "loss_term": loss,
-            **eq8_terms(cfg, model, pruned, loss)}
+            **eq8_terms(cfg, model, pruned, loss, data)}
 
 
 def _trial_metrics(cfg: DictConfig, trial, batch: tracking.RunLog, data: MnistSplits, key: str) -> tuple[dict, str]:
@@ -432,18 +447,29 @@ def _trial_metrics(cfg: DictConfig, trial, batch: tracking.RunLog, data: MnistSp
         finally:
             overhead_s[0] += time.perf_counter() - t
 
-    def train():
-        t = time.perf_counter()
-        dense = train_dense(cfg, data, report)
-        times["time_train_s"] = time.perf_counter() - t - overhead_s[0]
-        return dense
-
     claim_tags = {"ecosplit.study": str(_hydra_sweeper().study_name)}
     if trial is not None:
         claim_tags["optuna.trial_id"] = trial._trial_id
+    cache = None
     if cfg.cache.enabled:
         cache = ModelCache(Path(cfg.cache.dir).expanduser(), cache_experiment_id(cfg) if cfg.cache.mlflow else None,
                            claim_tags)
+
+    def start_model(start: DictConfig) -> SplitCNN:
+        """A model on train.path below this trial's, shared through the cache like the trial's own."""
+        if cache is None:
+            return train_on_path(start, data)
+        model, _ = cache.get_or_train(training_key(start, data), lambda: train_on_path(start, data, None, start_model),
+                                      start, background=batch.in_background)
+        return model
+
+    def train():
+        t = time.perf_counter()
+        dense = train_on_path(cfg, data, report, start_model)
+        times["time_train_s"] = time.perf_counter() - t - overhead_s[0]
+        return dense
+
+    if cache is not None:
         dense, source = cache.get_or_train(key, train, cfg, background=batch.in_background)
     else:
         dense, source = train(), "trained"
@@ -455,15 +481,21 @@ def _trial_metrics(cfg: DictConfig, trial, batch: tracking.RunLog, data: MnistSp
     model_tags = {"ecosplit.study": claim_tags["ecosplit.study"]}
     if trial is not None:
         model_tags["optuna.trial_number"] = trial.number
-    model_id = batch.in_background(
-        _log_pruned_model, batch.run_id, batch.experiment_id, dense, pruned, tags=model_tags,
-        name=f"pruned-trial-{trial.number}" if trial is not None else "pruned",
-        params={k: OmegaConf.select(cfg, k) for k in ("train.mu", "prune.mode", "prune.threshold", "prune.finetune_epochs")})
+    model = {"tags": model_tags, "name": f"pruned-trial-{trial.number}" if trial is not None else "pruned",
+             "params": {k: OmegaConf.select(cfg, k) for k in ("train.mu", "prune.mode", "prune.threshold",
+                                                                "prune.finetune_epochs")}}
+    model_id = batch.in_background(lambda: _log_pruned_model(batch.run_id, batch.experiment_id, dense, pruned, **model))
     t = time.perf_counter()
     if key not in _DENSE_TEST:  # the dense model's test score depends on the training key only
         _DENSE_TEST[key] = evaluate(dense, data.test)
     metrics = measure(dense, pruned, data, dense_test=_DENSE_TEST[key], reference=c_r_reference(cfg))
-    energy = eq8_terms(cfg, dense, pruned, metrics["val_loss"])
+    energy = eq8_terms(cfg, dense, pruned, metrics["val_loss"], data)
+    if "route_accuracy_ps" in energy:
+        # beyond the paper's representation the front and selection.min_val_accuracy judge what is
+        # deployed: PS's accuracy on the validation route (within selection.max_accuracy_drop of
+        # the fp32 pruned model's on validation, which stays the loss term and val_accuracy_fp32)
+        metrics["val_accuracy_fp32"] = metrics["val_accuracy"]
+        metrics["val_accuracy"] = energy.pop("route_accuracy_ps")
     metrics.update({**energy, "train_mu": float(cfg.train.mu)})
     times["time_eval_s"] = time.perf_counter() - t
     metrics.update(times)
@@ -493,10 +525,12 @@ SUMMARY_METRICS = (ACCURACY_KEY, "test_accuracy", ENERGY_KEY, "compression_ratio
 
 def trial_summary(trials: list, runs: dict[int, tuple[str, dict]], front: list[dict]) -> list[dict]:
     """The sweep at a glance, one row per ended trial (COMPLETE, PRUNED, FAIL): its number and
-    state, SUMMARY_PARAMS (from its MLflow run's params, ``runs``: trial id -> (run id, params);
-    else from the trial's own), the final SUMMARY_METRICS, ``on_front``/``selected`` of the
+    state, SUMMARY_PARAMS and any other searched setting but 1 - mu (from its MLflow run's params,
+    ``runs``: trial id -> (run id, params); else from the trial's own), the final SUMMARY_METRICS, ``on_front``/``selected`` of the
     accuracy/energy front (``front``: pareto_table's rows), the epoch a PRUNED trial stopped at."""
     marks = {r["trial"]: r for r in front}
+    # searched settings beyond these (experiment=beyond: activation bits, coding, precision)
+    searched = sorted({k for t in trials for k in t.params} - {*SUMMARY_PARAMS, "search.one_minus_mu"})
     rows = []
     for t in sorted(trials, key=lambda t: t.number):
         if t.state not in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED,
@@ -506,7 +540,7 @@ def trial_summary(trials: list, runs: dict[int, tuple[str, dict]], front: list[d
         mark = marks.get(t.number, {})
         stopped = max(t.intermediate_values) if t.state == optuna.trial.TrialState.PRUNED and t.intermediate_values else None
         rows.append({"trial": t.number, "state": t.state.name,
-                     **{k: params.get(k, t.params.get(k)) for k in SUMMARY_PARAMS},
+                     **{k: params.get(k, t.params.get(k)) for k in (*SUMMARY_PARAMS, *searched)},
                      **{k: mark.get(k) for k in SUMMARY_METRICS},
                      "on_front": bool(mark.get("on_front", False)), "selected": bool(mark.get("selected", False)),
                      "pruned_at_epoch": stopped, "mlflow_run_id": run_id})
@@ -526,15 +560,22 @@ def _log_sweep_data(client: MlflowClient, parent, trial_runs: list) -> None:
         for d in run.inputs.dataset_inputs:
             new.setdefault((d.dataset.name, d.dataset.digest), d)
     missing = [d for k, d in new.items() if k not in have]
-    if missing:
+    if not missing:
+        return
+    try:
         client.log_inputs(parent.info.run_id, missing)
+    except mlflow.exceptions.MlflowException:
+        # workers finishing together both log them; the store refuses the second as a duplicate
+        logged = {(d.dataset.name, d.dataset.digest) for d in client.get_run(parent.info.run_id).inputs.dataset_inputs}
+        if not {(d.dataset.name, d.dataset.digest) for d in missing} <= logged:
+            raise
 
 
 def on_complete(study: optuna.Study, cfg: DictConfig) -> None:
     """On the parent run: pareto.csv (the front's rows), trials.csv (every trial at a glance,
     ``trial_summary``), the Pareto plot, the best scalar trial, the trial counts; and the selected
-    model registered."""
-    from .plots import pareto_plot
+    model registered (in a thread of its own while the rest is logged: its volunteering pause
+    and MLflow's model packaging overlap the plot and the uploads)."""
     experiment_ids = _experiment_ids(cfg)
     experiment_id = experiment_ids[0]
     reconcile_runs(study, experiment_ids)
@@ -543,20 +584,51 @@ def on_complete(study: optuna.Study, cfg: DictConfig) -> None:
     out = Path(cfg.hydra.sweep.dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "pareto.csv").write_text(tracking.rows_to_csv(rows))
-    trials = study.get_trials(deepcopy=False)
-    trial_runs = _trial_runs(experiment_id, study.study_name)
-    summary = trial_summary(trials, {int(r.data.tags["optuna.trial_id"]): (r.info.run_id, r.data.params)
-                                     for r in trial_runs if "optuna.trial_id" in r.data.tags}, rows)
-    (out / "trials.csv").write_text(tracking.rows_to_csv(summary))
     client = MlflowClient()
     run_id = parent.info.run_id
     unfinished = _unfinished_trials(study)
     recorded = client.get_run(run_id).data.metrics.get("trials_complete", 0)
     if recorded > len(rows):
         # another worker finished later and already logged a front over more trials
+        _log_front(study, client, parent, rows, chosen, out, log_it=False)
         log.info("Pareto front: %d trials here, the parent run already has %d: left as is; pareto.csv in %s",
                  len(rows), int(recorded), out)
         return
+    version = None
+    with ThreadPoolExecutor(1, thread_name_prefix="ecosplit-register") as pool:  # waits for it in any case
+        registration = pool.submit(register_once, MlflowClient(), run_id, rows[chosen], cfg.selection.registered_model,
+                                   cfg.selection.alias, cfg.cache.dir) if chosen >= 0 else None
+        _log_front(study, client, parent, rows, chosen, out)
+        if registration is not None:
+            version = registration.result()
+    if chosen >= 0:
+        sel = rows[chosen]
+        log.info("selected trial %s (%s=%.4g J, %s=%.4f) registered as models:/%s@%s (version %s)", sel["trial"],
+                 ENERGY_KEY, sel[ENERGY_KEY], ACCURACY_KEY, sel[ACCURACY_KEY], cfg.selection.registered_model,
+                 cfg.selection.alias, version)
+    else:
+        log.warning("no trial meets selection.min_val_accuracy=%s: nothing registered", cfg.selection.min_val_accuracy)
+    if unfinished:
+        log.info("trials %s still RUNNING/WAITING in other workers: the parent run stays RUNNING "
+                 "until the last worker completes", unfinished)
+    else:
+        client.set_terminated(run_id, "FINISHED")
+    log.info("Pareto front: %d of %d trials; pareto.csv and trials.csv in %s", sum(r["on_front"] for r in rows),
+             len(rows), out)
+
+
+def _log_front(study: optuna.Study, client: MlflowClient, parent, rows: list[dict], chosen: int, out: Path,
+               log_it: bool = True) -> None:
+    """trials.csv in ``out``; with ``log_it``, on the parent run: both CSVs, the trials' datasets,
+    the counts, the plot, the best and the selected trial."""
+    trials = study.get_trials(deepcopy=False)
+    trial_runs = _trial_runs(parent.info.experiment_id, study.study_name)
+    summary = trial_summary(trials, {int(r.data.tags["optuna.trial_id"]): (r.info.run_id, r.data.params)
+                                     for r in trial_runs if "optuna.trial_id" in r.data.tags}, rows)
+    (out / "trials.csv").write_text(tracking.rows_to_csv(summary))
+    if not log_it:
+        return
+    run_id = parent.info.run_id
     client.log_artifact(run_id, str(out / "pareto.csv"))
     client.log_artifact(run_id, str(out / "trials.csv"))
     _log_sweep_data(client, parent, trial_runs)
@@ -567,6 +639,7 @@ def on_complete(study: optuna.Study, cfg: DictConfig) -> None:
     batch.metrics({"trials_complete": n, "trials_pruned": states.count(optuna.trial.TrialState.PRUNED),
                    "trials_failed": states.count(optuna.trial.TrialState.FAIL)}, step=n)
     if rows:
+        from .plots import pareto_plot
         png = pareto_plot([r[ENERGY_KEY] for r in rows], [r[ACCURACY_KEY] for r in rows], [r["on_front"] for r in rows],
                           [r["trial"] for r in rows], "average PS energy (J)", "validation accuracy", out / "pareto.png",
                           chosen if chosen >= 0 else None)
@@ -581,21 +654,6 @@ def on_complete(study: optuna.Study, cfg: DictConfig) -> None:
         batch.metrics({f"selected_{k}": sel[k] for k in (ENERGY_KEY, ACCURACY_KEY, "test_accuracy", "compression_ratio")
                        if k in sel}, step=n)
     batch.send()
-    if chosen >= 0:
-        version = register_once(client, run_id, sel, cfg.selection.registered_model, cfg.selection.alias,
-                                cfg.cache.dir)
-        log.info("selected trial %s (%s=%.4g J, %s=%.4f) registered as models:/%s@%s (version %s)", sel["trial"],
-                 ENERGY_KEY, sel[ENERGY_KEY], ACCURACY_KEY, sel[ACCURACY_KEY], cfg.selection.registered_model,
-                 cfg.selection.alias, version)
-    else:
-        log.warning("no trial meets selection.min_val_accuracy=%s: nothing registered", cfg.selection.min_val_accuracy)
-    if unfinished:
-        log.info("trials %s still RUNNING/WAITING in other workers: the parent run stays RUNNING "
-                 "until the last worker completes", unfinished)
-    else:
-        client.set_terminated(run_id, "FINISHED")
-    log.info("Pareto front: %d of %d trials; pareto.csv and trials.csv in %s", sum(r["on_front"] for r in rows),
-             len(rows), out)
 
 
 def _pareto_html(rows, path: Path, client, run_id: str) -> None:

@@ -83,6 +83,9 @@ def configure(uri: str, experiment: str, artifact_location: str | None = None) -
     create the database schema or the experiment.
     """
     use(uri)
+    if artifact_location and "://" not in artifact_location:
+        # a plain path is stored as given: make it absolute, or it would move with the working directory
+        artifact_location = str(Path(artifact_location).expanduser().resolve())
     if (uri, experiment) in _EXPERIMENTS:  # once per process: every sweep trial calls this
         return _EXPERIMENTS[(uri, experiment)]
     client = MlflowClient()
@@ -187,7 +190,12 @@ class RunLog:
         ``older_than_s`` ago (e.g. per-epoch values: at most one call every ``older_than_s``)."""
         if time.monotonic() - self._flushed_at < older_than_s or not (self._params or self._tags or self._metrics):
             return
-        self.in_background(self.take().send)
+        part = self.take()
+
+        def send() -> None:
+            part.run_id = self.run_id  # known by now, also for a run ``background_run`` creates
+            part.send()
+        self.in_background(send)
         self._flushed_at = time.monotonic()
 
 
@@ -202,8 +210,54 @@ def run(experiment_id: str, run_name: str, tags: Mapping[str, str] | None = None
     active = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags)
     batch = batch if batch is not None else RunLog()
     batch.run_id, batch.experiment_id = active.info.run_id, experiment_id
-    try:
+    with _ending(batch, mlflow.end_run, failed_tags):
         yield active
+
+
+_CONTEXT_TAGS: dict[str, str] = {}
+
+
+def context_tags() -> dict[str, str]:
+    """The tags ``mlflow.start_run`` adds to a run (user, source name and type, git commit, ...),
+    resolved once per process: they do not change between a sweep's trials."""
+    if not _CONTEXT_TAGS:
+        from mlflow.tracking.context import registry
+        _CONTEXT_TAGS.update(registry.resolve_tags({}))
+    return dict(_CONTEXT_TAGS)
+
+
+@contextlib.contextmanager
+def background_run(experiment_id: str, run_name: str, tags: Mapping[str, str] | None = None,
+                   parent_run_id: str | None = None, batch: RunLog | None = None,
+                   failed_tags: Mapping[str, str] | None = None):
+    """``run`` without waiting for the store: the run is created by ``batch``'s worker thread (with
+    the tags ``mlflow.start_run`` gives it) while the caller goes on, and ended as ``run`` ends
+    it. Yields ``batch``: its ``run_id`` is set once the run exists, so a call that needs it is
+    queued with ``batch.in_background`` (it runs after the creation) and reads it there. No
+    fluent active run: calls in the block go through ``MlflowClient``."""
+    tags = {**context_tags(), **_clean(tags or {}, MAX_TAG_CHARS), "mlflow.runName": run_name}
+    if parent_run_id:
+        tags["mlflow.parentRunId"] = parent_run_id
+    batch = batch if batch is not None else RunLog()
+    batch.run_id, batch.experiment_id = None, experiment_id
+
+    def create() -> None:
+        batch.run_id = MlflowClient().create_run(experiment_id, tags=tags, run_name=run_name).info.run_id
+
+    def end(status: str) -> None:
+        MlflowClient().set_terminated(batch.run_id, status)
+    batch.in_background(create)
+    with _ending(batch, end, failed_tags):
+        yield batch
+
+
+@contextlib.contextmanager
+def _ending(batch: RunLog, end: Callable[[str], None], failed_tags: Mapping[str, str] | None):
+    """End ``batch``'s run as the block ends (``end(status)``): FINISHED once its background calls
+    are done and the rest of the batch is sent; on Ctrl-C KILLED, on an error FAILED, with
+    ``failure_reason`` and ``failed_tags``."""
+    try:
+        yield
         batch.join()
         batch.send()
     except BaseException as exc:  # SystemExit and KeyboardInterrupt too: never leave it RUNNING
@@ -212,21 +266,23 @@ def run(experiment_id: str, run_name: str, tags: Mapping[str, str] | None = None
             batch.join()
         except Exception as e:  # already failing: a background call's own error is secondary
             if e is not exc:
-                log.warning("MLflow run %s: a background call failed too: %s", active.info.run_id, e)
+                log.warning("MLflow run %s: a background call failed too: %s", batch.run_id, e)
+        if batch.run_id is None:  # never created (background_run): nothing to end
+            raise
         try:
             if not batch.has_tag("failure_reason"):  # keep a reason the caller set
                 batch.tags({"failure_reason": failure_reason(exc)})
             batch.tags(failed_tags or {})
             batch.send()
         except Exception as e:  # e.g. the store is gone: still try to end the run
-            log.warning("could not record why MLflow run %s ended: %s", active.info.run_id, e)
+            log.warning("could not record why MLflow run %s ended: %s", batch.run_id, e)
         try:
-            mlflow.end_run(status)
+            end(status)
         except Exception as e:  # the store is gone: report it, but raise what ended the run
-            log.warning("could not end MLflow run %s as %s: %s", active.info.run_id, status, e)
+            log.warning("could not end MLflow run %s as %s: %s", batch.run_id, status, e)
         raise
     else:
-        mlflow.end_run("FINISHED")
+        end("FINISHED")
 
 
 def failure_reason(exc: BaseException) -> str:

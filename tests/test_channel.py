@@ -114,5 +114,5 @@ def test_other_bad_inputs():
         rate_bps(-1.0, 1e3, 1e-3, 1e-9)
     with pytest.raises(ValueError, match="n_cuts"):
         payload_bits(10, 32, n_cuts=0)
-    with pytest.raises(ValueError, match="channel.bits_per_element"):
+    with pytest.raises(ValueError, match="channel.activation_bits"):
         payload_bits(10, 0, n_cuts=14)

@@ -49,7 +49,7 @@ def trained(tmp_path_factory, fake_mnist):
 def test_smoke_preset_composes_with_train_and_evaluate_reading_the_configured_store(trained, fake_mnist):
     work, uri, run_id = trained
     client = MlflowClient(uri)
-    assert client.get_run(run_id).data.params["train.epochs"] == "1"  # the preset applied
+    assert client.get_run(run_id).data.params["train.epochs"] == "3"  # the preset applied
     proc = run("evaluate", work, "experiment=smoke", f"train_run_id={run_id}", f"data.root={fake_mnist}",
                "data.download=false", f"tracking.uri={uri}", f"hydra.run.dir={work}/eval", "fig5_thresholds=[0.0]")
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -146,3 +146,86 @@ def test_an_omegaconf_error_inside_a_task_is_a_bug_and_keeps_its_traceback(monke
     task = cli.user_errors_exit(lambda: cfg.train.muu)  # a misspelt key in our own code
     with pytest.raises(ConfigAttributeError):
         cli.run_cli(task)
+
+
+HELP_SECTIONS = {"train": ["data", "model", "train", "prune", "tracking", "experiment"],
+                 "evaluate": ["scenario", "energy", "channel", "trajectory", "selection", "evaluation", "co2", "experiment"],
+                 "sweep": ["objective", "hydra/sweeper/ecosplit_sampler", "hydra/sweeper/ecosplit_pruner", "scenario",
+                           "selection", "experiment"]}
+
+
+@pytest.mark.parametrize("entry", ["train", "evaluate", "sweep"])
+def test_help_describes_the_app_its_groups_and_examples_that_compose(entry, tmp_path):
+    """Each entry point's --help (conf/hydra/help/<entry>.yaml): what it does, examples that compose
+    (a dry run: Hydra's compose with the example's overrides), the groups that apply with options
+    that exist, and README sections that exist."""
+    import re
+    import shlex
+
+    from hydra import compose, initialize_config_dir
+    from hydra.core.config_store import ConfigStore
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    import hydra_plugins.ecosplit_optuna_sweeper.config  # noqa: F401  (the sampler and pruner groups)
+    proc = run(entry, tmp_path, "--help")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    text = proc.stdout
+    assert text.startswith(f"{entry}.py") and "== Examples ==" in text and "Powered by Hydra" not in text
+    # the groups that apply: every option listed is a config of that group
+    lines = text.split("== Config groups that apply (group=option) ==")[1].splitlines()
+    listed = {}
+    for line in lines:
+        m = re.match(r"^  ([a-z0-9_/]+): ([a-z_0-9| ]+?)(?:\s{2,}|$)", line)
+        if m:
+            listed[m.group(1)] = [o.strip() for o in m.group(2).split("|")]
+    assert list(listed) == HELP_SECTIONS[entry]
+    for group, options in listed.items():
+        if group.startswith("hydra/"):
+            stored = {n.removesuffix(".yaml") for n in ConfigStore.instance().list(group)}
+        else:
+            stored = {p.stem for p in (REPO / "conf" / group).glob("*.yaml")}
+        assert set(options) <= stored, (group, options, stored)
+    # README sections named in the footer exist
+    headings = {line.lstrip("#").strip() for line in (REPO / "README.md").read_text().splitlines() if line.startswith("## ")}
+    for name in re.findall(r'"([^"]+)"', text.split("README:")[1]):
+        assert any(h.startswith(name) for h in headings), name
+    # the examples compose (placeholders filled in)
+    examples = [shlex.split(line.split(" # ")[0].replace("<run id>", "0" * 32))
+                 for line in text.split("== Examples ==")[1].split("==")[0].splitlines() if line.strip()]
+    assert len(examples) >= 2
+    for words in examples:
+        assert words[:2] == ["python", f"{entry}.py"]
+        parsed = OverridesParser.create().parse_overrides([w for w in words[2:] if w != "-m"])
+        # a sweep over a parameter composes at one of its values, as a trial does
+        overrides = [o.input_line for o in parsed if not o.is_sweep_override()]
+        with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "conf")):
+            compose(entry, overrides)
+
+
+def test_an_entry_script_keeps_the_collector_off_its_long_lived_objects(monkeypatch):
+    """A sweep worker's full collections would walk every object of torch, MLflow and Hydra again
+    and again, and its exit all of them once more: frozen before the task (the imports), where
+    the task says so (freeze_heap), and at the end, even after an error; freeze_heap outside an
+    entry script (a test, a launcher's worker) leaves the collector alone."""
+    import gc
+
+    from pipeline import cli
+
+    monkeypatch.setattr(cli, "_in_script", False)
+    assert gc.get_freeze_count() == 0
+    try:
+        cli.freeze_heap()
+        assert gc.get_freeze_count() == 0
+
+        def task():
+            frozen = gc.get_freeze_count()
+            alive = [[i] for i in range(100)]  # made by the task, tracked by the collector
+            cli.freeze_heap()
+            return frozen, gc.get_freeze_count() - len(alive)
+        before, after = cli.run_script(task)
+        assert before > 0 and after >= before
+        gc.unfreeze()
+        with pytest.raises(SystemExit) as refused:
+            cli.run_script(cli.user_errors_exit(lambda: cli.refuse("bad")))
+        assert refused.value.code == 2 and gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()

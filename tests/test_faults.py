@@ -152,9 +152,10 @@ class Sweep:
             self.study_name = f"{name}-{mode}"
             self.args += [f"sweep.storage={self.storage}", f"sweep.name={name}"]
         if tracking_uri is None:
-            self.tracking_uri, self.experiment = f"sqlite:///{work / 'mlflow.db'}", "ecosplit"
-            if mlflow_db_template is not None and not (work / "mlflow.db").exists():
-                shutil.copy(mlflow_db_template, work / "mlflow.db")
+            # the smoke preset's own store (conf/experiment/smoke.yaml)
+            self.tracking_uri, self.experiment = f"sqlite:///{work / 'mlflow-smoke.db'}", "ecosplit"
+            if mlflow_db_template is not None and not (work / "mlflow-smoke.db").exists():
+                shutil.copy(mlflow_db_template, work / "mlflow-smoke.db")
         else:
             self.tracking_uri, self.experiment = tracking_uri, f"faults-{uuid.uuid4().hex[:8]}"
             self.args += [f"tracking.uri={tracking_uri}", f"tracking.experiment={self.experiment}",
@@ -321,7 +322,7 @@ def test_bad_data_root_stops_with_one_line_and_exit_2_then_the_right_root_comple
     assert again.proc.returncode == 0, again.tail()
     trials = check_finished(good)
     assert [t.state for t in trials].count(TrialState.COMPLETE) == 2  # the mistake took no slot
-    version = good.client().get_model_version_by_alias("ecosplit-selected", "champion")
+    version = good.client().get_model_version_by_alias("ecosplit-smoke", "champion")
     assert version.run_id in {r.info.run_id for r in good.runs("trial", "FINISHED")}
 
 

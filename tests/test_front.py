@@ -306,3 +306,17 @@ def test_eq8_at_another_lambda_from_the_logged_terms():
     out = front.with_lam(rows, 0.6)
     assert out[0]["objective"] == pytest.approx(0.6 * 0.2 + 0.4 * 0.25)  # 0.22
     assert np.isnan(out[1]["objective"]) and out[0]["objective.lam"] == 0.6
+
+
+def test_the_package_map_mlflow_checks_a_models_requirements_against_is_built_ahead(monkeypatch):
+    """A sweep starts it in a thread at its start: the end registers without reading every
+    installed distribution's file list first."""
+    from mlflow.utils import requirements_utils
+
+    from pipeline.front import prepare_registration
+
+    monkeypatch.setattr(requirements_utils, "_MODULES_TO_PACKAGES", None)
+    thread = prepare_registration()
+    thread.join(timeout=60)
+    assert thread.daemon and not thread.is_alive()
+    assert "torch" in requirements_utils._MODULES_TO_PACKAGES["torch"]  # what register() then finds

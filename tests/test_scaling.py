@@ -28,7 +28,9 @@ from tests.conftest import REPO, study_runs
 HEARTBEAT = ("hydra.sweeper.heartbeat_interval=1", "hydra.sweeper.grace_period=3")
 FAIL_KIND = "ecosplit_optuna:fail_kind"  # the sweeper's trial system attributes
 OWNER = "ecosplit_optuna:owner"
-FIXED_MU = "search.one_minus_mu=1.0e-5"  # fixed (not searched): one training config for all trials
+# fixed (not searched): one training config for all trials, the first of the sweep's train.path
+# (trained from scratch: one model)
+FIXED_MU = "search.one_minus_mu=3.0e-6"
 
 
 class Sweep:
@@ -308,7 +310,9 @@ def test_no_password_is_recorded_anywhere(three_workers, tmp_path):
 
 def test_a_killed_worker_trial_is_failed_retried_and_its_run_ends_killed(tmp_path, postgres, mlflow_server, fake_mnist):
     # 5 epochs: the victim is killed while training, holding the cache claim for its config
-    sweep = Sweep(tmp_path, postgres, mlflow_server.uri, data_root(fake_mnist), 4, *HEARTBEAT, "train.epochs=5")
+    # (train.path=null: the victim's trial trains its own model, not a start another worker may hold)
+    sweep = Sweep(tmp_path, postgres, mlflow_server.uri, data_root(fake_mnist), 4, *HEARTBEAT, "train.epochs=5",
+                  "train.path=null")
     victim, other = sweep.start(0), sweep.start(1)
     run = sweep.wait_for_running_trial(0)
     killed_id = int(run.data.tags["optuna.trial_id"])

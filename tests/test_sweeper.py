@@ -953,6 +953,32 @@ def test_an_outcome_is_told_in_two_commits_with_every_attribute_in_its_type(tmp_
     assert second.system_attrs[FAIL_KIND] == "task" and second.constraints == {}
 
 
+def test_a_trials_attributes_are_written_by_one_statement_per_kind(tmp_path):
+    """12 user attrs and 2 system attrs (one of them already there: updated): one SELECT of the
+    trial, one upsert per kind (it was a SELECT and an upsert per attribute); a finished trial is
+    refused as Optuna's own setters refuse it."""
+    from sqlalchemy import event
+
+    from hydra_plugins.ecosplit_optuna_sweeper._storage import rdb_storage, set_trial_attrs
+
+    storage = rdb_storage(sqlite(tmp_path))
+    study = optuna.create_study(storage=storage, study_name="attrs")
+    trial = study.ask()
+    storage.set_trial_system_attr(trial._trial_id, "kind", "old")
+    statements = []
+    event.listen(storage.engine, "before_cursor_execute",
+                 lambda conn, cursor, sql, *args: statements.append(sql.split()[0].upper()))
+    user = {f"m{i:02d}": i / 4 for i in range(12)}
+    set_trial_attrs(storage, trial._trial_id, user, {"kind": "new", "note": [1, "a"]})
+    assert statements.count("INSERT") == 2 and statements.count("SELECT") == 1
+    fresh = optuna.load_study(study_name="attrs", storage=sqlite(tmp_path)).trials[0]
+    assert fresh.user_attrs == user and fresh.system_attrs == {"kind": "new", "note": [1, "a"]}
+    study.tell(trial, 0.5)
+    with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
+        set_trial_attrs(storage, trial._trial_id, {"late": 1})
+    assert "late" not in optuna.load_study(study_name="attrs", storage=sqlite(tmp_path)).trials[0].user_attrs
+
+
 def test_the_first_heartbeat_waits_a_tick_on_sqlite_and_is_written_at_once_elsewhere(tmp_path):
     from hydra_plugins.ecosplit_optuna_sweeper._storage import Heartbeat, _heartbeat_ages, rdb_storage
 
@@ -1036,6 +1062,26 @@ def test_a_job_differing_in_values_only_gets_hydras_config_without_composing_it(
         got.hydra.job.num = n  # what a launcher does to the config it gets
     # job 0 composed and kept, job 1 composed and compared, jobs 2 and 3 made from the kept one
     assert (loader.reused, loader.off) == (2, False)
+
+
+def test_job_configs_parse_each_override_line_once(tmp_path):
+    """Jobs 1..3 repeat every line but x's (and the master config's hydra overrides): Hydra's parser
+    sees each distinct line once."""
+    from hydra_plugins.ecosplit_optuna_sweeper._job_config import JobConfigLoader
+
+    hydra_loader, master = _hydra_loader(tmp_path)
+    loader = JobConfigLoader(hydra_loader)
+    parsed = []
+    loader._parser = OverridesParser.create()
+    real = loader._parser.parse_overrides
+    loader._parser.parse_overrides = lambda lines: parsed.extend(lines) or real(lines)
+    for n in range(4):
+        loader.load_sweep_config(master, [f"x={n}", "y=-1", "tag=a"])
+    hydra_lines = list(master.hydra.overrides.hydra)
+    assert loader.reused == 2 and hydra_lines
+    # jobs 0 and 1 are composed by Hydra (its own parser); 1 is compared with a copy (x=0/x=1 and
+    # the rest parsed here), then 2 and 3 add their x only
+    assert sorted(parsed) == sorted(["x=0", "x=1", "y=-1", "tag=a", *hydra_lines, "x=2", "x=3"])
 
 
 @pytest.mark.parametrize("first, second", [

@@ -80,3 +80,56 @@ def test_background_calls_run_in_order_off_the_caller_thread_and_join_raises_the
     with pytest.raises(RuntimeError, match="store gone"):
         batch.join()
     assert seen[-1][0] == "c"  # the calls after a failing one still ran
+
+
+class RunRecorder(Recorder):
+    """Recorder that also creates and ends runs (run ids r1, r2, ...), noting the thread of each call."""
+
+    def create_run(self, experiment_id, tags=None, run_name=None):
+        self.calls.append(("create", experiment_id, dict(tags), run_name, threading.current_thread().name))
+        run_id = f"r{sum(c[0] == 'create' for c in self.calls)}"
+        return type("Run", (), {"info": type("Info", (), {"run_id": run_id})})
+
+    def set_terminated(self, run_id, status):
+        self.calls.append(("end", run_id, status))
+
+
+@pytest.fixture
+def run_calls(monkeypatch):
+    Recorder.calls = []
+    monkeypatch.setattr(tracking, "MlflowClient", RunRecorder)
+    monkeypatch.setattr(tracking, "_CONTEXT_TAGS", {"mlflow.user": "me", "mlflow.source.name": "sweep.py"})
+    return Recorder.calls
+
+
+def test_a_background_run_is_created_off_the_caller_thread_with_start_runs_tags_then_ended(run_calls):
+    batch = tracking.RunLog()
+    with tracking.background_run("7", "trial-3", {"ecosplit.role": "trial"}, "p0", batch=batch) as same:
+        assert same is batch
+        batch.params({"train.mu": 0.5})
+        batch.flush()  # queued before the run exists: sent to it once it does
+        seen = batch.in_background(lambda: batch.run_id)
+        batch.metrics({"objective": 0.25})
+    (create, flushed, final, end) = run_calls
+    assert create[:4] == ("create", "7", {"mlflow.user": "me", "mlflow.source.name": "sweep.py", "ecosplit.role": "trial",
+                                          "mlflow.runName": "trial-3", "mlflow.parentRunId": "p0"}, "trial-3")
+    assert create[4].startswith("ecosplit-mlflow")
+    assert seen.result() == "r1" and flushed == ("r1", {}, {"train.mu": "0.5"}, {})
+    assert final == ("r1", {"objective": (0.25, 0, None)}, {}, {}) and end == ("end", "r1", "FINISHED")
+
+
+def test_a_background_run_ends_failed_with_the_reason_and_a_failed_creation_is_raised(run_calls, monkeypatch):
+    with pytest.raises(ValueError, match="bad value"):
+        with tracking.background_run("7", "trial-4", failed_tags={"optuna.state": "FAIL"}):
+            raise ValueError("bad value")
+    assert run_calls[-2:] == [("r1", {}, {}, {"failure_reason": "ValueError: bad value", "optuna.state": "FAIL"}),
+                              ("end", "r1", "FAILED")]
+
+    def store_down(*args, **kwargs):
+        raise ConnectionError("store down")
+    monkeypatch.setattr(RunRecorder, "create_run", store_down)
+    run_calls.clear()
+    with pytest.raises(ConnectionError, match="store down"):
+        with tracking.background_run("7", "trial-5"):
+            pass
+    assert run_calls == []  # no run: nothing to tag or end

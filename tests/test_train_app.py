@@ -107,6 +107,10 @@ CHOICES = [
     ("prune.mode=relative", r"prune.mode must be one of absolute, std \(got 'relative'\)"),
     ("train.ce_reduction=avg", r"train.ce_reduction must be one of mean, sum \(got 'avg'\)"),
     ("prune.per_layer.fc1=-0.1", r"prune.per_layer.fc1 must be in \[0, inf\) \(got -0.1\)"),
+    ("prune.finetune_epoch_steps=0", r"prune.finetune_epoch_steps must be in \[1, inf\) \(got 0\)"),
+    ("train.path=[1e-5,1.5]", r"train.path must be null or a list of 1 - mu values in \(0, 1\) \(got 1.5\)"),
+    ("train.path=0.5", r"train.path must be null or a list of 1 - mu values in \(0, 1\) \(got 0.5\)"),
+    ("train.path=[abc]", r"train.path must be null or a list of 1 - mu values in \(0, 1\) \(got 'abc'\)"),
 ]
 
 

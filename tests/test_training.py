@@ -63,6 +63,18 @@ def test_stages_pass_ce_reduction_to_training_and_fine_tuning(monkeypatch):
     assert seen == ["sum", "sum"]
 
 
+def test_fine_tuning_epochs_are_capped_at_finetune_epoch_steps(monkeypatch):
+    seen = []
+    monkeypatch.setattr(stages, "fit", lambda *a, **kw: seen.append((kw["epochs"], kw["max_steps"])))
+    split = _toy_split(8)
+    data = MnistSplits(split, split, split)
+    for steps in ("null", "71"):
+        cfg = compose_cfg("train", ["prune.finetune_epochs=2", f"prune.finetune_epoch_steps={steps}",
+                                    "model.conv_channels=[4,4,4,4]", "model.fc_units=[16,8,8,8,10]"])
+        stages.prune_model(cfg, stages.build_model(cfg.model.conv_channels, cfg.model.fc_units), data)
+    assert seen == [(2, None), (2, 2 * 71)]  # 2 epochs of at most 71 steps each
+
+
 def _toy_split(n=96, seed=0):
     g = torch.Generator().manual_seed(seed)
     return TensorSplit(torch.randn(n, 1, 28, 28, generator=g), torch.randint(0, 10, (n,), generator=g))
