@@ -36,6 +36,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
 from . import tracking
+from .config import inactive_sparsity_keys
 from .data import MnistSplits, TensorSplit, resolve_root
 from .model import SplitCNN, load_checkpoint, save_checkpoint
 from .training import resolve_device
@@ -120,11 +121,15 @@ def path_start(cfg: DictConfig) -> DictConfig | None:
 
 
 def training_key(cfg: DictConfig, data: MnistSplits) -> str:
-    """sha256 of the resolved training config and the training data's content; along
-    ``train.path``, the key of the model training starts from instead of the list (a model does
-    not depend on the listed values above its own)."""
-    train = OmegaConf.to_container(cfg.train, resolve=True)
-    train.pop("path", None)
+    """sha256 of the resolved training config and the training data's content: the train section,
+    and ``prune.schedule`` with ``prune.gradual`` under gradual pruning (which shapes the trained
+    model). The sparsity settings at their paper values are left out (``config.inactive_sparsity_keys``),
+    so the paper's procedure keeps the key it had before they existed. Along ``train.path``, the key
+    of the model training starts from instead of the list (a model does not depend on the listed
+    values above its own)."""
+    inactive = inactive_sparsity_keys(cfg)
+    train = {k: v for k, v in OmegaConf.to_container(cfg.train, resolve=True).items()
+             if f"train.{k}" not in inactive and k != "path"}
     blob = {
         "data": data_selection(cfg),
         "data_sha256": data_digests(cfg, data)[0],
@@ -133,6 +138,8 @@ def training_key(cfg: DictConfig, data: MnistSplits) -> str:
         "train": {**train, "device": resolve_device(cfg.train.get("device", "cpu")).type},
         "seed": cfg.seed,
     }
+    if "prune.gradual" not in inactive:
+        blob["prune"] = {"schedule": cfg.prune.schedule, "gradual": OmegaConf.to_container(cfg.prune.gradual, resolve=True)}
     start = path_start(cfg)
     if start is not None:
         blob["start"] = training_key(start, data)

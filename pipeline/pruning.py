@@ -171,8 +171,19 @@ def layer_table(dense: SplitCNN, pruned: SplitCNN) -> list[LayerRow]:
     return rows
 
 
-def summary(dense: SplitCNN, pruned: SplitCNN) -> dict[str, float]:
+C_R_REFERENCES = ("trained", "parameters")
+
+
+def summary(dense: SplitCNN, pruned: SplitCNN, reference: str = "trained") -> dict[str, float]:
+    """Sizes and C_r. ``reference`` is what C_r divides: ``trained`` = the non-zeros of ``dense``
+    (the paper: the uncompressed trained model, which eq. (10) with Adam leaves without exact
+    zeros); ``parameters`` = its parameter count, for a ``dense`` that training already sparsified
+    (proximal L1, gradual pruning), whose own non-zeros would hide that compression."""
+    if reference not in C_R_REFERENCES:
+        raise ValueError(f"reference must be one of {', '.join(C_R_REFERENCES)} (got {reference!r})")
     dense_nnz, pruned_nnz = count_nonzero(dense), count_nonzero(pruned)
+    if reference == "parameters":
+        dense_nnz = count_parameters(dense)
     return {
         "params_dense": count_parameters(dense),
         "nnz_dense": dense_nnz,

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
+import math
 import tempfile
 from pathlib import Path
 from typing import Callable
@@ -17,8 +18,9 @@ from . import tracking
 from .cache import data_digests, data_key, data_selection, path_start
 from .config import validate_training
 from .data import MnistSplits, load_mnist, resolve_root
-from .model import SplitCNN, build_model, save_checkpoint
+from .model import SplitCNN, build_model, count_nonzero, save_checkpoint
 from .pruning import layer_table, nonzero_masks, prune, summary
+from .sparsity import GradualPruning
 from .training import EpochRecord, EvalResult, evaluate, fit, resolve_device, seed_everything
 
 log = logging.getLogger(__name__)
@@ -61,6 +63,40 @@ def dataset_input(cfg: DictConfig, data: MnistSplits) -> dict:
             "source": str(resolve_root(cfg.data.root) / "MNIST"), "profile": profile}
 
 
+def c_r_reference(cfg: DictConfig) -> str:
+    """What C_r divides (pipeline.pruning.summary): ``parameters`` when training itself zeroes
+    parameters (``train.l1_mode=proximal``, ``prune.schedule=gradual``), the trained model being
+    compressed already (every parameter of an uncompressed training is non-zero); else the
+    paper's ``trained`` (the trained model's non-zeros)."""
+    sparsifies = cfg.train.get("l1_mode", "penalty") == "proximal" or cfg.prune.get("schedule", "oneshot") == "gradual"
+    return "parameters" if sparsifies else "trained"
+
+
+def gradual_pruning(cfg: DictConfig, n_train: int) -> GradualPruning | None:
+    """``prune.gradual`` in optimiser steps (epochs x batches per epoch), or None under ``oneshot``."""
+    if cfg.prune.get("schedule", "oneshot") != "gradual":
+        return None
+    g = cfg.prune.gradual
+    steps_per_epoch = math.ceil(n_train / cfg.train.batch_size)
+    per_layer = {k: float(v) for k, v in (g.per_layer or {}).items() if v is not None}
+    units = {k: float(v) for k, v in (g.get("units") or {}).items() if v is not None}
+    return GradualPruning(initial=g.initial_sparsity, final=g.final_sparsity, start_step=g.start_epoch * steps_per_epoch,
+                          end_step=g.end_epoch * steps_per_epoch, frequency=g.frequency_steps, scope=g.scope,
+                          per_layer=per_layer, units=units)
+
+
+def _objective(cfg: DictConfig) -> dict:
+    """The training objective's settings (``fit``'s mu, ce_reduction, l1_mode, group_l1)."""
+    t = cfg.train
+    group_l1 = float(t.get("group_l1", 0.0))
+    per_layer = {k: float(v) for k, v in (t.get("group_l1_per_layer") or {}).items() if v is not None}
+    if per_layer:  # gamma per grouped layer (every weighted layer but the last), the global one by default
+        names = [f"conv{i}" for i in range(1, len(cfg.model.conv_channels) + 1)]
+        names += [f"fc{i}" for i in range(1, len(cfg.model.fc_units))]
+        group_l1 = {name: per_layer.get(name, group_l1) for name in names}
+    return {"mu": t.mu, "ce_reduction": t.ce_reduction, "l1_mode": t.get("l1_mode", "penalty"), "group_l1": group_l1}
+
+
 def train_on_path(
     cfg: DictConfig, data: MnistSplits, on_epoch: Callable[[EpochRecord, SplitCNN], None] | None = None,
     start_model: Callable[[DictConfig], SplitCNN] | None = None,
@@ -81,17 +117,20 @@ def train_dense(
     cfg: DictConfig, data: MnistSplits, on_epoch: Callable[[EpochRecord, SplitCNN], None] | None = None,
     init: SplitCNN | None = None,
 ) -> SplitCNN:
-    """Train the dense CNN on eq. (10) from the seed in ``cfg``, or on from a copy of ``init``'s
-    weights (a fresh Adam state: ``train_on_path``). ``on_epoch(record, model)`` sees every
-    epoch's record and the model being trained (it must not change the model)."""
+    """Train the CNN on eq. (10) from the seed in ``cfg``, or on from a copy of ``init``'s weights
+    (a fresh Adam state: ``train_on_path``); dense under the paper's procedure, with
+    ``train.l1_mode=proximal`` or ``prune.schedule=gradual`` it leaves training already sparse.
+    ``on_epoch(record, model)`` sees every epoch's record and the model being trained (it must not
+    change the model)."""
     seed_everything(cfg.seed, cfg.train.num_threads)
     model = build_model(cfg.model.conv_channels, cfg.model.fc_units)
     if init is not None:
         model.load_state_dict(init.state_dict())
     t = cfg.train
-    fit(model, data.train, data.val, epochs=t.epochs, mu=t.mu, ce_reduction=t.ce_reduction, lr=t.lr,
+    fit(model, data.train, data.val, epochs=t.epochs, lr=t.lr, **_objective(cfg),
         batch_size=t.batch_size, seed=cfg.seed, on_epoch=None if on_epoch is None else lambda rec: on_epoch(rec, model),
-        max_steps=t.get("max_steps"), lr_schedule=t.get("lr_schedule", "constant"))
+        max_steps=t.get("max_steps"), lr_schedule=t.get("lr_schedule", "constant"),
+        gradual=gradual_pruning(cfg, len(data.train)))
     return model
 
 
@@ -107,7 +146,11 @@ def prune_only(cfg: DictConfig, model: SplitCNN) -> SplitCNN:
 def prune_model(
     cfg: DictConfig, dense: SplitCNN, data: MnistSplits, on_epoch: Callable[[EpochRecord], None] | None = None
 ) -> SplitCNN:
-    """Threshold pruning plus dead-unit removal, then optional masked fine-tuning (zeros stay zero)."""
+    """Threshold pruning plus dead-unit removal, then optional masked fine-tuning (zeros stay zero)
+    on eq. (10) as the paper writes it (``train.mu``, ``train.ce_reduction``; L1 in the loss).
+    Fine-tuning recovers accuracy under fixed masks: the proximal steps and the group term of
+    ``train.l1_mode``/``train.group_l1`` act during training only (with them, fine-tuning would
+    keep shrinking the surviving units it is meant to retrain)."""
     p = cfg.prune
     pruned = prune_only(cfg, dense)
     if p.finetune_epochs:
@@ -121,9 +164,12 @@ def prune_model(
     return pruned
 
 
-def measure(dense: SplitCNN, pruned: SplitCNN, data: MnistSplits, dense_test: EvalResult | None = None) -> dict[str, float]:
+def measure(dense: SplitCNN, pruned: SplitCNN, data: MnistSplits, dense_test: EvalResult | None = None,
+            reference: str = "trained") -> dict[str, float]:
     """Final metrics: pruned model on val (selection) and test (reporting only), dense test accuracy
-    (pass ``dense_test`` when it is known: a trial reusing a trained model need not recompute it)."""
+    (pass ``dense_test`` when it is known: a trial reusing a trained model need not recompute it).
+    ``reference``: what C_r divides (``c_r_reference``); under ``parameters`` the trained model's
+    own non-zeros are reported too (``nnz_trained``)."""
     val, test = evaluate(pruned, data.val), evaluate(pruned, data.test)
     dense_test = dense_test or evaluate(dense, data.test)
     metrics = {
@@ -134,8 +180,10 @@ def measure(dense: SplitCNN, pruned: SplitCNN, data: MnistSplits, dense_test: Ev
         "dense_test_accuracy": dense_test.accuracy,
         "dense_test_loss": dense_test.loss,
     }
-    s = summary(dense, pruned)
+    s = summary(dense, pruned, reference)
     metrics.update(compression_ratio=s["compression_ratio"], nnz_params=s["nnz_params"], nnz_dense=s["nnz_dense"])
+    if reference == "parameters":
+        metrics["nnz_trained"] = count_nonzero(dense)
     return metrics
 
 
@@ -171,7 +219,7 @@ def run_train(cfg: DictConfig) -> dict[str, float]:
 
         dense = train_on_path(cfg, data, log_epoch(0))
         pruned = prune_model(cfg, dense, data, log_epoch(cfg.train.epochs))
-        metrics = measure(dense, pruned, data)
+        metrics = measure(dense, pruned, data, reference=c_r_reference(cfg))
         batch.metrics(metrics, step=cfg.train.epochs + cfg.prune.finetune_epochs + 1)  # sent as the run ends
         log_models(dense, pruned)
         log.info("run %s: %s", active.info.run_id, ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))

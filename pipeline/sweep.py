@@ -36,13 +36,13 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from . import objective, tracking
 from .cache import DATA_KEYS_IGNORED, ModelCache, cache_experiment_id, training_key
 from .cli import freeze_heap, user_errors_exit
-from .config import ConfigError, check_range, validate_evaluation, validate_training
+from .config import ConfigError, check_range, inactive_sparsity_keys, validate_evaluation, validate_training
 from .data import MnistSplits
 from .front import ACCURACY_KEY, ENERGY_KEY, pareto_table, prepare_registration, register_once, study_rows
 from .model import SplitCNN, save_checkpoint
 from .pruning import layer_table
 from .reporting import energy_terms
-from .stages import dataset_input, load_data, measure, prune_model, prune_only, train_on_path
+from .stages import c_r_reference, dataset_input, load_data, measure, prune_model, prune_only, train_on_path
 from .training import EpochRecord, evaluate
 
 log = logging.getLogger(__name__)
@@ -120,11 +120,12 @@ def study_definition(cfg: DictConfig) -> dict:
     """
     validate_sweep(cfg)
     searched = _searched_keys(cfg)
+    skipped = searched | inactive_sparsity_keys(cfg)  # a study from before these settings still matches
     definition = {"seed": cfg.seed}
     for section in DEFINING_SECTIONS:
         if section not in searched:  # a whole group searched (objective=scalar,multi) is search space
             node = cfg[section]
-            definition[section] = _defining_values(node, section, searched) if isinstance(node, DictConfig) else node
+            definition[section] = _defining_values(node, section, skipped) if isinstance(node, DictConfig) else node
     return definition
 
 
@@ -487,7 +488,7 @@ def _trial_metrics(cfg: DictConfig, trial, batch: tracking.RunLog, data: MnistSp
     t = time.perf_counter()
     if key not in _DENSE_TEST:  # the dense model's test score depends on the training key only
         _DENSE_TEST[key] = evaluate(dense, data.test)
-    metrics = measure(dense, pruned, data, dense_test=_DENSE_TEST[key])
+    metrics = measure(dense, pruned, data, dense_test=_DENSE_TEST[key], reference=c_r_reference(cfg))
     energy = eq8_terms(cfg, dense, pruned, metrics["val_loss"], data)
     if "route_accuracy_ps" in energy:
         # beyond the paper's representation the front and selection.min_val_accuracy judge what is

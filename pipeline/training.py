@@ -14,6 +14,7 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from .data import TensorSplit
+from .sparsity import L1_MODES, GradualPruning, GroupL1, group_norm_sum, proximal_step
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +29,8 @@ LR_SCHEDULES = ("constant", "cosine")
 
 
 def sparse_loss(
-    logits: torch.Tensor, labels: torch.Tensor, model: nn.Module, mu: float, ce_reduction: str = "mean"
+    logits: torch.Tensor, labels: torch.Tensor, model: nn.Module, mu: float, ce_reduction: str = "mean",
+    l1_mode: str = "penalty", group_l1: GroupL1 = 0.0,
 ) -> torch.Tensor:
     """Eq. (10): mu * loss(theta) + (1 - mu) * sum_l ||theta_l||_1, on one batch of B samples.
 
@@ -43,13 +45,30 @@ def sparse_loss(
     an overall factor that Adam's steps ignore (but for its eps and a smaller last batch). Under
     ``mean`` the paper's mu = 0.9999 collapses this model to chance accuracy; under ``sum`` (B = 64)
     it is mean's 1 - 1.56e-6 and trains (README, "Model").
+
+    ``group_l1`` = gamma (or gamma per layer) adds gamma * sum_g ||theta_g||_2 (pipeline.sparsity). With
+    ``l1_mode="proximal"`` the penalties are not in the loss: mu * loss only, the L1 and group
+    terms being applied by their proximal steps after each optimiser step (``fit``).
     """
     if ce_reduction not in CE_REDUCTIONS:
         raise ValueError(f"ce_reduction must be one of {', '.join(CE_REDUCTIONS)} (got {ce_reduction!r})")
+    if l1_mode not in L1_MODES:
+        raise ValueError(f"train.l1_mode must be one of {', '.join(L1_MODES)} (got {l1_mode!r})")
     ce = F.cross_entropy(logits, labels, reduction=ce_reduction)
-    if mu == 1.0:
-        return ce
-    return mu * ce + (1.0 - mu) * l1_norm(model)
+    if l1_mode == "proximal":
+        return ce if mu == 1.0 else mu * ce
+    loss = ce if mu == 1.0 else mu * ce + (1.0 - mu) * l1_norm(model)
+    if group_l1:
+        loss = loss + group_norm_sum(model, group_l1)
+    return loss
+
+
+@torch.no_grad()
+def penalty_value(model: nn.Module, mu: float, group_l1: GroupL1) -> float:
+    """(1 - mu) * L1 + gamma * group norms: what ``proximal`` mode leaves out of the loss, added
+    back to the logged ``train_loss`` so it is eq. (10) (+ the group term) in both modes."""
+    value = (1.0 - mu) * float(l1_norm(model)) if mu != 1.0 else 0.0
+    return value + (float(group_norm_sum(model, group_l1)) if group_l1 else 0.0)
 
 
 @dataclass
@@ -160,8 +179,15 @@ def fit(
     desc: str = "train",
     max_steps: int | None = None,
     lr_schedule: str = "constant",
+    l1_mode: str = "penalty",
+    group_l1: GroupL1 = 0.0,
+    gradual: GradualPruning | None = None,
 ) -> TrainResult:
     """Adam on eq. (10) (``ce_reduction``: see ``sparse_loss``). With ``masks`` (fine-tuning) pruned weights are held at zero after every step.
+
+    ``l1_mode``: ``penalty`` (the paper: the L1 term in the loss) or ``proximal`` (its proximal
+    step after each Adam step, exact zeros; ``group_l1`` likewise: pipeline.sparsity). ``gradual``:
+    magnitude masks recomputed at its schedule's steps and held between them (in place of ``masks``).
 
     The model runs where ``train`` lives (``train.device``). ``max_steps`` caps the optimiser
     steps (the last epoch ends early; None = ``epochs`` full epochs), ``lr_schedule``: ``constant``
@@ -184,7 +210,10 @@ def fit(
         schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda s: lr_factor(lr_schedule, s, total_steps))
     result = TrainResult()
     interactive = sys.stderr.isatty()
-    step = 0
+    step = 0  # optimiser steps done
+    if gradual is not None and gradual.is_update(step):  # a schedule starting at step 0 masks the initial weights
+        masks = gradual.masks(model, step)
+        _apply_masks(model, masks)
     for epoch in range(1, epochs + 1):
         model.train()
         running, seen = 0.0, 0
@@ -194,13 +223,20 @@ def fit(
                 break
             step += 1
             optimiser.zero_grad(set_to_none=True)
-            loss = sparse_loss(model(images), labels, model, mu, ce_reduction)
+            loss = sparse_loss(model(images), labels, model, mu, ce_reduction, l1_mode, group_l1)
             loss.backward()
+            value = float(loss.detach())
+            if l1_mode == "proximal":
+                value += penalty_value(model, mu, group_l1)  # at the weights the loss saw
             optimiser.step()
+            if l1_mode == "proximal":  # at this step's lr, before the schedule moves it
+                proximal_step(model, optimiser, 1.0 - mu, group_l1)
             if schedule is not None:
                 schedule.step()
+            if gradual is not None and gradual.is_update(step):
+                masks = gradual.masks(model, step)
             _apply_masks(model, masks)
-            running += float(loss.detach()) * len(labels)
+            running += value * len(labels)
             seen += len(labels)
             bar.update()
         bar.close()
