@@ -340,7 +340,16 @@ def log_dataset(run_id: str, name: str, digest: str, source: str, profile: Mappi
     # what mlflow.data's local dataset source records: source type "local", {"uri": ...}
     dataset = Dataset(name=name, digest=digest, source_type="local",
                       source=json.dumps({"uri": mask_secrets(str(source))}), profile=json.dumps(dict(profile)))
-    MlflowClient().log_inputs(run_id, [DatasetInput(dataset, [InputTag("mlflow.data.context", context)])])
+    inputs = [DatasetInput(dataset, [InputTag("mlflow.data.context", context)])]
+    client = MlflowClient()
+    try:
+        client.log_inputs(run_id, inputs)
+    except mlflow.exceptions.MlflowException:
+        # Sweep workers logging the same new dataset at once: the store inserts the dataset row
+        # for one and refuses the other's duplicate (PostgreSQL: UniqueViolation on dataset_pk,
+        # seen with 3 workers in bench_workers); the row exists now, so a second call only links
+        # it to this run. A second refusal is a real error.
+        client.log_inputs(run_id, inputs)
 
 
 def log_model(run_id: str, experiment_id: str, name: str, files: Sequence[str | os.PathLike],

@@ -703,6 +703,33 @@ def test_the_sweep_path_is_its_search_grid():
     assert [float(v) for v in grid[len("choice("):-1].split(",")] == list(cfg.train.path)
 
 
+def test_two_trials_logging_a_new_dataset_at_once_both_record_it(tmp_path, monkeypatch):
+    """Two workers' trials log the same dataset, new to the store, at the same moment: PostgreSQL
+    refuses the second insert of the dataset row (UniqueViolation on dataset_pk; a trial FAILED
+    so in bench_workers with 3 workers). Played by a client whose first log_inputs lets the other
+    trial's call land, then raises as the store did; the trial's run still gets its input."""
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
+    client = MlflowClient()
+    exp_id = client.create_experiment("e", artifact_location=str(tmp_path / "art"))
+    other, mine = client.create_run(exp_id).info.run_id, client.create_run(exp_id).info.run_id
+    raised = []
+
+    class Racing(MlflowClient):
+        def log_inputs(self, run_id, datasets=None, models=None):
+            if not raised:
+                MlflowClient().log_inputs(other, datasets)  # the other worker's insert lands first
+                raised.append(run_id)
+                raise mlflow.exceptions.MlflowException(
+                    '(psycopg.errors.UniqueViolation) duplicate key value violates unique constraint "dataset_pk"')
+            return super().log_inputs(run_id, datasets, models)
+
+    monkeypatch.setattr(tracking, "MlflowClient", Racing)
+    tracking.log_dataset(mine, "mnist", "d1", "/data", {"train": 1})
+    assert raised == [mine]
+    for run_id in (other, mine):
+        assert [d.dataset.digest for d in client.get_run(run_id).inputs.dataset_inputs] == ["d1"]
+
+
 def test_two_workers_ending_together_both_log_the_sweeps_dataset_without_failing(tmp_path):
     """on_complete of two workers: both read the parent without the trials' dataset input and log
     it at the same moment; a tracking server on PostgreSQL then refuses one insert as a duplicate
