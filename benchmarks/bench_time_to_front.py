@@ -135,13 +135,21 @@ def main() -> None:
     print(f"\n{'sweep':8s} {'wall':>8s} {'final HV':>9s} {'t(95% naive HV)':>16s}")
     for name, c in curves.items():
         reached = first_time(c, target) if target else float("nan")
-        print(f"{name:8s} {walls[name] / 60:6.1f} m {c[-1][1] if c else 0.0:9.5f} {reached / 60:14.1f} m")
+        when = f"{reached / 60:14.1f} m" if reached == reached else f"{'not reached':>16s}"
+        print(f"{name:8s} {walls[name] / 60:6.1f} m {c[-1][1] if c else 0.0:9.5f} {when}"
+              + (f"  ({c[-1][1] / curves['naive'][-1][1]:.0%} of the naive final HV)" if target and name != "naive" else ""))
     if target == 0.0:
         print("\nthe naive sweep has no trial inside the reference box (hypervolume 0): no ratio")
     elif len(curves) == 2:
         t_default, t_naive = first_time(curves["default"], target), first_time(curves["naive"], target)
-        print(f"\ndefault reaches 95% of the naive final HV {t_naive / t_default:.1f}x sooner than the naive "
-              f"sweep reaches it, {walls['naive'] / t_default:.1f}x sooner than the naive sweep ends")
+        if t_default != t_default:  # nan: never reached
+            end = curves["default"][-1][0]
+            naive_then = max((hv for t, hv in curves["naive"] if t <= end), default=0.0)
+            print(f"\ndefault does not reach 95% of the naive final HV; at its end ({end / 60:.1f} min) the naive "
+                  f"sweep's HV was {naive_then:.5f} (the default's {curves['default'][-1][1]:.5f})")
+        else:
+            print(f"\ndefault reaches 95% of the naive final HV {t_naive / t_default:.1f}x sooner than the naive "
+                  f"sweep reaches it, {walls['naive'] / t_default:.1f}x sooner than the naive sweep ends")
     plot(curves, target, args)
 
 
