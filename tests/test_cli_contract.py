@@ -62,7 +62,7 @@ def test_smoke_preset_composes_with_train_and_evaluate_reading_the_configured_st
 @pytest.mark.parametrize("entry", ["train", "evaluate", "sweep"])
 def test_unknown_preset_is_refused_with_the_available_ones(tmp_path, entry):
     proc = run(entry, tmp_path, "experiment=smok")
-    assert_refused(proc, "error: experiment=smok: no such preset in conf/experiment/ (available: smoke)")
+    assert_refused(proc, "error: experiment=smok: no such preset in conf/experiment/ (available: beyond, max_compression, smoke)")
     assert list(tmp_path.iterdir()) == []  # no store, no output folder
 
 
