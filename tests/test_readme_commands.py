@@ -46,9 +46,6 @@ class Command:
     where: str  # README path:line
     text: str   # the command as written, continuations joined
 
-    def __str__(self) -> str:
-        return f"{self.where}: {self.text}"
-
 
 def _inline_spans(lines: list[tuple[int, str]]) -> list[tuple[int, str]]:
     """Inline code spans of prose lines, per paragraph (a span may wrap onto the next line)."""
