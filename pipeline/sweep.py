@@ -129,6 +129,39 @@ def study_definition(cfg: DictConfig) -> dict:
     return definition
 
 
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+
+
+def per_layer_notice(per_layer: dict, group_per_layer: dict, threshold: str, group_file: str) -> str:
+    """The sweep's one line on per-layer pruning: the layers pruned at ``threshold``, those with a
+    value of their own, and the prune group's per-layer values (what train.py and evaluate.py use)
+    that the sweep's config replaced. ``None`` = the global threshold, as in ``prune.per_layer``."""
+    own = {k: v for k, v in per_layer.items() if v is not None}
+    at_global = [k for k, v in per_layer.items() if v is None]
+    where = "every layer" if not own else ", ".join(at_global) if at_global else "no layer"
+    text = f"pruning: {where} at {threshold}"
+    if own:
+        text += "; " + ", ".join(f"{k} at {v:g}" for k, v in own.items())
+    replaced = {k: v for k, v in group_per_layer.items() if v is not None and own.get(k) != v}
+    if replaced:
+        values = ", ".join(f"{k}={v:g}" for k, v in replaced.items())
+        text += (f"; not {group_file}'s {values}, which train.py and evaluate.py use "
+                 "(prune.per_layer.<layer>=<value> sets one for every trial)")
+    return text
+
+
+def pruning_notice(cfg: DictConfig) -> str:
+    """per_layer_notice for a composed sweep config (its prune group's file read from conf/)."""
+    group = OmegaConf.select(cfg, "hydra.runtime.choices.prune", default="default")
+    group_file = CONF_DIR / "prune" / f"{group}.yaml"
+    group_per_layer = OmegaConf.to_container(OmegaConf.load(group_file).get("per_layer") or {}) \
+        if group_file.is_file() else {}
+    threshold = "the searched prune.threshold" if "prune.threshold" in _searched_keys(cfg) else \
+        f"prune.threshold={cfg.prune.threshold:g}"
+    return per_layer_notice(OmegaConf.to_container(cfg.prune.per_layer or {}), group_per_layer,
+                            f"{threshold} (prune.mode={cfg.prune.mode})", f"conf/prune/{group}.yaml")
+
+
 def _hydra_sweeper():
     from hydra.core.hydra_config import HydraConfig
     return HydraConfig.get().sweeper
@@ -186,6 +219,7 @@ def on_start(study: optuna.Study, cfg: DictConfig) -> None:
     If an earlier, aborted run of the sweep ended the parent run FAILED or KILLED, it is RUNNING
     again: the study resumes."""
     validate_sweep(cfg)  # study_definition checked it before the study was opened; cheap
+    log.info(pruning_notice(cfg))  # conf/sweep.yaml drops the prune group's per-layer values: say so once
     if cfg.selection.registered_model:
         prepare_registration()  # while the trials run, not at the end
     experiment_ids = _experiment_ids(cfg)

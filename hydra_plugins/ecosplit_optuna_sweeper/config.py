@@ -1,11 +1,11 @@
 """Structured configs of the ``ecosplit_optuna`` sweeper, registered in Hydra's ConfigStore.
 
 Groups:
-  ``hydra/sweeper``:          ``ecosplit_optuna``
-  ``hydra/sweeper/sampler``:  tpe (default), random, cmaes, nsgaii, nsgaiii, grid, qmc, gp,
-                              bruteforce
-  ``hydra/sweeper/pruner``:   none (default), median, percentile, successive_halving,
-                              hyperband
+  ``hydra/sweeper``:                   ``ecosplit_optuna``
+  ``hydra/sweeper/ecosplit_sampler``:  tpe (default), random, cmaes, nsgaii, nsgaiii, grid, qmc,
+                                       gp, bruteforce
+  ``hydra/sweeper/ecosplit_pruner``:   none (default), median, percentile, successive_halving,
+                                       hyperband
 
 This module must stay light (no optuna import): Hydra's plugin scanner imports it in every
 Hydra app of the environment.
@@ -223,9 +223,10 @@ class EcosplitOptunaSweeperConf:
 
     # study-wide TOTAL of COMPLETE + PRUNED + RUNNING + WAITING trials (FAIL not counted)
     n_trials: int = 20
-    # trials asked and launched per batch (set hydra.launcher.n_jobs too for joblib)
+    # trials asked and launched per batch: with hydra/launcher=joblib (its n_jobs: -1, every core)
+    # the trials of a batch run at once
     n_jobs: int = 1
-    # abort when failed / finished trials of the study exceeds this (0..1)
+    # abort when this run's failed trials exceed this x this run's budget (0..1; 0: at the first)
     max_failure_rate: float = 0.0
 
     # search space in Hydra's override grammar; command-line sweeps are merged over it
