@@ -166,7 +166,8 @@ def main() -> None:
             best[r["method"]] = r
 
     with open(args.out / "points.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        # methods that prune during training report more (nnz_trained): every key of every row
+        writer = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for r in rows for k in r)), restval="")
         writer.writeheader()
         writer.writerows(rows)
     shown = [{**r, "C_r": f"{r['compression_ratio']:.1f}", "test": f"{100 * r['test_accuracy']:.2f}%",
@@ -185,7 +186,7 @@ def main() -> None:
     print(markdown(table, ["method", "C_r", "test", *cuts]))
     for name, r in best.items():
         goal = (r["compression_ratio"] >= C_R_GOAL and all(r[f"fewer_{c}"] >= CUT_GOAL for c in GOAL_CUTS))
-        print(f"{name}: C_r {r['compression_ratio']:.1f} at -{r['loss_pp']} pp, pool1 {r['fewer_pool1']}x, "
+        print(f"{name}: C_r {r['compression_ratio']:.1f} at {-r['loss_pp']:+.2f} pp, pool1 {r['fewer_pool1']}x, "
               f"pool2 {r['fewer_pool2']}x fewer elements: goal {'met' if goal else 'not met'}")
         folder = args.out / name
         folder.mkdir(exist_ok=True)

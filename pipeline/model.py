@@ -144,6 +144,29 @@ def count_nonzero(model: nn.Module) -> int:
     return int(sum(int(torch.count_nonzero(p)) for p in model.parameters()))
 
 
+# What stands in for an exact zero in the uncompressed reference: ~1e-18 of a typical weight (1e-2),
+# so the outputs do not change in float32, and a normal float (no denormal slow paths).
+STORED_ZERO = 1e-20
+
+
+def uncompressed_reference(model: SplitCNN) -> SplitCNN:
+    """PSNC's model and C_r's numerator when training itself zeroed parameters (proximal L1,
+    gradual pruning: pipeline.stages.c_r_reference): the same network with every parameter stored
+    and computed, so eqs. (1)-(2) and C_r count all of them, as for the paper's trained model (Adam
+    with the L1 term in the loss leaves no exact zero). Each exact zero becomes ``STORED_ZERO``; the
+    outputs, hence the accuracy, are the trained model's. A model without zeros is returned as is.
+    Deployed beyond the paper's representation (int8, fp16) these values round back to zero: the
+    normaliser of eq. (8) always uses the paper's (pipeline.reporting.energy_terms)."""
+    if count_nonzero(model) == count_parameters(model):
+        return model
+    dense = SplitCNN(model.conv_channels, model.fc_units)
+    dense.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        for p in dense.parameters():
+            p.masked_fill_(p == 0, STORED_ZERO)
+    return dense.to(next(model.parameters()).device).eval()
+
+
 def save_checkpoint(model: SplitCNN, path) -> None:
     state = {k: v.cpu() for k, v in model.state_dict().items()}  # loadable on any machine
     torch.save({"widths": model.widths(), "state_dict": state}, path)

@@ -22,7 +22,7 @@ from .evaluation import (METHODS, STAT_KEYS, CutTable, accurate_cuts, cut_share_
                          route_images, simulate, table_rows, versus_paper)
 from .quantisation import CODING_FORMATS
 from .layer_costs import processing_table
-from .model import SplitCNN, count_nonzero, load_checkpoint
+from .model import SplitCNN, count_nonzero, count_parameters, load_checkpoint, uncompressed_reference
 from .pruning import compression_ratio, prune
 from .simulation import Scenario, build_scenario
 from .trajectory import nearest_location
@@ -151,7 +151,9 @@ def evaluate_models(cfg: DictConfig, dense: SplitCNN, pruned: SplitCNN, bandwidt
     """Every method on the trajectory. ``deployed`` (pruned, dense): the models as deployed; one not
     given (None) when the settings are not the paper's representation is deployed and measured on
     ``data``'s validation images (loaded when not given), which then also go along the route. The
-    dense model only runs PSNC: without it in ``methods`` it is not deployed."""
+    dense model only runs PSNC: without it in ``methods`` it is not deployed. A dense model whose
+    training zeroed parameters is costed with every parameter stored (pipeline.model.uncompressed_reference)."""
+    dense = uncompressed_reference(dense)
     deployed = list(deployed or (None, None))
     if not paper_representation(cfg):
         for i, (model, needed) in enumerate(((pruned, True), (dense, "psnc" in methods))):
@@ -313,6 +315,7 @@ def run_evaluate(cfg: DictConfig) -> dict[str, float]:
     validate_evaluation(cfg)
     validate_training(cfg)
     models = load_models(cfg)
+    models = replace(models, dense=uncompressed_reference(models.dense))  # PSNC's model: every parameter stored
     from .stages import load_data
     data = load_data(cfg)
     # accuracy measured, never assumed: both models as deployed, on the test images along the route
@@ -334,7 +337,10 @@ def run_evaluate(cfg: DictConfig) -> dict[str, float]:
         metrics["table3_mean_abs_log10_vs_paper"] = float(np.mean(np.abs(np.log10(totals))))
     metrics["inferences"] = len(ev.scenario.times_s)
     metrics["realisations"] = int(cfg.evaluation.realisations)
-    metrics["compression_ratio"] = compression_ratio(count_nonzero(models.dense), count_nonzero(models.pruned))
+    # against every parameter: the paper's trained model has no exact zero, so its non-zeros are all of
+    # them, and a model trained sparse (proximal L1, gradual pruning) gets train.py's C_r, not a ratio
+    # to its own zeros (pipeline.stages.c_r_reference)
+    metrics["compression_ratio"] = compression_ratio(count_parameters(models.dense), count_nonzero(models.pruned))
 
     out = output_dir()
     out.mkdir(parents=True, exist_ok=True)
@@ -446,7 +452,7 @@ def _fig5(cfg: DictConfig, out: Path, models: Models, data: MnistSplits) -> list
     no fine-tuning: the paper's procedure, and cheap)."""
     from .plots import fig5_compression
     from .training import evaluate
-    dense_nnz = count_nonzero(models.dense)
+    dense_nnz = count_parameters(models.dense)  # as compression_ratio in report()
     rows = []
     for threshold in cfg.fig5_thresholds:
         pruned = prune(models.dense, float(threshold))

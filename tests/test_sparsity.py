@@ -393,3 +393,54 @@ def test_max_compression_preset_records_c_r_and_accuracies_in_mlflow(fake_mnist,
     pruned = load_checkpoint(path)
     assert pruned.conv_channels[:2] == (4, 8)
     assert (pruned.infos[1].out_elements, pruned.infos[3].out_elements) == (784, 392)
+
+
+def test_the_uncompressed_reference_of_a_model_trained_sparse_stores_every_parameter():
+    """PSNC's model when training zeroed parameters: eqs. (1)-(2) count every parameter (the
+    processing table equals that of the same widths with no zero at all), the outputs are the
+    trained model's, and a model without zeros is used as it is."""
+    from pipeline.model import count_nonzero, count_parameters, uncompressed_reference
+    torch.manual_seed(0)
+    full = SplitCNN()
+    masked = SplitCNN()
+    masked.load_state_dict(full.state_dict())
+    with torch.no_grad():
+        masked.layers["conv1"].weight[:12] = 0  # 12 of conv1's 16 channels dead, 99% of fc1 zero
+        masked.layers["conv1"].bias[:12] = 0
+        masked.layers["fc1"].weight.mul_((torch.rand_like(masked.layers["fc1"].weight) < 0.01).float())
+    assert count_nonzero(masked) < count_parameters(masked)
+    reference = uncompressed_reference(masked)
+    assert count_nonzero(reference) == count_parameters(masked) == 433_274
+    energy_cfg = compose_cfg("evaluate", ["scenario=realistic"]).energy
+    ours, theirs = processing_table(reference, energy_cfg), processing_table(full, energy_cfg)
+    assert list(ours.processing_j) == list(theirs.processing_j) and list(ours.out_elements) == list(theirs.out_elements)
+    assert processing_table(masked, energy_cfg).processing_j[-1] < ours.processing_j[-1]  # the zeros were cheaper
+    x = torch.randn(4, 1, 28, 28)
+    assert torch.equal(reference(x), masked.eval()(x))
+    assert uncompressed_reference(full) is full
+
+
+def test_evaluate_on_a_model_trained_sparse_reports_train_c_r_and_the_uncompressed_psnc(fake_mnist, tmp_path, monkeypatch):
+    """evaluate.py on a gradual-pruning run (its dense model holds the training's zeros): C_r is
+    train.py's (against all 433,274 parameters, not the trained model's own non-zeros) and PSNC is
+    costed on every parameter, i.e. equals the PSNC of the same network with no zero."""
+    from pipeline.reporting import evaluate_models, run_evaluate
+    from pipeline.stages import run_train
+    common = [f"data.root={fake_mnist}", "data.download=false",
+              f"tracking.uri=sqlite:///{tmp_path}/mlflow.db", f"tracking.artifact_location={tmp_path}/art"]
+    trained = run_train(compose_cfg("train", [
+        "experiment=max_compression", "train.epochs=2", "prune.gradual.start_epoch=0", "prune.gradual.end_epoch=1",
+        "prune.gradual.frequency_steps=1", "prune.finetune_epochs=0", *common]))
+    monkeypatch.chdir(tmp_path)
+    cfg = compose_cfg("evaluate", [
+        f"train_run_id={trained['run_id']}", "scenario=realistic", "trajectory.duration_s=20", "fig5_thresholds=[0.0]",
+        "evaluation.realisations=1", "evaluation.sensitivity.path_loss_exponents=[3.0]",
+        "evaluation.sensitivity.reference_distances_m=[100.0]", *common])
+    metrics = run_evaluate(cfg)
+    assert trained["compression_ratio"] > 50
+    assert metrics["compression_ratio"] == pytest.approx(trained["compression_ratio"])
+    torch.manual_seed(0)
+    full = SplitCNN()
+    unpruned = evaluate_models(cfg, full, full, [float(cfg.channel.bandwidth_hz)], methods=("psnc",), realisations=1)
+    assert metrics["energy_total_j_psnc"] == pytest.approx(
+        unpruned.results[float(cfg.channel.bandwidth_hz)]["psnc"][0].means()["energy_total_j"], rel=1e-12)
