@@ -77,11 +77,12 @@ NOT_DEFINING = {*(f"data.{k}" for k in DATA_KEYS_IGNORED), "train.num_threads", 
 
 
 def _searched_keys(cfg: DictConfig) -> set[str]:
-    """Keys the sweeper searches: hydra.sweeper.params plus command-line sweeps, less the keys a
-    plain command-line override fixes."""
+    """Keys the sweeper searches: hydra.sweeper.params' sweeps plus command-line sweeps, less the
+    keys a plain value fixes (in params, as experiment=max_compression does, or on the command line)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
-    searched = set(OmegaConf.select(cfg, "hydra.sweeper.params") or {})
-    lines = list(OmegaConf.select(cfg, "hydra.overrides.task") or [])
+    params = OmegaConf.select(cfg, "hydra.sweeper.params") or {}
+    searched: set[str] = set()
+    lines = [f"{k}={v}" for k, v in params.items()] + list(OmegaConf.select(cfg, "hydra.overrides.task") or [])
     for override in OverridesParser.create().parse_overrides(lines):
         key = override.key_or_group.lstrip("+~")
         if override.is_sweep_override():

@@ -602,6 +602,18 @@ def test_experiment_beyond_searches_the_representation_beside_mu_and_the_thresho
                                            f"channel.activation_coding={coding}", f"energy.precision={precision}"))
 
 
+def test_experiment_max_compression_searches_the_sparsity_target_with_mu_and_the_threshold_fixed():
+    """Searching 1 - mu and an absolute threshold under the preset would mean nothing (its mu is 1,
+    its threshold 0: masks only); it searches the final sparsity and the fine-tuning epochs."""
+    from pipeline.sweep import _searched_keys
+    cfg = sweep_cfg("experiment=max_compression")
+    assert _searched_keys(cfg) == {"prune.gradual.final_sparsity", "prune.finetune_epochs"}
+    assert (cfg.train.mu, cfg.prune.threshold, cfg.prune.mode, cfg.sweep.study_name) == (1.0, 0.0, "absolute",
+                                                                                          "max_compression-scalar")
+    for sparsity in (0.95, 0.998):  # the interval's ends pass validation
+        study_definition(sweep_cfg("experiment=max_compression", f"prune.gradual.final_sparsity={sparsity}"))
+
+
 @pytest.mark.parametrize("warmup_epochs,pruned_at", [(0, 1), (2, 3), (3, None)])
 def test_a_bad_trial_is_pruned_only_after_the_warmup_and_never_caches_a_half_trained_model(
         trial_task, warmup_epochs, pruned_at):

@@ -48,3 +48,10 @@ def test_on_start_logs_the_notice_once(tmp_path, caplog):
     with caplog.at_level(logging.INFO, logger="pipeline.sweep"):
         on_start(study, cfg)
     assert [r.getMessage() for r in caplog.records if r.getMessage().startswith("pruning: ")] == [pruning_notice(cfg)]
+
+
+def test_a_threshold_a_preset_fixes_in_the_search_space_is_not_called_searched():
+    """experiment=max_compression fixes prune.threshold=0 in hydra.sweeper.params (masks only) and
+    searches the sparsity target instead."""
+    notice = pruning_notice(sweep_cfg("experiment=max_compression"))
+    assert notice.startswith("pruning: every layer at prune.threshold=0 (prune.mode=absolute)"), notice
