@@ -1,8 +1,8 @@
 """What a sweep trial costs besides its own work: storage, tracking, the sweeper, data loading.
 
 One `sweep.py -m` worker runs a small smoke study (bench_workers.py's trial: data.train_subset=600,
-1 epoch, prune.finetune_epochs=1; 1 - mu searched on the continuous interval, so every trial trains
-and publishes its model to the reuse cache) against a throwaway SQLite store (default) or, with
+1 epoch, prune.finetune_epochs=1; 1 - mu searched on the continuous interval and train.path=null, so
+every trial trains its own model from scratch and publishes it to the reuse cache) against a throwaway SQLite store (default) or, with
 --server, a throwaway PostgreSQL + `mlflow server` on 127.0.0.1 (tests/services.py; artifacts
 proxied by the server).
 
@@ -50,10 +50,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
-# every trial trains (1 - mu on the continuous interval, not the default grid): equal trials
+# every trial trains its own model from scratch (1 - mu on the continuous interval, not the default grid;
+# no warm start from a path model another trial trained): equal trials, and a replay alone does the same work
 TRIAL = ["experiment=smoke", "data.train_subset=600", "train.epochs=1", "prune.finetune_epochs=1",
          "train.num_threads=1", "hydra/sweeper/ecosplit_pruner=none", "selection.min_val_accuracy=1.0",
-         "search.one_minus_mu=tag(log, interval(3.0e-6, 5.0e-5))"]
+         "search.one_minus_mu=tag(log, interval(3.0e-6, 5.0e-5))", "train.path=null"]
 WORK = ("time_train_s", "time_intermediate_s", "time_prune_s", "time_eval_s")
 TICK_S = os.sysconf("SC_CLK_TCK")
 

@@ -7,7 +7,8 @@ proxied by the server) - both from tests/services.py. Each configuration gets it
 MLflow experiment, so no configuration reuses another's trained models.
 
 Trial size: data.train_subset=600, 1 training epoch, prune.finetune_epochs=1 fixed and 1 - mu on the
-continuous interval instead of the default grid (so every trial trains its own model and costs about the
+continuous interval instead of the default grid, train.path=null (so every trial trains its own model
+from scratch, not from a path model another worker may be training, and costs about the
 same: with the grid, a trial reusing a model costs a third of one that trains, and workers drawing the
 same value wait for each other's training), the synthetic MNIST of tests/conftest.py (or $MNIST_ROOT).
 The pruner is off
@@ -59,7 +60,7 @@ CONFIGS = [  # (label, workers, torch threads per worker)
     ("1 worker  x 2 threads", 1, 2),  # with OMP_WAIT_POLICY=PASSIVE, see below
 ]
 TRIAL = ["experiment=smoke", "data.train_subset=600", "train.epochs=1", "prune.finetune_epochs=1",
-         "search.one_minus_mu=tag(log, interval(3.0e-6, 5.0e-5))",
+         "search.one_minus_mu=tag(log, interval(3.0e-6, 5.0e-5))", "train.path=null",
          "hydra/sweeper/ecosplit_pruner=none", "hydra.sweeper.heartbeat_interval=5", "hydra.sweeper.grace_period=20"]
 WORK = ("time_train_s", "time_intermediate_s", "time_prune_s", "time_eval_s")
 
