@@ -278,12 +278,16 @@ def register(trial_run_id: str, name: str, alias: str, row: dict, cache_dir: str
                 save_checkpoint(dense, Path(tmp) / DENSE_FILE)
                 extra.append(str(Path(tmp) / DENSE_FILE))
             example = np.zeros((2, 1, 28, 28), dtype=np.float32)
+            ended = client.get_run(trial_run_id).info
             with mlflow.start_run(run_id=trial_run_id), _quiet_pickle_warning():
                 # pickle keeps the class (client()/server()); explicit requirements skip MLflow's
                 # inference, which would load the model in a subprocess
                 info = mlflow.pytorch.log_model(pruned.eval(), name=MODEL_NAME, serialization_format="pickle",
                                                 input_example=example, extra_files=extra,
                                                 pip_requirements=mlflow.pytorch.get_default_pip_requirements())
+            # reopening the run ended it anew: its status and end time are the trial's, not the promotion's
+            # (else the UI shows the selected trial lasting until the sweep's end)
+            client.set_terminated(trial_run_id, status=ended.status, end_time=ended.end_time)
         version = mlflow.register_model(info.model_uri, name, tags=tags).version
     client.set_registered_model_alias(name, alias, version)
     return str(version)

@@ -171,6 +171,18 @@ def test_promote_by_rule_and_by_trial_moves_the_alias_to_a_splittable_model(stor
     assert torch.equal(model(x), store["pruned"](x))
 
 
+def test_a_promotion_leaves_the_trial_runs_status_and_end_time_as_the_trial_left_them(store):
+    """Logging the model reopens the trial's run; without restoring it the UI would show the
+    selected trial FINISHED at the promotion (a default sweep's trial 16 lasting 40.8 s, not 3 s)."""
+    client = MlflowClient(store["uri"])
+    run_id = store["runs"][("sa", 2)]
+    before = client.get_run(run_id).info
+    run(store, "action=promote", "trial=sa:2", "force=true")
+    assert alias_run(store) == run_id
+    after = client.get_run(run_id).info
+    assert (after.status, after.end_time) == (before.status, before.end_time)
+
+
 def test_best_objective_follows_lambda(store, capsys):
     # lam = 1: eq. (8) is the val loss; lowest among the feasible: sb0 (0.10) in sa/sb, sc0 (0.05) with other
     picked = run(store, "rule=best_objective", "lam=1.0")
