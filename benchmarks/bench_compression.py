@@ -51,7 +51,8 @@ class Method:
     values: tuple
 
 
-# the unstructured per-layer targets of the preset (conv1 dense, conv2 90%, fc4 95%, fc5 50%, the rest by the knob)
+# per-layer targets of the unstructured gradual curves (conv1 dense, conv2 90%, conv3 98%, fc4 95%, fc5 50%; conv4 and
+# fc1-fc3 at the knob, final_sparsity); the preset's differ where it removes channels (conv2 75%)
 TARGETS = ("prune.gradual.per_layer.conv1=0", "prune.gradual.per_layer.conv2=0.9", "prune.gradual.per_layer.conv3=0.98",
            "prune.gradual.per_layer.fc4=0.95", "prune.gradual.per_layer.fc5=0.5", "prune.gradual.frequency_steps=50")
 METHODS = [

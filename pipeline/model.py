@@ -145,7 +145,8 @@ def count_nonzero(model: nn.Module) -> int:
 
 
 # What stands in for an exact zero in the uncompressed reference: ~1e-18 of a typical weight (1e-2),
-# so the outputs do not change in float32, and a normal float (no denormal slow paths).
+# so the outputs do not change in float32 (products with dead units' ~0 outputs may be denormal:
+# slower on some CPUs, never different).
 STORED_ZERO = 1e-20
 
 

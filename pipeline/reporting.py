@@ -72,12 +72,15 @@ def route_correct(cfg: DictConfig, dep: Deployed) -> np.ndarray:
 
 
 # -- cut tables ----------------------------------------------------------------------------
-def tables(cfg: DictConfig, model: SplitCNN, dep: Deployed | None = None) -> CutTable:
+def tables(cfg: DictConfig, model: SplitCNN, dep: Deployed | None = None, every_parameter: bool = False) -> CutTable:
     """Per-cut processing energy (eqs. 1, 2, 6), payloads (eq. 4) and compute times of a model;
     with ``dep``, of the model as deployed: its client's weights, its payloads (per inference
-    under sparse coding: the route's images'), the cuts within selection.max_accuracy_drop."""
+    under sparse coding: the route's images'), the cuts within selection.max_accuracy_drop.
+    ``every_parameter``: the client is costed with every parameter stored, zeros included
+    (pipeline.model.uncompressed_reference; PSNC of a model trained sparse)."""
     c = cfg.channel
-    p = processing_table(model if dep is None else dep.deployment.client, cfg.energy)
+    client = model if dep is None else dep.deployment.client
+    p = processing_table(uncompressed_reference(client) if every_parameter else client, cfg.energy)
     extra = {}
     if dep is not None:
         accuracy = dep.val.accuracy  # cut "input" runs the unquantised model on the server
@@ -152,8 +155,9 @@ def evaluate_models(cfg: DictConfig, dense: SplitCNN, pruned: SplitCNN, bandwidt
     given (None) when the settings are not the paper's representation is deployed and measured on
     ``data``'s validation images (loaded when not given), which then also go along the route. The
     dense model only runs PSNC: without it in ``methods`` it is not deployed. A dense model whose
-    training zeroed parameters is costed with every parameter stored (pipeline.model.uncompressed_reference)."""
-    dense = uncompressed_reference(dense)
+    training zeroed parameters (proximal L1, gradual pruning) is costed with every parameter stored,
+    as deployed too (int8 and fp16 round the stand-ins for its zeros back to 0; ``tables``)."""
+    trained_sparse = count_nonzero(dense) < count_parameters(dense)
     deployed = list(deployed or (None, None))
     if not paper_representation(cfg):
         for i, (model, needed) in enumerate(((pruned, True), (dense, "psnc" in methods))):
@@ -163,7 +167,7 @@ def evaluate_models(cfg: DictConfig, dense: SplitCNN, pruned: SplitCNN, bandwidt
                 deployed[i] = deployed_model(cfg, model, data, "val")
     deployed = None if deployed == [None, None] else tuple(deployed)
     compressed, uncompressed = (tables(cfg, pruned, deployed and deployed[0]),
-                                tables(cfg, dense, deployed and deployed[1]))
+                                tables(cfg, dense, deployed and deployed[1], every_parameter=trained_sparse))
     scenario, results = simulate(
         compressed, uncompressed, route_from_config(cfg.trajectory),
         [link_from_config(cfg.channel, bw) for bw in bandwidths], timing_from_config(cfg),
@@ -315,7 +319,6 @@ def run_evaluate(cfg: DictConfig) -> dict[str, float]:
     validate_evaluation(cfg)
     validate_training(cfg)
     models = load_models(cfg)
-    models = replace(models, dense=uncompressed_reference(models.dense))  # PSNC's model: every parameter stored
     from .stages import load_data
     data = load_data(cfg)
     # accuracy measured, never assumed: both models as deployed, on the test images along the route

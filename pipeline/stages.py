@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from . import tracking
 from .cache import data_digests, data_key, data_selection, path_start
-from .config import validate_training
+from .config import ConfigError, validate_training
 from .data import MnistSplits, load_mnist, resolve_root
 from .model import SplitCNN, build_model, count_nonzero, save_checkpoint
 from .pruning import layer_table, nonzero_masks, prune, summary
@@ -78,6 +78,13 @@ def gradual_pruning(cfg: DictConfig, n_train: int) -> GradualPruning | None:
         return None
     g = cfg.prune.gradual
     steps_per_epoch = math.ceil(n_train / cfg.train.batch_size)
+    max_steps = cfg.train.get("max_steps")
+    if max_steps is not None and g.end_epoch * steps_per_epoch > max_steps:
+        # the run would stop on the way to its target sparsity (the cubic curve at 35% of its steps
+        # is at 73% of it), so C_r would be a fraction of what was asked for
+        raise ConfigError(f"prune.gradual.end_epoch={g.end_epoch} ends at step {g.end_epoch * steps_per_epoch} "
+                          f"({steps_per_epoch} steps per epoch on {n_train} training images), after "
+                          f"train.max_steps={max_steps}: set train.max_steps=null or end the schedule earlier")
     per_layer = {k: float(v) for k, v in (g.per_layer or {}).items() if v is not None}
     units = {k: float(v) for k, v in (g.get("units") or {}).items() if v is not None}
     return GradualPruning(initial=g.initial_sparsity, final=g.final_sparsity, start_step=g.start_epoch * steps_per_epoch,
@@ -200,6 +207,7 @@ def run_train(cfg: DictConfig) -> dict[str, float]:
     """``train.py``: one MLflow run holding params, per-epoch curves, final metrics and artifacts."""
     validate_training(cfg)
     data = load_data(cfg)  # fails before any run is opened when data are missing
+    gradual_pruning(cfg, len(data.train))  # a schedule past train.max_steps too
     experiment_id = tracking.configure(cfg.tracking.uri, cfg.tracking.experiment, cfg.tracking.artifact_location)
     batch = tracking.RunLog()
     batch.params(tracking.flatten(OmegaConf.to_container(cfg, resolve=True)))

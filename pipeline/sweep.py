@@ -42,7 +42,8 @@ from .front import ACCURACY_KEY, ENERGY_KEY, pareto_table, prepare_registration,
 from .model import SplitCNN, save_checkpoint
 from .pruning import layer_table
 from .reporting import energy_terms
-from .stages import c_r_reference, dataset_input, load_data, measure, prune_model, prune_only, train_on_path
+from .stages import (c_r_reference, dataset_input, gradual_pruning, load_data, measure, prune_model, prune_only,
+                     train_on_path)
 from .training import EpochRecord, evaluate
 
 log = logging.getLogger(__name__)
@@ -76,20 +77,30 @@ NOT_DEFINING = {*(f"data.{k}" for k in DATA_KEYS_IGNORED), "train.num_threads", 
                 "selection.rule", "selection.registered_model", "selection.alias"}
 
 
-def _searched_keys(cfg: DictConfig) -> set[str]:
-    """Keys the sweeper searches: hydra.sweeper.params' sweeps plus command-line sweeps, less the
-    keys a plain value fixes (in params, as experiment=max_compression does, or on the command line)."""
+def _sweep_keys(cfg: DictConfig) -> tuple[set[str], dict[str, str]]:
+    """(keys the sweeper searches, {key: value} of keys a plain value fixes for every trial), from
+    hydra.sweeper.params then the command line, a later line for a key replacing an earlier one
+    (a plain value in params fixes its key for the jobs only, as experiment=max_compression does)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
-    params = OmegaConf.select(cfg, "hydra.sweeper.params") or {}
+
+    from hydra_plugins.ecosplit_optuna_sweeper._search_space import params_config_to_lines
+    params = OmegaConf.to_container(OmegaConf.select(cfg, "hydra.sweeper.params") or OmegaConf.create({}))
+    lines = params_config_to_lines(params) + list(OmegaConf.select(cfg, "hydra.overrides.task") or [])
     searched: set[str] = set()
-    lines = [f"{k}={v}" for k, v in params.items()] + list(OmegaConf.select(cfg, "hydra.overrides.task") or [])
+    fixed: dict[str, str] = {}
     for override in OverridesParser.create().parse_overrides(lines):
         key = override.key_or_group.lstrip("+~")
         if override.is_sweep_override():
             searched.add(key)
+            fixed.pop(key, None)
         else:
             searched.discard(key)
-    return searched
+            fixed[key] = override.value()
+    return searched, fixed
+
+
+def _searched_keys(cfg: DictConfig) -> set[str]:
+    return _sweep_keys(cfg)[0]
 
 
 def _defining_values(node: DictConfig, prefix: str, searched: set[str]) -> dict:
@@ -152,15 +163,27 @@ def per_layer_notice(per_layer: dict, group_per_layer: dict, threshold: str, gro
 
 
 def pruning_notice(cfg: DictConfig) -> str:
-    """per_layer_notice for a composed sweep config (its prune group's file read from conf/)."""
+    """per_layer_notice for a composed sweep config: against what train.py uses with the same prune
+    group and preset (the group's file read from conf/, the preset's prune.per_layer over it)."""
     group = OmegaConf.select(cfg, "hydra.runtime.choices.prune", default="default")
     group_file = CONF_DIR / "prune" / f"{group}.yaml"
     group_per_layer = OmegaConf.to_container(OmegaConf.load(group_file).get("per_layer") or {}) \
         if group_file.is_file() else {}
-    threshold = "the searched prune.threshold" if "prune.threshold" in _searched_keys(cfg) else \
-        f"prune.threshold={cfg.prune.threshold:g}"
+    source = f"conf/prune/{group}.yaml"
+    experiment = OmegaConf.select(cfg, "hydra.runtime.choices.experiment")
+    experiment_file = CONF_DIR / "experiment" / f"{experiment}.yaml"
+    if experiment and experiment_file.is_file():
+        preset = OmegaConf.select(OmegaConf.load(experiment_file), "prune.per_layer")
+        if preset:
+            group_per_layer.update(OmegaConf.to_container(preset))
+            source += f" with experiment={experiment}"
+    searched, fixed = _sweep_keys(cfg)
+    if "prune.threshold" in searched:
+        threshold = "the searched prune.threshold"
+    else:
+        threshold = f"prune.threshold={float(fixed.get('prune.threshold', cfg.prune.threshold)):g}"
     return per_layer_notice(OmegaConf.to_container(cfg.prune.per_layer or {}), group_per_layer,
-                            f"{threshold} (prune.mode={cfg.prune.mode})", f"conf/prune/{group}.yaml")
+                            f"{threshold} (prune.mode={cfg.prune.mode})", source)
 
 
 def _hydra_sweeper():
@@ -356,6 +379,7 @@ def run_trial(cfg: DictConfig) -> dict:
     t = time.perf_counter()
     data = load_data(cfg)  # missing data fails before any run is opened
     time_data_s = time.perf_counter() - t
+    gradual_pruning(cfg, len(data.train))  # so does a pruning schedule past train.max_steps
     trial = current_trial()
     study_name = str(_hydra_sweeper().study_name)
     experiment_id = tracking.configure(cfg.tracking.uri, cfg.tracking.experiment, cfg.tracking.artifact_location)

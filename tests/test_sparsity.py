@@ -444,3 +444,26 @@ def test_evaluate_on_a_model_trained_sparse_reports_train_c_r_and_the_uncompress
     unpruned = evaluate_models(cfg, full, full, [float(cfg.channel.bandwidth_hz)], methods=("psnc",), realisations=1)
     assert metrics["energy_total_j_psnc"] == pytest.approx(
         unpruned.results[float(cfg.channel.bandwidth_hz)]["psnc"][0].means()["energy_total_j"], rel=1e-12)
+    # deployed at fp16 (which rounds the stand-ins for zeros back to 0) and int8, PSNC still costs
+    # every parameter: each layer's non-zeros are all its parameters (conv1: 16 x 25 + 16 = 416, ...)
+    from pipeline.front import run_models
+    dense, pruned = run_models(trained["run_id"], None)
+    for precision in ("fp16", "int8"):
+        deployed_cfg = compose_cfg("evaluate", [f"energy.precision={precision}", "scenario=realistic", *common])
+        ours = evaluate_models(deployed_cfg, dense, pruned, [5e6], methods=("psnc",), realisations=1).uncompressed
+        assert list(ours.layers["nnz_params"]) == list(ours.layers["params"]), precision
+        assert list(ours.layers["nnz_params"])[:3] == [16 * 25 + 16, 0, 32 * 16 * 25 + 32], precision
+
+
+def test_a_gradual_schedule_that_ends_after_train_max_steps_is_refused_before_any_run(fake_mnist, tmp_path):
+    """At 54k-image epochs the sweep's 7000-step cap would stop experiment=max_compression at 35% of
+    its schedule (73% of the target sparsity): one error naming both settings, nothing recorded."""
+    from pipeline.config import ConfigError
+    from pipeline.stages import run_train
+    cfg = compose_cfg("train", [
+        "experiment=max_compression", f"data.root={fake_mnist}", "data.download=false", "train.epochs=2",
+        "prune.gradual.start_epoch=0", "prune.gradual.end_epoch=2", "train.max_steps=3",
+        f"tracking.uri=sqlite:///{tmp_path}/mlflow.db", f"tracking.artifact_location={tmp_path}/art"])
+    with pytest.raises(ConfigError, match=r"prune.gradual.end_epoch=2 ends at step \d+ .*after train.max_steps=3"):
+        run_train(cfg)
+    assert not (tmp_path / "mlflow.db").exists()

@@ -610,6 +610,7 @@ def test_experiment_max_compression_searches_the_sparsity_target_with_mu_and_the
     assert _searched_keys(cfg) == {"prune.gradual.final_sparsity", "prune.finetune_epochs"}
     assert (cfg.train.mu, cfg.prune.threshold, cfg.prune.mode, cfg.sweep.study_name) == (1.0, 0.0, "absolute",
                                                                                           "max_compression-scalar")
+    assert cfg.train.max_steps is None  # not the sweep's 7000: the schedule runs to its end on any data size
     for sparsity in (0.95, 0.998):  # the interval's ends pass validation
         study_definition(sweep_cfg("experiment=max_compression", f"prune.gradual.final_sparsity={sparsity}"))
 
