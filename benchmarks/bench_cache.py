@@ -30,6 +30,9 @@ def sweep(workdir: Path, root: str, epochs: int, test_subset: int, cache: bool) 
         "hydra.sweeper.study_name=bench", f"search.one_minus_mu={MU_COMPLEMENTS}",  # command-line sweeps replace
         f"prune.threshold={THRESHOLDS}", "prune.finetune_epochs=choice(0)",          # the config's search space
         "selection.min_val_accuracy=0.0",
+        # every model from scratch: with the sweep's default path a trial without the cache would retrain
+        # the whole chain of warm starts below its mu, and the ratio would not be 20 trainings against 4
+        "train.path=null",
     ]
     start = time.perf_counter()
     proc = subprocess.run(args, cwd=workdir, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
