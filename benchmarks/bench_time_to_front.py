@@ -179,13 +179,13 @@ def plot(trials, targets, args) -> None:
     for ax, (axis, label) in zip(axes, AXES.items()):
         for name, points in trials.items():
             c = curve(points, axis)
-            ax.step([t / 60 for t, _ in c], [hv for _, hv in c], where="post", label=f"{name} sweep")
+            ax.step([t / 60 for t, _ in c], [hv for _, hv in c], where="post", label=f"{name} sweep ({len(points)} trials)")
         if targets[axis]:
             ax.axhline(targets[axis], color="grey", ls="--", lw=0.8, label="95% of the naive final HV")
         ax.set_xlabel("wall time (min)")
         ax.set_title(f"hypervolume: {label} x E_PS/E_PSNC", fontsize=9)
         ax.legend()
-    fig.suptitle(f"{args.trials} TPE trials, training split x{args.repeat} (5k-train subset)", fontsize=10)
+    fig.suptitle(f"TPE, training split x{args.repeat} (5k-train subset)", fontsize=10)
     fig.tight_layout()
     fig.savefig(args.plot, dpi=120)
     print(f"plot: {args.plot}")
