@@ -139,12 +139,12 @@ def main() -> None:
         else:
             with tempfile.TemporaryDirectory(prefix=f"ttf-{name}-") as tmp:
                 walls[name], trials[name] = run_sweep(name, SWEEPS[name], Path(tmp), args)
-    targets = {}
+    curves, targets = {}, {}
     for axis, label in AXES.items():
         print(f"\n{label} x E_PS/E_PSNC")
-        curves = {name: curve(points, axis) for name, points in trials.items()}
-        targets[axis] = compare(curves, walls)
-    plot(trials, targets, args)
+        curves[axis] = {name: curve(points, axis) for name, points in trials.items()}
+        targets[axis] = compare(curves[axis], walls)
+    plot(curves, {name: len(points) for name, points in trials.items()}, targets, args)
 
 
 def compare(curves, walls) -> float | None:
@@ -171,15 +171,15 @@ def compare(curves, walls) -> float | None:
     return target
 
 
-def plot(trials, targets, args) -> None:
+def plot(curves, n_trials, targets, args) -> None:
+    """One panel per axis: each sweep's hypervolume over wall time, and 95% of the naive final one."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, axes = plt.subplots(1, len(AXES), figsize=(11.0, 4.0), sharey=True)
     for ax, (axis, label) in zip(axes, AXES.items()):
-        for name, points in trials.items():
-            c = curve(points, axis)
-            ax.step([t / 60 for t, _ in c], [hv for _, hv in c], where="post", label=f"{name} sweep ({len(points)} trials)")
+        for name, c in curves[axis].items():
+            ax.step([t / 60 for t, _ in c], [hv for _, hv in c], where="post", label=f"{name} sweep ({n_trials[name]} trials)")
         if targets[axis]:
             ax.axhline(targets[axis], color="grey", ls="--", lw=0.8, label="95% of the naive final HV")
         ax.set_xlabel("wall time (min)")

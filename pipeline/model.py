@@ -156,8 +156,8 @@ def uncompressed_reference(model: SplitCNN) -> SplitCNN:
     and computed, so eqs. (1)-(2) and C_r count all of them, as for the paper's trained model (Adam
     with the L1 term in the loss leaves no exact zero). Each exact zero becomes ``STORED_ZERO``; the
     outputs, hence the accuracy, are the trained model's. A model without zeros is returned as is.
-    Deployed beyond the paper's representation (int8, fp16) these values round back to zero: the
-    normaliser of eq. (8) always uses the paper's (pipeline.reporting.energy_terms)."""
+    Deployed at int8 or fp16 the stand-ins round back to zero, so the cut tables apply this to the
+    deployed client, not before deployment (pipeline.reporting.tables)."""
     if count_nonzero(model) == count_parameters(model):
         return model
     dense = SplitCNN(model.conv_channels, model.fc_units)

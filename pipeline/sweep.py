@@ -77,7 +77,7 @@ NOT_DEFINING = {*(f"data.{k}" for k in DATA_KEYS_IGNORED), "train.num_threads", 
                 "selection.rule", "selection.registered_model", "selection.alias"}
 
 
-def _sweep_keys(cfg: DictConfig) -> tuple[set[str], dict[str, str]]:
+def _sweep_keys(cfg: DictConfig) -> tuple[set[str], dict[str, object]]:
     """(keys the sweeper searches, {key: value} of keys a plain value fixes for every trial), from
     hydra.sweeper.params then the command line, a later line for a key replacing an earlier one
     (a plain value in params fixes its key for the jobs only, as experiment=max_compression does)."""
@@ -87,7 +87,7 @@ def _sweep_keys(cfg: DictConfig) -> tuple[set[str], dict[str, str]]:
     params = OmegaConf.to_container(OmegaConf.select(cfg, "hydra.sweeper.params") or OmegaConf.create({}))
     lines = params_config_to_lines(params) + list(OmegaConf.select(cfg, "hydra.overrides.task") or [])
     searched: set[str] = set()
-    fixed: dict[str, str] = {}
+    fixed: dict[str, object] = {}
     for override in OverridesParser.create().parse_overrides(lines):
         key = override.key_or_group.lstrip("+~")
         if override.is_sweep_override():
