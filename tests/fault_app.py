@@ -8,8 +8,9 @@ sweeper in every job) equals $FAULT_TRIAL misbehaves, as $FAULT says:
 ``raise``  a RuntimeError from inside the trial (after training, while its MLflow run is open)
 ``nan``    the eq. (8) objective comes out NaN
 ``pause``  the trial writes ``$FAULT_DIR/paused`` (its PID and trial number) and waits, inside its
-           MLflow run, until ``$FAULT_DIR/release`` exists; the test kills, interrupts or
-           restarts servers meanwhile
+           MLflow run's block, until ``$FAULT_DIR/release`` exists; the test kills, interrupts or
+           restarts servers meanwhile (the run itself is created by a background thread: a
+           test that needs it in the store waits for it)
 
 With $FAULT unset this is sweep.py. Production code is untouched: the faults are patched in
 around the one trial and removed after it.

@@ -219,6 +219,17 @@ class Sweep:
         (run,) = [r for r in self.runs("trial") if r.data.tags.get("optuna.trial_number") == str(number)]
         return run
 
+    def wait_for_trial_run(self, number: int, timeout: float = 30):
+        """The trial's MLflow run, once it exists: a background thread creates it while the
+        trial goes on, so a pause in the trial can come first."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            runs = [r for r in self.runs("trial") if r.data.tags.get("optuna.trial_number") == str(number)]
+            if runs:
+                return runs[0]
+            time.sleep(0.1)
+        raise AssertionError(f"trial {number}'s MLflow run was not created within {timeout} s")
+
     def parent(self):
         parents = self.runs("sweep")
         assert len(parents) == 1, [(p.info.run_id, p.info.status) for p in parents]
@@ -361,6 +372,7 @@ def test_sigkill_with_default_settings_the_rerun_frees_the_trial_at_once(backend
         sweep = Sweep(tmp_path, fake_mnist, 2, postgres=postgres, tracking_uri=mlflow_server.uri)
     first = sweep.start(fault="pause")  # default heartbeat settings: interval 10 s, grace 30 s
     assert first.wait_paused()["pid"] == first.pid
+    sweep.wait_for_trial_run(1)  # killed inside its run, as the test means
     os.kill(first.pid, signal.SIGKILL)  # OOM killer, closed laptop, pre-empted node
     assert first.wait(30) == -signal.SIGKILL
     killed = sweep.trial(1)
