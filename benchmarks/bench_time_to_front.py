@@ -29,6 +29,10 @@ the full set's, without training on a validation image). Accuracies remain "5k-t
     .venv/bin/python benchmarks/bench_time_to_front.py                      # 60k-sized epochs, 30 trials
     .venv/bin/python benchmarks/bench_time_to_front.py --repeat 1           # the 5k subset as it is
     .venv/bin/python benchmarks/bench_time_to_front.py --only default       # one sweep's curve alone
+
+A sweep too long for one sitting: --keep DIR leaves its stores; --resume naive=DIR/naive runs it on
+to --trials in all (with --repo, the checkout that started it: a study whose definition changed is
+refused), its wall time the sum of its sittings'; --reuse reads a kept sweep without running it.
 """
 from __future__ import annotations
 
@@ -65,38 +69,58 @@ AXES = {"val": "validation error", "test": "test error"}
 
 
 def run_sweep(name: str, extra: list[str], folder: Path, args) -> tuple[float, list[dict]]:
-    """Run one sweep; its wall time and its COMPLETE trials (load_sweep)."""
+    """Run one sweep (or resume it, in a folder that holds one: the study stops at args.trials in
+    all); its wall time over its sittings and its COMPLETE trials (load_sweep)."""
     storage = f"sqlite:///{folder}/optuna.db"
-    cmd = [sys.executable, str(REPO / "sweep.py"), "-m", f"data.root={args.data_root}", "data.download=false",
+    cmd = [sys.executable, str(Path(args.repo) / "sweep.py"), "-m", f"data.root={args.data_root}", "data.download=false",
            f"data.train_repeat={args.repeat}", f"sweep.name=bench-{name}", f"sweep.storage={storage}",
            f"sweep.n_trials={args.trials}", f"tracking.uri=sqlite:///{folder}/mlflow.db",
            f"tracking.artifact_location={folder}/mlruns", f"cache.dir={folder}/cache",
            f"hydra.sweep.dir={folder}/multirun", *extra, *args.set]
+    sittings = _sittings(folder) if (folder / "timing.json").exists() else []
     start = time.time()
-    with open(folder / "sweep.log", "w") as log:
+    with open(folder / "sweep.log", "a") as log:
         proc = subprocess.run(cmd, cwd=folder, stdout=log, stderr=subprocess.STDOUT)
     wall_s = time.time() - start
     if proc.returncode != 0:
         sys.exit(f"{name} sweep failed (exit {proc.returncode}); see {folder / 'sweep.log'}")
-    (folder / "timing.json").write_text(json.dumps({"start": start, "wall_s": wall_s}))
+    sittings.append({"start": start, "wall_s": wall_s, "repo": str(Path(args.repo).resolve())})
+    (folder / "timing.json").write_text(json.dumps({"sittings": sittings}))
     return load_sweep(name, folder)
+
+
+def _sittings(folder: Path) -> list[dict]:
+    """The sittings a kept sweep ran in (start, wall_s): one, or several when it was resumed."""
+    timing = json.loads((folder / "timing.json").read_text())
+    return timing.get("sittings", [timing])
+
+
+def sweep_time(when: float, sittings: list[dict]) -> float:
+    """Seconds of sweep wall time at the moment ``when``: the walls of the sittings before the one
+    it falls in, plus the time since that sitting started (the time between sittings not counted)."""
+    elapsed = 0.0
+    for sitting in sittings:
+        if when <= sitting["start"] + sitting["wall_s"]:
+            return elapsed + max(0.0, when - sitting["start"])
+        elapsed += sitting["wall_s"]
+    return elapsed
 
 
 def load_sweep(name: str, folder: Path) -> tuple[float, list[dict]]:
     """A sweep's wall time and, per COMPLETE trial in order of completion, seconds since launch, val
     and test error and E_PS/E_PSNC, from its stores (as run_sweep left them in folder)."""
-    timing = json.loads((folder / "timing.json").read_text())
-    start, wall_s = timing["start"], timing["wall_s"]
+    sittings = _sittings(folder)
+    wall_s = sum(s["wall_s"] for s in sittings)
     storage = f"sqlite:///{folder}/optuna.db"
     study = optuna.load_study(study_name=f"bench-{name}-scalar", storage=storage)
     points = []
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
-        points.append({"t": t.datetime_complete.timestamp() - start, "val": 1.0 - t.user_attrs["val_accuracy"],
+        points.append({"t": sweep_time(t.datetime_complete.timestamp(), sittings), "val": 1.0 - t.user_attrs["val_accuracy"],
                        "test": 1.0 - t.user_attrs["test_accuracy"], "energy": t.user_attrs["energy_normalised"]})
     states = [t.state.name for t in study.trials]
     mus = {t.params.get("search.one_minus_mu") for t in study.trials}
     print(f"{name:8s} {wall_s / 60:6.1f} min  " + ", ".join(f"{s} {states.count(s)}" for s in sorted(set(states)))
-          + f"; {len(mus)} distinct mu", flush=True)
+          + f"; {len(mus)} distinct mu" + (f"; {len(sittings)} sittings" if len(sittings) > 1 else ""), flush=True)
     return wall_s, sorted(points, key=lambda p: p["t"])
 
 
@@ -122,16 +146,27 @@ def main() -> None:
     parser.add_argument("--reuse", nargs="*", default=[], metavar="SWEEP=DIR",
                         help="read a sweep from a folder --keep left (e.g. naive=runs/naive) instead of running it "
                              "again: the ratio then compares two runs, so say so")
+    parser.add_argument("--resume", nargs="*", default=[], metavar="SWEEP=DIR",
+                        help="run a sweep --keep left on to --trials trials in all, in its folder (its wall time is "
+                             "the sum of its sittings'), then read it as --reuse does")
+    parser.add_argument("--repo", default=str(REPO),
+                        help="the checkout whose sweep.py runs (a resumed sweep needs the commit that started it: "
+                             "a changed study definition is refused)")
     args = parser.parse_args()
     print(f"{args.trials} trials per sweep, training split tiled x{args.repeat}, reference point "
           f"(val error {REFERENCE[0]:.2f}, E_PS/E_PSNC {REFERENCE[1]:.1f})", flush=True)
-    reused = dict(item.split("=", 1) for item in args.reuse)
-    if set(reused) - set(SWEEPS):
-        parser.error(f"--reuse: sweeps are {sorted(SWEEPS)}, got {sorted(reused)}")
+    reused, resumed = (dict(item.split("=", 1) for item in items) for items in (args.reuse, args.resume))
+    for option, given in (("--reuse", reused), ("--resume", resumed)):
+        if set(given) - set(SWEEPS):
+            parser.error(f"{option}: sweeps are {sorted(SWEEPS)}, got {sorted(given)}")
+        if missing := [d for d in given.values() if not (Path(d) / "timing.json").exists()]:
+            parser.error(f"{option}: {missing} holds no sweep --keep left (no timing.json)")
     trials, walls = {}, {}
     for name in [args.only] if args.only else SWEEPS:
         if name in reused:
             walls[name], trials[name] = load_sweep(name, Path(reused[name]))
+        elif name in resumed:
+            walls[name], trials[name] = run_sweep(name, SWEEPS[name], Path(resumed[name]), args)
         elif args.keep:  # the sweeps' stores stay for a look (mlflow ui, optuna-dashboard)
             folder = Path(args.keep) / name
             folder.mkdir(parents=True)
