@@ -146,7 +146,7 @@ def seed_everything(seed: int, num_threads: int | None = None) -> None:
 
     On CUDA, deterministic algorithms are requested too (cuBLAS needs CUBLAS_WORKSPACE_CONFIG set
     before its first call, set here unless the user chose one); an op without a deterministic CUDA
-    kernel warns instead of failing (README "GPU"): same GPU model and CUDA/cuDNN versions -> same
+    kernel warns instead of failing (README "CPU or GPU"): same GPU model and CUDA/cuDNN versions -> same
     metrics, but not the CPU's, nor another GPU's."""
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.manual_seed(seed)
