@@ -76,6 +76,18 @@ def store_exists(uri: str) -> bool:
     return path in ("", ":memory:") or Path(path).is_file()
 
 
+def server_with_local_artifacts(uri: str, artifact_location: str | None) -> str | None:
+    """Why an experiment made on a tracking server with a plain local folder for its artifacts
+    would not share them (None when it would): the server records the path, and every machine
+    then writes there on its own disk (e.g. the smoke preset's ``mlruns-smoke`` under a
+    ``tracking.uri=http://...`` override)."""
+    if not uri.startswith(("http://", "https://")) or not artifact_location or "://" in artifact_location:
+        return None
+    return (f"tracking.artifact_location={artifact_location} is a local folder while tracking.uri is a tracking "
+            "server: each machine would keep its artifacts (checkpoints, the reuse cache's models) on its own "
+            "disk; set tracking.artifact_location=null for the server's artifact store, or give a shared URI")
+
+
 def configure(uri: str, experiment: str, artifact_location: str | None = None) -> str:
     """Point MLflow at ``uri`` and return the id of ``experiment`` (created if missing).
 
@@ -93,6 +105,8 @@ def configure(uri: str, experiment: str, artifact_location: str | None = None) -
     if found is not None:
         experiment_id = found.experiment_id
     else:
+        if warning := server_with_local_artifacts(uri, artifact_location):
+            log.warning("%s (experiment %s)", warning, experiment)
         try:
             experiment_id = client.create_experiment(experiment, artifact_location=artifact_location)
         except mlflow.exceptions.MlflowException:

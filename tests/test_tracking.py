@@ -133,3 +133,33 @@ def test_a_background_run_ends_failed_with_the_reason_and_a_failed_creation_is_r
         with tracking.background_run("7", "trial-5"):
             pass
     assert run_calls == []  # no run: nothing to tag or end
+
+
+def test_a_local_artifact_folder_on_a_tracking_server_is_named_and_the_way_out_given():
+    warning = tracking.server_with_local_artifacts("http://tracking-host:5055", "mlruns-smoke")
+    assert "tracking.artifact_location=mlruns-smoke" in warning and "tracking.artifact_location=null" in warning
+    assert tracking.server_with_local_artifacts("https://h", "/srv/mlruns") is not None
+    # shared or server-chosen locations, and a local store, are fine
+    assert tracking.server_with_local_artifacts("http://h:5055", None) is None
+    assert tracking.server_with_local_artifacts("http://h:5055", "s3://bucket/mlruns") is None
+    assert tracking.server_with_local_artifacts("sqlite:///mlflow-smoke.db", "mlruns-smoke") is None
+
+
+def test_configure_warns_when_it_creates_a_server_experiment_with_local_artifacts(monkeypatch, caplog):
+    created = {}
+
+    class Client:
+        def get_experiment_by_name(self, name):
+            return None
+
+        def create_experiment(self, name, artifact_location=None):
+            created[name] = artifact_location
+            return "7"
+    monkeypatch.setattr(tracking, "use", lambda uri: None)
+    monkeypatch.setattr(tracking, "MlflowClient", Client)
+    monkeypatch.setattr(tracking, "_EXPERIMENTS", {})
+    with caplog.at_level("WARNING", logger="pipeline.tracking"):
+        assert tracking.configure("http://tracking-host:5055", "team", "mlruns-smoke") == "7"
+        assert tracking.configure("http://tracking-host:5055", "other", None) == "7"
+    assert [r.getMessage() for r in caplog.records if "local folder" in r.getMessage()] == [
+        tracking.server_with_local_artifacts("http://tracking-host:5055", created["team"]) + " (experiment team)"]
