@@ -86,7 +86,7 @@ def run_sweep(name: str, extra: list[str], folder: Path, args) -> tuple[float, l
         sys.exit(f"{name} sweep failed (exit {proc.returncode}); see {folder / 'sweep.log'}")
     sittings.append({"start": start, "wall_s": wall_s, "repo": str(Path(args.repo).resolve())})
     (folder / "timing.json").write_text(json.dumps({"sittings": sittings}))
-    return load_sweep(name, folder)
+    return load_sweep(name, folder, args.first)
 
 
 def _sittings(folder: Path) -> list[dict]:
@@ -106,21 +106,31 @@ def sweep_time(when: float, sittings: list[dict]) -> float:
     return elapsed
 
 
-def load_sweep(name: str, folder: Path) -> tuple[float, list[dict]]:
+def load_sweep(name: str, folder: Path, first: int | None = None) -> tuple[float, list[dict]]:
     """A sweep's wall time and, per COMPLETE trial in order of completion, seconds since launch, val
-    and test error and E_PS/E_PSNC, from its stores (as run_sweep left them in folder)."""
+    and test error and E_PS/E_PSNC, from its stores (as run_sweep left them in folder). With
+    ``first``, only its trials numbered below it: a longer sweep read as the ``first``-trial sweep
+    it began with (TPE does not know the budget), its wall time ending as the last of them ends."""
     sittings = _sittings(folder)
     wall_s = sum(s["wall_s"] for s in sittings)
     storage = f"sqlite:///{folder}/optuna.db"
     study = optuna.load_study(study_name=f"bench-{name}-scalar", storage=storage)
+    trials = study.get_trials(deepcopy=False)
+    note = f"; {len(sittings)} sittings" if len(sittings) > 1 else ""
+    if first is not None and len(trials) > first:
+        note += f"; its first {first} of {len(trials)} trials"
+        trials = [t for t in trials if t.number < first]
+        wall_s = max(sweep_time(t.datetime_complete.timestamp(), sittings) for t in trials)
     points = []
-    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
-        points.append({"t": sweep_time(t.datetime_complete.timestamp(), sittings), "val": 1.0 - t.user_attrs["val_accuracy"],
-                       "test": 1.0 - t.user_attrs["test_accuracy"], "energy": t.user_attrs["energy_normalised"]})
-    states = [t.state.name for t in study.trials]
-    mus = {t.params.get("search.one_minus_mu") for t in study.trials}
+    for t in trials:
+        if t.state == optuna.trial.TrialState.COMPLETE:
+            points.append({"t": sweep_time(t.datetime_complete.timestamp(), sittings),
+                           "val": 1.0 - t.user_attrs["val_accuracy"], "test": 1.0 - t.user_attrs["test_accuracy"],
+                           "energy": t.user_attrs["energy_normalised"]})
+    states = [t.state.name for t in trials]
+    mus = {t.params.get("search.one_minus_mu") for t in trials}
     print(f"{name:8s} {wall_s / 60:6.1f} min  " + ", ".join(f"{s} {states.count(s)}" for s in sorted(set(states)))
-          + f"; {len(mus)} distinct mu" + (f"; {len(sittings)} sittings" if len(sittings) > 1 else ""), flush=True)
+          + f"; {len(mus)} distinct mu" + note, flush=True)
     return wall_s, sorted(points, key=lambda p: p["t"])
 
 
@@ -149,11 +159,13 @@ def main() -> None:
     parser.add_argument("--resume", nargs="*", default=[], metavar="SWEEP=DIR",
                         help="run a sweep --keep left on to --trials trials in all, in its folder (its wall time is "
                              "the sum of its sittings'), then read it as --reuse does")
+    parser.add_argument("--first", type=int, help="read only each sweep's first N trials (a longer kept sweep as the "
+                        "N-trial sweep it began with: its wall time ends as its Nth trial ends)")
     parser.add_argument("--repo", default=str(REPO),
                         help="the checkout whose sweep.py runs (a resumed sweep needs the commit that started it: "
                              "a changed study definition is refused)")
     args = parser.parse_args()
-    print(f"{args.trials} trials per sweep, training split tiled x{args.repeat}, reference point "
+    print(f"{args.first or args.trials} trials per sweep, training split tiled x{args.repeat}, reference point "
           f"(val error {REFERENCE[0]:.2f}, E_PS/E_PSNC {REFERENCE[1]:.1f})", flush=True)
     reused, resumed = (dict(item.split("=", 1) for item in items) for items in (args.reuse, args.resume))
     for option, given in (("--reuse", reused), ("--resume", resumed)):
@@ -164,7 +176,7 @@ def main() -> None:
     trials, walls = {}, {}
     for name in [args.only] if args.only else SWEEPS:
         if name in reused:
-            walls[name], trials[name] = load_sweep(name, Path(reused[name]))
+            walls[name], trials[name] = load_sweep(name, Path(reused[name]), args.first)
         elif name in resumed:
             walls[name], trials[name] = run_sweep(name, SWEEPS[name], Path(resumed[name]), args)
         elif args.keep:  # the sweeps' stores stay for a look (mlflow ui, optuna-dashboard)

@@ -26,3 +26,25 @@ def test_a_sweep_kept_before_sittings_were_recorded_is_one_sitting(tmp_path):
     (tmp_path / "timing.json").write_text(json.dumps({"sittings": [{"start": 10.0, "wall_s": 5.0},
                                                                    {"start": 90.0, "wall_s": 7.0}]}))
     assert [s["wall_s"] for s in bench._sittings(tmp_path)] == [5.0, 7.0]
+
+
+def test_first_n_trials_read_a_longer_sweep_as_the_sweep_it_began_with(tmp_path):
+    import datetime
+
+    import optuna
+    start = 1_000_000.0
+    (tmp_path / "timing.json").write_text(json.dumps({"start": start, "wall_s": 400.0}))
+    study = optuna.create_study(study_name="bench-x-scalar", storage=f"sqlite:///{tmp_path}/optuna.db")
+    for number, done_s in enumerate([100.0, 200.0, 390.0]):  # trials end 100, 200, 390 s after launch
+        study.add_trial(optuna.trial.FrozenTrial(
+            number=number, trial_id=number, state=optuna.trial.TrialState.COMPLETE, value=0.1, values=None,
+            datetime_start=datetime.datetime.fromtimestamp(start + done_s - 50.0),
+            datetime_complete=datetime.datetime.fromtimestamp(start + done_s), params={}, distributions={},
+            user_attrs={"val_accuracy": 0.97, "test_accuracy": 0.96, "energy_normalised": 0.3},
+            system_attrs={}, intermediate_values={}))
+    wall_s, points = bench.load_sweep("x", tmp_path)
+    assert wall_s == pytest.approx(400.0) and len(points) == 3
+    wall_s, points = bench.load_sweep("x", tmp_path, first=2)
+    assert wall_s == pytest.approx(200.0)  # trial 1, the second, ends 200 s in
+    assert [p["t"] for p in points] == pytest.approx([100.0, 200.0])
+    assert points[0]["val"] == pytest.approx(1.0 - 0.97) and points[0]["test"] == pytest.approx(1.0 - 0.96)
