@@ -28,7 +28,10 @@ the same trials' work replayed alone afterwards (their params, one process, no s
 tracking; a first trial replayed untimed to warm it up), which also checks that the replay gives
 the sweep's objectives.
 
-    .venv/bin/python benchmarks/bench_trial_tracking.py [--server] [--trials 10] [--repo DIR ...]
+    .venv/bin/python benchmarks/bench_trial_tracking.py [--server] [--trials 10] [--repo DIR ...] [--breakdown]
+
+--breakdown then runs the SQLite sweep once more with the overhead's pieces timed in the process
+(Hydra's job launch and its parts, Optuna's ask and tell, validation, the reuse cache's calls).
 
 --repo runs another checkout's sweep.py (e.g. one before a change; given several times, the
 checkouts alternate, --rounds times each, and the medians are printed side by side).
@@ -152,6 +155,86 @@ print(json.dumps(out))
 """
 
 
+# (module, attribute, label): the overhead's pieces, timed in the real process by --breakdown
+TIMED = [
+    # (Hydra's plugin scan re-executes the launcher's module, which then imports the wrapped run_job)
+    ("hydra.core.utils", "run_job", "Hydra run_job, task included"),
+    ("hydra.core.utils", "_save_config", "  .hydra/config.yaml, hydra.yaml, overrides.yaml"),
+    ("hydra.core.hydra_config", "HydraConfig.set_config", "  HydraConfig.set_config (twice)"),
+    ("hydra.core.utils", "configure_log", "  the job's logging set-up"),
+    ("hydra_plugins.ecosplit_optuna_sweeper._job_config", "JobConfigLoader.load_sweep_config",
+     "job config (the kept one copied, the new values applied)"),
+    ("hydra_plugins.ecosplit_optuna_sweeper._loop", "EcosplitOptunaSweeperImpl._ask_batch", "Optuna ask + suggest"),
+    ("hydra_plugins.ecosplit_optuna_sweeper._loop", "EcosplitOptunaSweeperImpl._tell_batch", "Optuna tell"),
+    ("hydra_plugins.ecosplit_optuna_sweeper._loop", "EcosplitOptunaSweeperImpl._sync", "sweeper sync"),
+    ("pipeline.sweep", "run_trial", "task (run_trial)"),
+    ("pipeline.sweep", "_trial_metrics", "  its work + cache (_trial_metrics)"),
+    ("pipeline.sweep", "validate_sweep", "  validation"),
+    ("pipeline.cache", "ModelCache._from_mlflow", "  cache: look-up in MLflow"),
+    ("pipeline.cache", "ModelCache._claim", "  cache: claim run"),
+    ("pipeline.cache", "ModelCache._owner", "  cache: owner check"),
+    ("pipeline.cache", "ModelCache._save_local", "  cache: local save"),
+]
+
+BREAKDOWN = """
+import atexit, functools, importlib, json, os, runpy, sys, time
+spent = {}
+def timed(owner, name, label):
+    f = getattr(owner, name)
+    @functools.wraps(f)
+    def g(*a, **k):
+        t = time.perf_counter()
+        try:
+            return f(*a, **k)
+        finally:
+            spent.setdefault(label, []).append(time.perf_counter() - t)
+    setattr(owner, name, g)
+for module, attr, label in json.loads(sys.argv[1]):
+    owner = importlib.import_module(module)
+    *path, name = attr.split(".")
+    for p in path:
+        owner = getattr(owner, p)
+    timed(owner, name, label)
+atexit.register(lambda: open(os.environ["BREAKDOWN_OUT"], "w").write(json.dumps(spent)))
+sys.argv = [sys.argv[2], *sys.argv[3:]]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def breakdown(repo: Path, n_trials: int) -> None:
+    """--breakdown: the same SQLite sweep once more, with the overhead's pieces (TIMED) timed in
+    the process (perf_counter around each call, no profiler); medians over trials 2..n-1 (trial
+    0 pays first calls, trial 1 the job-config check)."""
+    base = Path(tempfile.mkdtemp(prefix="ecosplit-bench-breakdown-"))
+    work = base / "work"
+    work.mkdir()
+    data = data_root(base)
+    args = [sys.executable, "-c", BREAKDOWN, json.dumps(TIMED), str(repo / "sweep.py"), "-m", *TRIAL,
+            f"data.root={data}", "data.download=false", f"hydra.sweeper.n_trials={n_trials}",
+            f"hydra.sweeper.storage=sqlite:///{base}/optuna.db", "hydra.sweeper.study_name=bench",
+            f"tracking.uri=sqlite:///{base}/mlflow.db", f"cache.dir={work / 'cache'}"]
+    env = {**os.environ, "PYTHONPATH": str(repo), "MLFLOW_DISABLE_TELEMETRY": "true", "OMP_NUM_THREADS": "1",
+           "BREAKDOWN_OUT": str(base / "breakdown.json")}
+    with open(base / "console.txt", "w") as log:
+        if subprocess.run(args, cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT).returncode:
+            raise SystemExit((base / "console.txt").read_text()[-4000:])
+    spent = json.loads((base / "breakdown.json").read_text())
+    per_trial = {}  # label -> seconds per steady trial (median over trials 2..n-1)
+    for _, _, label in TIMED:
+        calls = spent.get(label, [])
+        k = max(1, len(calls) // n_trials)  # calls per trial (three .hydra files, ...); extra ones at start-up
+        sums = [sum(calls[i:i + k]) for i in range(len(calls) - n_trials * k, len(calls), k)]
+        per_trial[label] = statistics.median(sums[2:n_trials - 1]) if len(sums) >= 4 else float("nan")
+    print(f"\nwhere a steady trial's time goes (ms per trial, median over trials 2..{n_trials - 2} of one SQLite "
+          "sweep, timed in the process; indented lines are parts of the line above)")
+    for _, _, label in TIMED:
+        print(f"  {per_trial[label] * 1e3:8.1f}  {label}")
+    launch = per_trial["Hydra run_job, task included"] - per_trial["task (run_trial)"]
+    print(f"  {launch * 1e3:8.1f}  = Hydra's job launch (run_job without the task)")
+    task = per_trial["task (run_trial)"] - per_trial["  its work + cache (_trial_metrics)"]
+    print(f"  {task * 1e3:8.1f}  = the task outside its work and cache calls (validation, params, run start/end)")
+
+
 def replay_work(repo: Path, data: Path, trials: list) -> list[dict]:
     """CPU seconds of each trial's work done alone (``REPLAY``) and its objective."""
     overrides = [o for o in TRIAL if not o.startswith(("hydra", "search.one_minus_mu="))]
@@ -215,6 +298,8 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=10)
     parser.add_argument("--repo", type=Path, action="append", help="the checkout whose sweep.py runs (repeatable)")
     parser.add_argument("--rounds", type=int, default=1, help="runs of each checkout, alternating")
+    parser.add_argument("--breakdown", action="store_true",
+                        help="then one more SQLite sweep that times the overhead's pieces in the process")
     args = parser.parse_args()
     if args.trials < 4:
         parser.error("--trials must be >= 4 (trials 1..n-2 are measured)")
@@ -238,6 +323,8 @@ def main() -> None:
             print(f"  {str(repo)[-30:]:30s} {med['wall']:6.3f}  {med['work']:6.3f}  {med['overhead']:6.3f}  "
                   f"({med['data']:5.3f} {med['tracking']:6.3f} {med['sweeper']:6.3f} {med['gap']:5.3f})  {share:6.1%}"
                   f"      | {med['cpu']:6.3f} {med['work_cpu']:6.3f}  {cpu_share:6.1%}")
+    if args.breakdown:
+        breakdown(repos[0], args.trials)
 
 
 if __name__ == "__main__":
