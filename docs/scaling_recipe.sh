@@ -54,7 +54,8 @@ c = MlflowClient("http://tracking-host:5055")
 for e in c.search_experiments():
     runs = c.search_runs([e.experiment_id], max_results=1000)
     top = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
-    print(f"experiment {e.name}: {len(runs)} runs, {len(top)} top-level")
+    stores = sorted({r.info.artifact_uri.split(":", 1)[0] for r in runs})  # mlflow-artifacts: through the server
+    print(f"experiment {e.name}: {len(runs)} runs, {len(top)} top-level, artifacts in {stores}")
 print("registered:", [(m.name, [v.version for v in c.search_model_versions(f"name='{m.name}'")]) for m in c.search_registered_models()])
 PY
 kill $MLFLOW_PID; wait $MLFLOW_PID 2>/dev/null || true
