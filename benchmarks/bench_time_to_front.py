@@ -72,8 +72,8 @@ def run_sweep(name: str, extra: list[str], folder: Path, args) -> tuple[float, l
     """Run one sweep (or resume it, in a folder that holds one: the study stops at args.trials in
     all); its wall time over its sittings and its COMPLETE trials (load_sweep)."""
     storage = f"sqlite:///{folder}/optuna.db"
-    cmd = [sys.executable, str(Path(args.repo) / "sweep.py"), "-m", f"data.root={args.data_root}", "data.download=false",
-           f"data.train_repeat={args.repeat}", f"sweep.name=bench-{name}", f"sweep.storage={storage}",
+    cmd = [sys.executable, str(Path(args.repo) / "sweep.py"), "-m", f"data.root={args.data_root}",
+           "data.download=false", f"data.train_repeat={args.repeat}", f"sweep.name=bench-{name}", f"sweep.storage={storage}",
            f"sweep.n_trials={args.trials}", f"tracking.uri=sqlite:///{folder}/mlflow.db",
            f"tracking.artifact_location={folder}/mlruns", f"cache.dir={folder}/cache",
            f"hydra.sweep.dir={folder}/multirun", *extra, *args.set]
@@ -120,7 +120,7 @@ def load_sweep(name: str, folder: Path, first: int | None = None) -> tuple[float
     if first is not None and len(trials) > first:
         note += f"; its first {first} of {len(trials)} trials"
         trials = [t for t in trials if t.number < first]
-        wall_s = max(sweep_time(t.datetime_complete.timestamp(), sittings) for t in trials)
+        wall_s = max(sweep_time(t.datetime_complete.timestamp(), sittings) for t in trials if t.datetime_complete)
     points = []
     for t in trials:
         if t.state == optuna.trial.TrialState.COMPLETE:
