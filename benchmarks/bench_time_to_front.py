@@ -71,21 +71,23 @@ AXES = {"val": "validation error", "test": "test error"}
 def run_sweep(name: str, extra: list[str], folder: Path, args) -> tuple[float, list[dict]]:
     """Run one sweep (or resume it, in a folder that holds one: the study stops at args.trials in
     all); its wall time over its sittings and its COMPLETE trials (load_sweep)."""
+    folder, repo = folder.resolve(), Path(args.repo).resolve()  # the sweep runs in folder: no relative paths
     storage = f"sqlite:///{folder}/optuna.db"
-    cmd = [sys.executable, str(Path(args.repo) / "sweep.py"), "-m", f"data.root={args.data_root}",
+    cmd = [sys.executable, str(repo / "sweep.py"), "-m", f"data.root={args.data_root}",
            "data.download=false", f"data.train_repeat={args.repeat}", f"sweep.name=bench-{name}", f"sweep.storage={storage}",
            f"sweep.n_trials={args.trials}", f"tracking.uri=sqlite:///{folder}/mlflow.db",
            f"tracking.artifact_location={folder}/mlruns", f"cache.dir={folder}/cache",
            f"hydra.sweep.dir={folder}/multirun", *extra, *args.set]
     sittings = _sittings(folder) if (folder / "timing.json").exists() else []
     start = time.time()
-    with open(folder / "sweep.log", "a") as log:
-        proc = subprocess.run(cmd, cwd=folder, stdout=log, stderr=subprocess.STDOUT)
-    wall_s = time.time() - start
+    try:
+        with open(folder / "sweep.log", "a") as log:
+            proc = subprocess.run(cmd, cwd=folder, stdout=log, stderr=subprocess.STDOUT)
+    finally:  # a failed or interrupted sitting ran trials too: its time counts when the sweep resumes
+        sittings.append({"start": start, "wall_s": time.time() - start, "repo": str(repo)})
+        (folder / "timing.json").write_text(json.dumps({"sittings": sittings}))
     if proc.returncode != 0:
         sys.exit(f"{name} sweep failed (exit {proc.returncode}); see {folder / 'sweep.log'}")
-    sittings.append({"start": start, "wall_s": wall_s, "repo": str(Path(args.repo).resolve())})
-    (folder / "timing.json").write_text(json.dumps({"sittings": sittings}))
     return load_sweep(name, folder, args.first)
 
 
@@ -117,10 +119,13 @@ def load_sweep(name: str, folder: Path, first: int | None = None) -> tuple[float
     study = optuna.load_study(study_name=f"bench-{name}-scalar", storage=storage)
     trials = study.get_trials(deepcopy=False)
     note = f"; {len(sittings)} sittings" if len(sittings) > 1 else ""
-    if first is not None and len(trials) > first:
-        note += f"; its first {first} of {len(trials)} trials"
-        trials = [t for t in trials if t.number < first]
-        wall_s = max(sweep_time(t.datetime_complete.timestamp(), sittings) for t in trials if t.datetime_complete)
+    counted = sorted(t.number for t in trials if t.state != optuna.trial.TrialState.FAIL)  # as n_trials counts
+    if first is not None and len(counted) > first:
+        # the first N counted trials and the failures among them (a FAIL's retry comes later, with a new number)
+        note += f"; its first {first} of {len(counted)} trials"
+        trials = [t for t in trials if t.number <= counted[first - 1]]
+        wall_s = max((sweep_time(t.datetime_complete.timestamp(), sittings) for t in trials if t.datetime_complete),
+                     default=0.0)
     points = []
     for t in trials:
         if t.state == optuna.trial.TrialState.COMPLETE:
@@ -165,6 +170,8 @@ def main() -> None:
                         help="the checkout whose sweep.py runs (a resumed sweep needs the commit that started it: "
                              "a changed study definition is refused)")
     args = parser.parse_args()
+    if args.first is not None and args.first < 1:
+        parser.error(f"--first: a number of trials >= 1, got {args.first}")
     print(f"{args.first or args.trials} trials per sweep, training split tiled x{args.repeat}, reference point "
           f"(val error {REFERENCE[0]:.2f}, E_PS/E_PSNC {REFERENCE[1]:.1f})", flush=True)
     reused, resumed = (dict(item.split("=", 1) for item in items) for items in (args.reuse, args.resume))
