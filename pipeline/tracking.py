@@ -17,6 +17,7 @@ import tempfile
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from urllib.parse import urlparse
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import mlflow
@@ -76,12 +77,18 @@ def store_exists(uri: str) -> bool:
     return path in ("", ":memory:") or Path(path).is_file()
 
 
+def _plain_path(location: str) -> bool:
+    """A location with no URI scheme: a folder path (a Windows drive letter is no scheme)."""
+    return len(urlparse(location).scheme) <= 1
+
+
 def server_with_local_artifacts(uri: str, artifact_location: str | None) -> str | None:
     """Why an experiment made on a tracking server with a plain local folder for its artifacts
     would not share them (None when it would): the server records the path, and every machine
     then writes there on its own disk (e.g. the smoke preset's ``mlruns-smoke`` under a
     ``tracking.uri=http://...`` override)."""
-    if not uri.startswith(("http://", "https://")) or not artifact_location or "://" in artifact_location:
+    local = artifact_location and (_plain_path(artifact_location) or urlparse(artifact_location).scheme == "file")
+    if not uri.startswith(("http://", "https://")) or not local:
         return None
     return (f"tracking.artifact_location={artifact_location} is a local folder while tracking.uri is a tracking "
             "server: each machine would keep its artifacts (checkpoints, the reuse cache's models) on its own "
@@ -95,7 +102,7 @@ def configure(uri: str, experiment: str, artifact_location: str | None = None) -
     create the database schema or the experiment.
     """
     use(uri)
-    if artifact_location and "://" not in artifact_location:
+    if artifact_location and _plain_path(artifact_location):
         # a plain path is stored as given: make it absolute, or it would move with the working directory
         artifact_location = str(Path(artifact_location).expanduser().resolve())
     if (uri, experiment) in _EXPERIMENTS:  # once per process: every sweep trial calls this

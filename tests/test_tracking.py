@@ -142,6 +142,9 @@ def test_a_local_artifact_folder_on_a_tracking_server_is_named_and_the_way_out_g
     # shared or server-chosen locations, and a local store, are fine
     assert tracking.server_with_local_artifacts("http://h:5055", None) is None
     assert tracking.server_with_local_artifacts("http://h:5055", "s3://bucket/mlruns") is None
+    assert tracking.server_with_local_artifacts("http://h:5055", "mlflow-artifacts:/team") is None  # the server's
+    assert tracking.server_with_local_artifacts("http://h:5055", "file:///srv/mlruns") is not None  # a local folder too
+    assert tracking.server_with_local_artifacts("http://h:5055", "C:\\mlruns") is not None  # a drive letter: a path
     assert tracking.server_with_local_artifacts("sqlite:///mlflow-smoke.db", "mlruns-smoke") is None
 
 
