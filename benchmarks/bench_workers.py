@@ -117,6 +117,7 @@ def run_config(base: Path, pg: PostgresServer, tracking_uri: str, data: Path, la
                 f"train.num_threads={threads}", f"hydra.sweeper.n_trials={N_TRIALS}",
                 f"hydra.sweeper.storage={storage}", f"hydra.sweeper.study_name={study_name}",
                 f"hydra.sweeper.sampler.seed={i}", f"tracking.uri={tracking_uri}", f"tracking.experiment={experiment}",
+                "tracking.artifact_location=null",  # proxied by the server (the smoke preset's is a local folder)
                 f"selection.registered_model=bench-{tag}", f"cache.dir={work / 'cache'}",
                 f"hydra.sweep.dir={work / 'multirun'}"]
         log = open(work / "console.txt", "w")

@@ -159,6 +159,7 @@ class Sweep:
         else:
             self.tracking_uri, self.experiment = tracking_uri, f"faults-{uuid.uuid4().hex[:8]}"
             self.args += [f"tracking.uri={tracking_uri}", f"tracking.experiment={self.experiment}",
+                          "tracking.artifact_location=null",  # the server's store, not the preset's local folder
                           f"cache.experiment={self.experiment}-cache",  # models shared within this test only
                           f"selection.registered_model={self.experiment}"]
         self.starts = 0

@@ -48,6 +48,7 @@ class Sweep:
             "experiment=smoke", f"data.root={data}", "data.download=false",
             f"hydra.sweeper.storage={self.storage}", f"hydra.sweeper.study_name={self.study_name}",
             f"hydra.sweeper.n_trials={n_trials}", f"tracking.uri={tracking_uri}",
+            "tracking.artifact_location=null",  # through the server, as workers on other machines need it
             f"tracking.experiment={self.experiment}", f"cache.experiment={self.cache_experiment}",
             f"selection.registered_model={self.model_name}",
             "train.num_threads=1", *extra,  # several workers share 2 cores
