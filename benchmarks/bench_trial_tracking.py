@@ -163,12 +163,12 @@ TIMED = [
     ("hydra.core.utils", "run_job", "Hydra run_job, task included"),
     ("hydra.core.utils", "_save_config", "  .hydra/config.yaml, hydra.yaml, overrides.yaml"),
     ("hydra.core.hydra_config", "HydraConfig.set_config", "  HydraConfig.set_config (twice)"),
-    ("hydra.core.utils", "configure_log", "  the job's logging set-up"),
     ("hydra_plugins.ecosplit_optuna_sweeper._job_config", "JobConfigLoader.load_sweep_config",
      "job config (the kept one copied, the new values applied)"),
     ("hydra_plugins.ecosplit_optuna_sweeper._loop", "EcosplitOptunaSweeperImpl._ask_batch", "Optuna ask + suggest"),
     ("hydra_plugins.ecosplit_optuna_sweeper._loop", "EcosplitOptunaSweeperImpl._tell_batch", "Optuna tell"),
     ("hydra_plugins.ecosplit_optuna_sweeper._loop", "EcosplitOptunaSweeperImpl._sync", "sweeper sync"),
+    ("hydra.core.utils", "configure_log", "logging set-up (3 calls a job: the launcher's 2 around it, run_job's)"),
     ("pipeline.sweep", "run_trial", "task (run_trial)"),
     ("pipeline.sweep", "_trial_metrics", "  its work + cache (_trial_metrics)"),
     ("pipeline.sweep", "validate_sweep", "  validation"),
@@ -224,9 +224,12 @@ def breakdown(repo: Path, n_trials: int) -> None:
     per_trial = {}  # label -> seconds per steady trial (median over trials 2..n-1)
     for _, _, label in TIMED:
         calls = spent.get(label, [])
-        k = max(1, len(calls) // n_trials)  # calls per trial (three .hydra files, ...); extra ones at start-up
+        if len(calls) < n_trials:  # not called in every trial (e.g. the cache's calls when a model is there)
+            per_trial[label] = float("nan")
+            continue
+        k = len(calls) // n_trials  # calls per trial (three .hydra files, ...); extra ones at start-up
         sums = [sum(calls[i:i + k]) for i in range(len(calls) - n_trials * k, len(calls), k)]
-        per_trial[label] = statistics.median(sums[2:n_trials - 1]) if len(sums) >= 4 else float("nan")
+        per_trial[label] = statistics.median(sums[2:n_trials - 1])
     print(f"\nwhere a steady trial's time goes (ms per trial, median over trials 2..{n_trials - 2} of one SQLite "
           "sweep, timed in the process; indented lines are parts of the line above)")
     for _, _, label in TIMED:
