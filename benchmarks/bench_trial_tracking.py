@@ -203,6 +203,30 @@ runpy.run_path(sys.argv[0], run_name="__main__")
 """
 
 
+COMPOSE = """
+import statistics, sys, time
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+conf_dir, name = sys.argv[1:3]
+with initialize_config_dir(config_dir=conf_dir, version_base="1.3"):
+    master = compose(name, return_hydra_config=True)
+    loader = GlobalHydra.instance().config_loader()
+    times = []
+    for _ in range(40):
+        start = time.perf_counter()
+        loader.load_sweep_config(master, [])
+        times.append(time.perf_counter() - start)
+print(statistics.median(times[5:]))
+"""
+
+
+def composition_ms(conf_dir: Path, name: str) -> float:
+    """Hydra composing one sweep job's config from scratch (``load_sweep_config``), median ms."""
+    out = subprocess.run([sys.executable, "-c", COMPOSE, str(conf_dir), name], capture_output=True, text=True,
+                         check=True)
+    return float(out.stdout.split()[-1]) * 1e3
+
+
 def breakdown(repo: Path, n_trials: int) -> None:
     """--breakdown: the same SQLite sweep once more, with the overhead's pieces (TIMED) timed in
     the process (perf_counter around each call, no profiler); medians over trials 2..n-1 (trial
@@ -238,6 +262,9 @@ def breakdown(repo: Path, n_trials: int) -> None:
     print(f"  {launch * 1e3:8.1f}  = Hydra's job launch (run_job without the task)")
     task = per_trial["task (run_trial)"] - per_trial["  its work + cache (_trial_metrics)"]
     print(f"  {task * 1e3:8.1f}  = the task outside its work and cache calls (validation, params, run start/end)")
+    print(f"Hydra composing a job's config from scratch instead of the copy: {composition_ms(repo / 'conf', 'sweep'):.1f} ms "
+          f"for sweep.py, {composition_ms(repo / 'tests' / 'sweeper_app' / 'conf', 'config'):.1f} ms for a one-file app "
+          "(tests/sweeper_app; median of 35)")
 
 
 def replay_work(repo: Path, data: Path, trials: list) -> list[dict]:
