@@ -216,8 +216,11 @@ class Sweep:
     def cache_experiment(self) -> str:
         return next((a.split("=", 1)[1] for a in self.args if a.startswith("cache.experiment=")), "ecosplit-cache")
 
+    def trial_runs(self, number: int) -> list:
+        return [r for r in self.runs("trial") if r.data.tags.get("optuna.trial_number") == str(number)]
+
     def trial_run(self, number: int):
-        (run,) = [r for r in self.runs("trial") if r.data.tags.get("optuna.trial_number") == str(number)]
+        (run,) = self.trial_runs(number)
         return run
 
     def wait_for_trial_run(self, number: int, timeout: float = 30):
@@ -225,7 +228,7 @@ class Sweep:
         trial goes on, so a pause in the trial can come first."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            runs = [r for r in self.runs("trial") if r.data.tags.get("optuna.trial_number") == str(number)]
+            runs = self.trial_runs(number)
             if runs:
                 return runs[0]
             time.sleep(0.1)
