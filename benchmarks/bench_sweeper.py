@@ -3,7 +3,7 @@
 Both sweep the same trivial Hydra app (a quadratic in x and y, nothing else: the task itself
 costs microseconds) with the same sampler - Optuna's TPE, seed 0, the official plugin's
 settings (independent TPE: `multivariate=false`; everything else at Optuna's defaults) - on an
-SQLite file in a temp dir, with Hydra's basic launcher. Each sweeper runs the study with
+SQLite file in a temp dir, with Hydra's basic launcher (one row also with ecosplit's). Each sweeper runs the study with
 n_trials=10 and with n_trials=110 as separate processes; the marginal cost of a trial is
 (t110 - t10) / 100, so process start-up, imports and opening the study cancel out and what is
 left is per trial: ask, the sampler, Hydra's job launch, tell and whatever the sweeper adds.
@@ -18,6 +18,10 @@ Sweepers:
                            defaults (SQLite in write-ahead-log mode: hydra.sweeper.sqlite_wal).
   ecosplit_optuna, no WAL  the same with hydra.sweeper.sqlite_wal=false: SQLite's own journal, as
                            the official plugin leaves it; what is left is fewer round trips.
+  ecosplit_optuna + ecosplit launcher
+                           the first with hydra/launcher=ecosplit (the basic launcher with less
+                           work per job, hydra_plugins/ecosplit_optuna_sweeper/launcher.py), as
+                           ecosplit's sweep.py runs; every other row uses Hydra's basic launcher.
   official, Optuna 5       hydra-optuna-sweeper 1.2.0 from <venv>/coexist (`make install`
                            puts it there with --no-deps for a coexistence test): its code on
                            this venv's Optuna, SQLAlchemy and Hydra, so the difference is the
@@ -155,6 +159,9 @@ def main() -> None:
     sweepers = [Sweeper("ecosplit_optuna", sys.executable, str(args.ours.resolve()), ours),
                 Sweeper("ecosplit_optuna, no WAL", sys.executable, str(args.ours.resolve()),
                         ours + ["hydra.sweeper.sqlite_wal=false"])]
+    if (args.ours / "hydra_plugins" / "ecosplit_optuna_sweeper" / "launcher.py").exists():  # not in older checkouts
+        sweepers.append(Sweeper("ecosplit_optuna + ecosplit launcher", sys.executable, str(args.ours.resolve()),
+                                ours + ["hydra/launcher=ecosplit"]))
     coexist = coexist_dir()
     if coexist is not None:
         sweepers.append(Sweeper("official, Optuna 5", sys.executable, str(coexist), ["hydra/sweeper=optuna"], ours=False))
@@ -164,10 +171,10 @@ def main() -> None:
         sweepers.append(Sweeper("official, own stack", str(official_venv()), "", ["hydra/sweeper=optuna"], ours=False))
 
     print(f"bench_sweeper: trivial Hydra app, TPE (seed 0, multivariate=false), SQLite in a temp dir, basic "
-          f"launcher; marginal cost per trial = (t{N_LARGE} - t{N_SMALL}) / {N_LARGE - N_SMALL}; "
+          f"launcher unless named; marginal cost per trial = (t{N_LARGE} - t{N_SMALL}) / {N_LARGE - N_SMALL}; "
           f"{args.repeats} interleaved repeats; {os.cpu_count()} cores")
     for s in sweepers:
-        print(f"  {s.label:24s} {versions(s.python, s.pythonpath)}")
+        print(f"  {s.label:36s} {versions(s.python, s.pythonpath)}")
     print("load average before (1/5/15 min): " + " ".join(f"{x:.2f}" for x in os.getloadavg()), flush=True)
 
     base = Path(tempfile.mkdtemp(prefix="ecosplit-bench-sweeper-"))
@@ -190,10 +197,10 @@ def main() -> None:
     print("load average after (1/5/15 min): " + " ".join(f"{x:.2f}" for x in os.getloadavg()))
 
     print()
-    print(f"sweeper                   t{N_SMALL} (s)  t{N_LARGE} (s)   marginal ms/trial, median (repeats)")
-    print(f"{'':24s} {'':17s}   wall                     CPU")
+    print(f"{'sweeper':36s}  t{N_SMALL} (s)  t{N_LARGE} (s)   marginal ms/trial, median (repeats)")
+    print(f"{'':36s} {'':17s}   wall                     CPU")
     for s in sweepers:
-        print(f"{s.label:24s} {statistics.median(s.seconds[N_SMALL]):6.2f}  {statistics.median(s.seconds[N_LARGE]):7.2f}"
+        print(f"{s.label:36s} {statistics.median(s.seconds[N_SMALL]):6.2f}  {statistics.median(s.seconds[N_LARGE]):7.2f}"
               f"   {_figures(s.marginal_ms())}   {_figures(s.marginal_ms(cpu=True))}".rstrip())
     for mine in (s for s in sweepers if s.ours):
         for theirs in (s for s in sweepers if not s.ours):

@@ -157,18 +157,26 @@ print(json.dumps(out))
 """
 
 
-# (module, attribute, label): the overhead's pieces, timed in the real process by --breakdown
+# (module, attribute, label): the overhead's pieces, timed in the real process by --breakdown; a
+# label given twice times either function (hydra/launcher=ecosplit's or Hydra's basic launcher's,
+# whichever the checkout runs; a module it lacks is skipped)
+RUN_JOB = "job launch (run_job), task included"
 TIMED = [
-    # (Hydra's plugin scan re-executes the launcher's module, which then imports the wrapped run_job)
-    ("hydra.core.utils", "run_job", "Hydra run_job, task included"),
+    ("hydra_plugins.ecosplit_optuna_sweeper._launcher", "run_job", RUN_JOB),
+    # (Hydra's plugin scan re-executes the basic launcher's module, which then imports the wrapped run_job)
+    ("hydra.core.utils", "run_job", RUN_JOB),
+    ("hydra_plugins.ecosplit_optuna_sweeper._launcher", "save_config", "  .hydra/config.yaml, hydra.yaml, overrides.yaml"),
     ("hydra.core.utils", "_save_config", "  .hydra/config.yaml, hydra.yaml, overrides.yaml"),
-    ("hydra.core.hydra_config", "HydraConfig.set_config", "  HydraConfig.set_config (twice)"),
+    ("hydra.core.hydra_config", "HydraConfig.set_config", "  HydraConfig.set_config"),
     ("hydra_plugins.ecosplit_optuna_sweeper._job_config", "JobConfigLoader.load_sweep_config",
      "job config (the kept one copied, the new values applied)"),
     ("hydra_plugins.ecosplit_optuna_sweeper._loop", "EcosplitOptunaSweeperImpl._ask_batch", "Optuna ask + suggest"),
     ("hydra_plugins.ecosplit_optuna_sweeper._loop", "EcosplitOptunaSweeperImpl._tell_batch", "Optuna tell"),
     ("hydra_plugins.ecosplit_optuna_sweeper._loop", "EcosplitOptunaSweeperImpl._sync", "sweeper sync"),
-    ("hydra.core.utils", "configure_log", "logging set-up (3 calls a job: the launcher's 2 around it, run_job's)"),
+    ("hydra.core.utils", "configure_log", "logging set-up (the launcher's calls around a job, run_job's)"),
+    # imported by name before the wrap above (the basic launcher's module imports it after)
+    ("hydra_plugins.ecosplit_optuna_sweeper._launcher", "configure_log",
+     "logging set-up (the launcher's calls around a job, run_job's)"),
     ("pipeline.sweep", "run_trial", "task (run_trial)"),
     ("pipeline.sweep", "_trial_metrics", "  its work + cache (_trial_metrics)"),
     ("pipeline.sweep", "validate_sweep", "  validation"),
@@ -192,7 +200,10 @@ def timed(owner, name, label):
             spent.setdefault(label, []).append(time.perf_counter() - t)
     setattr(owner, name, g)
 for module, attr, label in json.loads(sys.argv[1]):
-    owner = importlib.import_module(module)
+    try:
+        owner = importlib.import_module(module)
+    except ImportError:  # a checkout before that module
+        continue
     *path, name = attr.split(".")
     for p in path:
         owner = getattr(owner, p)
@@ -245,20 +256,22 @@ def breakdown(repo: Path, n_trials: int) -> None:
         if subprocess.run(args, cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT).returncode:
             raise SystemExit((base / "console.txt").read_text()[-4000:])
     spent = json.loads((base / "breakdown.json").read_text())
-    per_trial = {}  # label -> seconds per steady trial (median over trials 2..n-1)
-    for _, _, label in TIMED:
+    per_trial, per_call = {}, {}  # label -> seconds per steady trial (median over trials 2..n-1), calls a trial
+    labels = list(dict.fromkeys(label for _, _, label in TIMED))
+    for label in labels:
         calls = spent.get(label, [])
         if len(calls) < n_trials:  # not called in every trial (e.g. the cache's calls when a model is there)
-            per_trial[label] = float("nan")
+            per_trial[label], per_call[label] = float("nan"), 0
             continue
-        k = len(calls) // n_trials  # calls per trial (three .hydra files, ...); extra ones at start-up
+        k = per_call[label] = len(calls) // n_trials  # calls per trial (three .hydra files, ...); extra ones at start-up
         sums = [sum(calls[i:i + k]) for i in range(len(calls) - n_trials * k, len(calls), k)]
         per_trial[label] = statistics.median(sums[2:n_trials - 1])
     print(f"\nwhere a steady trial's time goes (ms per trial, median over trials 2..{n_trials - 2} of one SQLite "
           "sweep, timed in the process; indented lines are parts of the line above)")
-    for _, _, label in TIMED:
-        print(f"  {per_trial[label] * 1e3:8.1f}  {label}")
-    launch = per_trial["Hydra run_job, task included"] - per_trial["task (run_trial)"]
+    for label in labels:
+        calls = f" ({per_call[label]} calls)" if per_call[label] > 1 else ""
+        print(f"  {per_trial[label] * 1e3:8.1f}  {label}{calls}")
+    launch = per_trial[RUN_JOB] - per_trial["task (run_trial)"]
     print(f"  {launch * 1e3:8.1f}  = Hydra's job launch (run_job without the task)")
     task = per_trial["task (run_trial)"] - per_trial["  its work + cache (_trial_metrics)"]
     print(f"  {task * 1e3:8.1f}  = the task outside its work and cache calls (validation, params, run start/end)")

@@ -1,6 +1,7 @@
 """Toy Hydra app swept by tests/test_sweeper.py (see conf/config.yaml for the knobs)."""
 
 import json
+import logging
 import math
 import os
 import signal
@@ -8,8 +9,9 @@ import time
 from pathlib import Path
 
 import hydra
+from hydra.experimental.callback import Callback
 import optuna
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from hydra_plugins.ecosplit_optuna_sweeper import current_trial
 
@@ -17,6 +19,8 @@ from hydra_plugins.ecosplit_optuna_sweeper import current_trial
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig):
     x, y = float(cfg.x), float(cfg.y)
+    if cfg.record:
+        record_job(cfg)
     loss = (x - 1.0) ** 2 + (y + 2.0) ** 2
     if cfg.sleep:
         time.sleep(float(cfg.sleep))
@@ -64,6 +68,35 @@ def main(cfg: DictConfig):
         "trial_seen": trial.number if trial is not None else -1,
         "pid": os.getpid(),
     }
+
+
+def record_job(cfg: DictConfig) -> None:
+    """What the job sees of Hydra (tests/test_launcher.py compares two launchers)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    hc = HydraConfig.get()
+    seen = {"cwd": os.getcwd(), "output_dir": hc.runtime.output_dir, "job_num": hc.job.num, "job_id": hc.job.id,
+            "override_dirname": hc.job.override_dirname, "env": os.environ.get("MY_APP_ENV"),
+            "config": OmegaConf.to_container(cfg), "has_hydra_node": "hydra" in cfg}
+    logging.getLogger(__name__).info("recorded job %s", hc.job.num)
+    (Path(hc.runtime.output_dir) / "seen.json").write_text(json.dumps(seen))
+
+
+class RecordJobEnd(Callback):
+    """A Hydra callback (``hydra.callbacks``): the job's JobReturn to job_end.json in its folder."""
+
+    def on_job_end(self, config: DictConfig, job_return, **kwargs) -> None:
+        out = Path(config.hydra.runtime.output_dir) / "job_end.json"
+        out.write_text(json.dumps({"working_dir": job_return.working_dir, "status": job_return.status.name,
+                                   "task_name": job_return.task_name, "overrides": job_return.overrides,
+                                   "job_num": job_return.hydra_cfg.hydra.job.num,
+                                   "cfg_has_hydra": "hydra" in job_return.cfg}))
+
+
+def record_after_jobs(study: optuna.Study, cfg: DictConfig) -> None:
+    """on_complete hook: the sweeper process's working directory and MY_APP_ENV once the jobs ran."""
+    out = Path(cfg.hydra.sweep.dir) / "after_jobs.json"
+    out.write_text(json.dumps({"cwd": os.getcwd(), "env": os.environ.get("MY_APP_ENV")}))
 
 
 def trial_number() -> int:
