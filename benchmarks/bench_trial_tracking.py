@@ -31,7 +31,8 @@ the sweep's objectives.
     .venv/bin/python benchmarks/bench_trial_tracking.py [--server] [--trials 10] [--repo DIR ...] [--breakdown]
 
 --breakdown then runs the SQLite sweep once more with the overhead's pieces timed in the process
-(Hydra's job launch and its parts, Optuna's ask and tell, validation, the reuse cache's calls).
+(Hydra's job launch and its parts, Optuna's ask and tell, the task's own steps around its work, the
+reuse cache's calls; calls in the main thread only: a background thread's cost no wall time).
 
 --repo runs another checkout's sweep.py (e.g. one before a change; given several times, the
 checkouts alternate, --rounds times each, and the medians are printed side by side).
@@ -180,6 +181,13 @@ TIMED = [
     ("pipeline.sweep", "run_trial", "task (run_trial)"),
     ("pipeline.sweep", "_trial_metrics", "  its work + cache (_trial_metrics)"),
     ("pipeline.sweep", "validate_sweep", "  validation"),
+    ("pipeline.sweep", "load_data", "  data (load_data: the process's splits)"),
+    ("pipeline.sweep", "training_key", "  training key (sha256 of the training config and data)"),
+    ("pipeline.tracking", "flatten", "  settings as params (flatten)"),
+    ("pipeline.sweep", "dataset_input", "  dataset input (digest, profile)"),
+    ("pipeline.tracking", "RunLog.join", "  waiting for the run's background MLflow calls"),
+    ("pipeline.tracking", "RunLog.send", "  sending the final metrics and tags"),
+    ("mlflow.tracking", "MlflowClient.set_terminated", "  ending the run"),
     ("pipeline.cache", "ModelCache._from_mlflow", "  cache: look-up in MLflow"),
     ("pipeline.cache", "ModelCache._claim", "  cache: claim run"),
     ("pipeline.cache", "ModelCache._owner", "  cache: owner check"),
@@ -187,12 +195,14 @@ TIMED = [
 ]
 
 BREAKDOWN = """
-import atexit, functools, importlib, json, os, runpy, sys, time
+import atexit, functools, importlib, json, os, runpy, sys, threading, time
 spent = {}
 def timed(owner, name, label):
     f = getattr(owner, name)
     @functools.wraps(f)
     def g(*a, **k):
+        if threading.current_thread() is not threading.main_thread():  # off the trial's path: no wall time
+            return f(*a, **k)
         t = time.perf_counter()
         try:
             return f(*a, **k)
