@@ -56,7 +56,8 @@ BEAT_METRIC = "claim_beat"
 def cache_experiment_id(cfg: DictConfig) -> str:
     """The id of the MLflow experiment holding the cache's trained-model runs, ``cache.experiment``
     in the store at ``tracking.uri`` (created if missing; looked up once per process)."""
-    return tracking.configure(cfg.tracking.uri, cfg.cache.experiment, cfg.tracking.artifact_location)
+    return tracking.configure(cfg.tracking.uri, cfg.cache.experiment, cfg.tracking.artifact_location,
+                              cfg.tracking.sqlite_wal)
 
 
 def _sha256(splits: list[TensorSplit]) -> str:

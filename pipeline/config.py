@@ -80,6 +80,7 @@ def validate_training(cfg: DictConfig) -> None:
     from .pruning import PRUNE_MODES
     from .training import CE_REDUCTIONS, LR_SCHEDULES, resolve_device
 
+    validate_tracking(cfg)
     check_range(cfg, "train.mu", 0, 1, low_open=True)
     check_choice(cfg, "train.ce_reduction", CE_REDUCTIONS)
     check_range(cfg, "train.epochs", 1, integer=True)
@@ -260,9 +261,16 @@ def _one_of(cfg, key: str, options) -> None:
         raise ConfigError(f"{key} must be one of {', '.join(map(str, options))} (got {value!r})")
 
 
+def validate_tracking(cfg: DictConfig) -> None:
+    """The MLflow settings a value could be wrong in (the URI is checked as it is opened)."""
+    if OmegaConf.select(cfg, "tracking") is not None:
+        _one_of(cfg, "tracking.sqlite_wal", [True, False])
+
+
 def validate_evaluation(cfg: DictConfig) -> None:
     """Every energy, channel, timing, trajectory, statistics and CO2 setting, before any work or recording."""
     c, t = cfg.channel, cfg.trajectory
+    validate_tracking(cfg)
     validate_energy(cfg)
     for key in ("channel.power_w", "channel.noise_psd_w_per_hz", "channel.bandwidth_hz"):
         check_range(cfg, key, 0, low_open=True)

@@ -62,7 +62,7 @@ from omegaconf import DictConfig
 from . import objective, tracking
 from .cache import ROLE as CACHE_ROLE  # the runs holding the cached dense models
 from .cli import run_script, user_errors_exit
-from .config import ConfigError, check_range
+from .config import ConfigError, check_range, validate_tracking
 from .model import SplitCNN, load_checkpoint, save_checkpoint
 
 log = logging.getLogger(__name__)
@@ -376,6 +376,7 @@ def validate_front(cfg: DictConfig) -> None:
     if cfg.force not in (True, False):
         raise ConfigError(f"force must be true or false (got {cfg.force!r})")
     check_range(cfg, "selection.min_val_accuracy", 0, 1)
+    validate_tracking(cfg)
     if cfg.lam is not None:
         check_range(cfg, "lam", 0, 1)
     if not cfg.experiments:
@@ -388,7 +389,7 @@ def _experiment_ids(cfg: DictConfig) -> list[str]:
     uri = tracking.mask_secrets(cfg.tracking.uri)
     if not tracking.store_exists(cfg.tracking.uri):  # reading it would create an empty store
         raise ConfigError(f"tracking.uri={uri} does not exist (set tracking.uri to the store the sweeps recorded in)")
-    tracking.use(cfg.tracking.uri)
+    tracking.use(cfg.tracking.uri, cfg.tracking.sqlite_wal)
     client = MlflowClient()
     ids = []
     for name in cfg.experiments:

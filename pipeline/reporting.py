@@ -121,7 +121,7 @@ def load_models(cfg: DictConfig) -> Models:
         if not tracking.store_exists(cfg.tracking.uri):  # reading it would create an empty store
             raise ConfigError(f"{setting}={cfg[setting]}: tracking.uri={cfg.tracking.uri} does not exist "
                               f"(set tracking.uri to the store the run was recorded in)")
-        tracking.use(cfg.tracking.uri)  # the run is read from the configured store, not MLflow's default
+        tracking.use(cfg.tracking.uri, cfg.tracking.sqlite_wal)  # the run is read from the configured store, not MLflow's default
         if cfg.train_run_id:
             return Models(*front.run_models(cfg.train_run_id, cfg.cache.dir), cfg.train_run_id)
         return Models(*front.registered_models(cfg.model_uri, cfg.cache.dir))
@@ -355,7 +355,8 @@ def run_evaluate(cfg: DictConfig) -> dict[str, float]:
     files.append(_fig4(cfg, out, ev))
     files.extend(_fig5(cfg, out, models, data))
 
-    experiment_id = tracking.configure(cfg.tracking.uri, cfg.tracking.experiment, cfg.tracking.artifact_location)
+    experiment_id = tracking.configure(cfg.tracking.uri, cfg.tracking.experiment, cfg.tracking.artifact_location,
+                                        cfg.tracking.sqlite_wal)
     tags = {"stage": "evaluate", "ecosplit.train_run_id": models.train_run_id or "",
             **({"ecosplit.model_uri": cfg.model_uri} if cfg.model_uri else {})}
     with tracking.run(experiment_id, cfg.tracking.run_name or "evaluate", tags, parent_run_id=models.train_run_id) as active:

@@ -208,7 +208,8 @@ def run_train(cfg: DictConfig) -> dict[str, float]:
     validate_training(cfg)
     data = load_data(cfg)  # fails before any run is opened when data are missing
     gradual_pruning(cfg, len(data.train))  # a schedule past train.max_steps too
-    experiment_id = tracking.configure(cfg.tracking.uri, cfg.tracking.experiment, cfg.tracking.artifact_location)
+    experiment_id = tracking.configure(cfg.tracking.uri, cfg.tracking.experiment, cfg.tracking.artifact_location,
+                                        cfg.tracking.sqlite_wal)
     batch = tracking.RunLog()
     batch.params(tracking.flatten(OmegaConf.to_container(cfg, resolve=True)))
     batch.metrics({"train_samples": len(data.train), "val_samples": len(data.val), "test_samples": len(data.test)})

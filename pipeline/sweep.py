@@ -231,8 +231,9 @@ def _experiment_ids(cfg: DictConfig, create: bool = True) -> list[str]:
     if cfg.cache.enabled and cfg.cache.mlflow:
         names.append(cfg.cache.experiment)
     if create:
-        return [tracking.configure(cfg.tracking.uri, n, cfg.tracking.artifact_location) for n in names]
-    ids = [tracking.existing_experiment(cfg.tracking.uri, n) for n in names]
+        return [tracking.configure(cfg.tracking.uri, n, cfg.tracking.artifact_location, cfg.tracking.sqlite_wal)
+                for n in names]
+    ids = [tracking.existing_experiment(cfg.tracking.uri, n, cfg.tracking.sqlite_wal) for n in names]
     return [i for i in ids if i is not None] if ids[0] is not None else []
 
 
@@ -382,7 +383,8 @@ def run_trial(cfg: DictConfig) -> dict:
     gradual_pruning(cfg, len(data.train))  # so does a pruning schedule past train.max_steps
     trial = current_trial()
     study_name = str(_hydra_sweeper().study_name)
-    experiment_id = tracking.configure(cfg.tracking.uri, cfg.tracking.experiment, cfg.tracking.artifact_location)
+    experiment_id = tracking.configure(cfg.tracking.uri, cfg.tracking.experiment, cfg.tracking.artifact_location,
+                                        cfg.tracking.sqlite_wal)
     parent_id = _parent_run_id(experiment_id, study_name)
     key = training_key(cfg, data)
     tags = {"ecosplit.role": "trial", "ecosplit.study": study_name, "ecosplit.cache_key": key}

@@ -49,32 +49,79 @@ def flatten(tree: Mapping, prefix: str = "") -> dict[str, Any]:
 _EXPERIMENTS: dict[tuple[str, str], str] = {}
 
 
-def use(uri: str) -> None:
-    """Point MLflow at ``uri`` (reading runs needs it too), with secrets masked in its output."""
+def use(uri: str, sqlite_wal: bool = True) -> None:
+    """Point MLflow at ``uri`` (reading runs needs it too), with secrets masked in its output; an
+    SQLite file store in write-ahead-log mode unless ``sqlite_wal`` is False (``wal_for``)."""
     install_log_masking()
+    if sqlite_wal:
+        wal_for(uri)
     if mask_secrets(uri) != uri:
         # MLflow prints "View run ... at <tracking uri>/#/..." on stdout, password included
         os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
     mlflow.set_tracking_uri(uri)
 
 
-def existing_experiment(uri: str, experiment: str) -> str | None:
+def existing_experiment(uri: str, experiment: str, sqlite_wal: bool = True) -> str | None:
     """The id of ``experiment`` in the store at ``uri``, or None; unlike ``configure`` it creates
     neither the store nor the experiment."""
     if not store_exists(uri):
         return None
-    use(uri)
+    use(uri, sqlite_wal)
     found = MlflowClient().get_experiment_by_name(experiment)
     return found.experiment_id if found is not None else None
+
+
+def _sqlite_file(uri: str) -> str:
+    """The file of a ``sqlite:///<path>`` URI as given (relative to the working directory), else ""."""
+    prefix = "sqlite:///"
+    return uri[len(prefix):].split("?", 1)[0] if uri.startswith(prefix) else ""
 
 
 def store_exists(uri: str) -> bool:
     """False for a ``sqlite:///<path>`` tracking URI whose file (relative to the working
     directory) does not exist: opening it would create an empty store. True otherwise (a server
     cannot be checked without a request)."""
-    prefix = "sqlite:///"
-    path = uri[len(prefix):].split("?", 1)[0] if uri.startswith(prefix) else ""
+    path = _sqlite_file(uri)
     return path in ("", ":memory:") or Path(path).is_file()
+
+
+_WAL_FILES: set[str] = set()  # real paths of the SQLite stores whose connections get WAL pragmas
+
+
+def wal_for(uri: str) -> None:
+    """Every later connection of this process to the SQLite file of ``uri`` (MLflow's, whose
+    engine MLflow makes) runs in write-ahead-log mode with ``synchronous=NORMAL``, as the
+    sweeper's Optuna storage does (``hydra.sweeper.sqlite_wal``): a commit appends to the log
+    instead of syncing the file, which cuts a trial's MLflow writes (measured: its final
+    ``log_batch`` 12.5 -> 9 ms, a run's end 3.6 -> 2.6 ms). Committed runs survive a crash of the
+    process; after a power loss or an OS crash the last commits may be rolled back. WAL needs
+    every user of the file on one machine and no network file system (``tracking.sqlite_wal:
+    false`` then); the mode is stored in the file, and ``mlflow.db-wal``/``-shm`` sit beside it
+    while it is open. Other SQLite files (the Optuna storage) are left alone."""
+    path = _sqlite_file(uri)
+    if path in ("", ":memory:"):
+        return
+    if not _WAL_FILES:
+        from sqlalchemy import event
+        from sqlalchemy.engine import Engine
+        event.listen(Engine, "connect", _wal_pragmas)  # every engine: MLflow's are made inside MLflow
+    _WAL_FILES.add(os.path.realpath(path))
+
+
+def _wal_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    import sqlite3
+    if not isinstance(dbapi_connection, sqlite3.Connection):
+        return
+    cursor = dbapi_connection.cursor()
+    try:
+        main = next((row[2] for row in cursor.execute("PRAGMA database_list") if row[1] == "main"), "")
+        if main and os.path.realpath(main) in _WAL_FILES:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+    except sqlite3.OperationalError as e:  # e.g. locked past the busy timeout: SQLite's defaults
+        log.debug("MLflow SQLite store: WAL not set on this connection (%s)", e)
+    finally:
+        cursor.close()
 
 
 def _plain_path(location: str) -> bool:
@@ -95,13 +142,13 @@ def server_with_local_artifacts(uri: str, artifact_location: str | None) -> str 
             "disk; set tracking.artifact_location=null for the server's artifact store, or give a shared URI")
 
 
-def configure(uri: str, experiment: str, artifact_location: str | None = None) -> str:
-    """Point MLflow at ``uri`` and return the id of ``experiment`` (created if missing).
+def configure(uri: str, experiment: str, artifact_location: str | None = None, sqlite_wal: bool = True) -> str:
+    """Point MLflow at ``uri`` (``use``) and return the id of ``experiment`` (created if missing).
 
     Called once in the parent process before trials start, so parallel workers never race to
     create the database schema or the experiment.
     """
-    use(uri)
+    use(uri, sqlite_wal)
     if artifact_location and _plain_path(artifact_location):
         # a plain path is stored as given: make it absolute, or it would move with the working directory
         artifact_location = str(Path(artifact_location).expanduser().resolve())

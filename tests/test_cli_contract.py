@@ -85,6 +85,7 @@ def test_composition_errors_are_one_line_and_exit_2(tmp_path, entry, override, l
     ("co2.region=Mars", "error: co2.region must be one of EU, FR, SE, DE, PL, FI, IT, ES (got 'Mars')"),
     ("train_run_id=0123abcd", "error: train_run_id=0123abcd: no checkpoints found in sqlite:///"),
     ("train_run_id=null", "error: give the model to evaluate: train_run_id="),
+    ("tracking.sqlite_wal=maybe", "error: tracking.sqlite_wal must be one of True, False (got 'maybe')"),
 ])
 def test_evaluate_bad_input_is_one_line_exit_2_and_nothing_recorded(trained, fake_mnist, override, line):
     work, uri, run_id = trained
@@ -119,6 +120,7 @@ def test_evaluate_refuses_a_store_that_does_not_exist_without_creating_it(tmp_pa
     ("channel.decision=psychic", "error: channel.decision must be one of oracle, causal (got 'psychic')"),
     ("data.val_fraction=1.0", "error: data.val_fraction must be in (0, 1) (got 1.0)"),
     ("train.device=cuda", "error: train.device=cuda: CUDA is not available here"),
+    ("tracking.sqlite_wal=maybe", "error: tracking.sqlite_wal must be one of True, False (got 'maybe')"),
 ])
 def test_sweep_bad_setting_is_one_line_exit_2_and_nothing_recorded(tmp_path, fake_mnist, override, line):
     proc = run("sweep", tmp_path, "experiment=smoke", f"data.root={fake_mnist}", "data.download=false", override)

@@ -158,7 +158,7 @@ def test_configure_warns_when_it_creates_a_server_experiment_with_local_artifact
         def create_experiment(self, name, artifact_location=None):
             created[name] = artifact_location
             return "7"
-    monkeypatch.setattr(tracking, "use", lambda uri: None)
+    monkeypatch.setattr(tracking, "use", lambda uri, sqlite_wal=True: None)
     monkeypatch.setattr(tracking, "MlflowClient", Client)
     monkeypatch.setattr(tracking, "_EXPERIMENTS", {})
     with caplog.at_level("WARNING", logger="pipeline.tracking"):
@@ -166,3 +166,29 @@ def test_configure_warns_when_it_creates_a_server_experiment_with_local_artifact
         assert tracking.configure("http://tracking-host:5055", "other", None) == "7"
     assert [r.getMessage() for r in caplog.records if "local folder" in r.getMessage()] == [
         tracking.server_with_local_artifacts("http://tracking-host:5055", created["team"]) + " (experiment team)"]
+
+
+def journal_mode(path) -> str:
+    import sqlite3
+    with sqlite3.connect(path) as conn:
+        return conn.execute("PRAGMA journal_mode").fetchone()[0]
+
+
+def test_an_sqlite_store_runs_in_wal_mode_unless_told_not_to_and_other_files_are_left_alone(tmp_path, monkeypatch):
+    from sqlalchemy import create_engine, text
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(tracking, "_EXPERIMENTS", {})
+    # as the sweep's Optuna storage is: another SQLite file of the same process
+    other = create_engine(f"sqlite:///{tmp_path}/optuna.db")
+    tracking.configure("sqlite:///mlflow.db", "wal")  # relative, as the default tracking.uri
+    with tracking.run(tracking.configure("sqlite:///mlflow.db", "wal"), "r"):
+        pass
+    with other.connect() as conn:
+        conn.execute(text("create table t (x int)"))
+        conn.commit()
+    tracking.configure(f"sqlite:///{tmp_path}/plain.db", "plain", sqlite_wal=False)
+    with tracking.run(tracking.configure(f"sqlite:///{tmp_path}/plain.db", "plain", sqlite_wal=False), "r"):
+        pass
+    assert (journal_mode(tmp_path / "mlflow.db"), journal_mode(tmp_path / "optuna.db"),
+            journal_mode(tmp_path / "plain.db")) == ("wal", "delete", "delete")
