@@ -371,11 +371,8 @@ def run_trial(cfg: DictConfig) -> dict:
     global _trials_started
     start = time.perf_counter()
     _trials_started += 1
-    if _trials_started == 2:
-        # the first trial has imported torch's compiler (the first optimizer does: ~130k objects)
-        # and made the sweep's long-lived objects: kept out of every later full collection of the
-        # garbage collector (one every ~10 smoke trials, 0.2-0.3 s each)
-        freeze_heap()
+    if _trials_started == 2:  # the first trial did not end well (below)
+        _freeze_heap_once()
     validate_sweep(cfg)
     t = time.perf_counter()
     data = load_data(cfg)  # missing data fails before any run is opened
@@ -426,12 +423,27 @@ def run_trial(cfg: DictConfig) -> dict:
     metrics["mlflow_run_id"] = batch.run_id
     # the whole task, MLflow calls included (an Optuna user attribute; the run has ended)
     metrics["time_task_s"] = time.perf_counter() - start
+    if _trials_started == 1:
+        _freeze_heap_once()
     return metrics
 
 
 # training key -> dense test result: trials reusing a model need not re-run the 10k test set on it
 _DENSE_TEST: dict = {}
 _trials_started = 0  # in this process
+_heap_frozen = False
+
+
+def _freeze_heap_once() -> None:
+    """The first trial has imported torch's compiler (the first optimizer does: ~130k objects) and
+    made the sweep's long-lived objects: kept out of every later full collection of the garbage
+    collector (one every ~10 smoke trials, 0.2-0.3 s each). Done as the first trial ends, before
+    the sweeper's work for the second (its job config is composed by Hydra once more, to check the
+    copy: a full collection then walked the whole heap), else as the second starts."""
+    global _heap_frozen
+    if not _heap_frozen:
+        freeze_heap()
+        _heap_frozen = True
 
 
 def eq8_terms(cfg: DictConfig, dense: SplitCNN, pruned: SplitCNN, val_loss: float,
