@@ -335,6 +335,18 @@ def _registered_version(name: str, alias: str, trial_run_id: str) -> str | None:
     return current.version if current.run_id == trial_run_id else None
 
 
+def _volunteer(client: MlflowClient, parent_run_id: str, me: str, pause_s: float) -> None:
+    """Write the registering tag. Two workers writing it first at the same moment can both try to
+    insert it, and the store refuses the second (seen on PostgreSQL behind a tracking server:
+    UniqueViolation on tag_pk); once it exists the write is an update, so it is tried once more."""
+    try:
+        client.set_tag(parent_run_id, REGISTERING_TAG, me)
+    except mlflow.exceptions.MlflowException as e:
+        log.debug("registering tag: %s; writing it once more", str(e).splitlines()[0] if str(e) else e)
+        time.sleep(pause_s)
+        client.set_tag(parent_run_id, REGISTERING_TAG, me)
+
+
 def register_once(client: MlflowClient, parent_run_id: str, sel: dict, name: str, alias: str,
                   cache_dir: str | Path | None, settle_s: float = 1.0, wait_s: float = 120.0,
                   poll_s: float = 0.2) -> str:
@@ -350,7 +362,7 @@ def register_once(client: MlflowClient, parent_run_id: str, sel: dict, name: str
             return version
         claim = client.get_run(parent_run_id).data.tags.get(REGISTERING_TAG, "")
         if not claim.startswith(trial_run_id + ":"):  # nobody is on it: volunteer
-            client.set_tag(parent_run_id, REGISTERING_TAG, me)
+            _volunteer(client, parent_run_id, me, poll_s)
             time.sleep(settle_s)  # let simultaneous volunteers write too; the last one wins
             claim = client.get_run(parent_run_id).data.tags.get(REGISTERING_TAG)
         if claim == me:
