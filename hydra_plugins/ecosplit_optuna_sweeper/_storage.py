@@ -95,19 +95,12 @@ def _use_wal(engine: Any) -> None:
     users on one machine (as SQLite does anyway: no network file systems). The journal mode is
     stored in the file: every later user of it, Optuna or not, uses WAL too; ``*.db-wal`` and
     ``*.db-shm`` files sit beside it while it is open."""
-    import sqlite3
-
     from sqlalchemy import event
 
+    from ._sqlite import set_wal
+
     def pragmas(dbapi_connection: Any, _record: Any) -> None:
-        cursor = dbapi_connection.cursor()
-        try:
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA synchronous=NORMAL")
-        except sqlite3.OperationalError as e:  # e.g. locked past the busy timeout: SQLite's defaults
-            log.debug("SQLite storage: WAL not set on this connection (%s)", e)
-        finally:
-            cursor.close()
+        set_wal(dbapi_connection, "SQLite storage")
 
     event.listen(engine, "connect", pragmas)
     engine.dispose()  # the connections Optuna opened to create its tables get the pragmas too
