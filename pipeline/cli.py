@@ -17,6 +17,8 @@ from typing import Callable
 from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
 from omegaconf.errors import OmegaConfBaseException
 
+from hydra_plugins.ecosplit_optuna_sweeper import _interrupt as interrupts
+
 from .config import ConfigError
 from .data import DataUnavailableError
 from .model import UnknownCutError
@@ -53,10 +55,15 @@ def user_errors_exit(fn):
     def wrapper(*args, **kwargs):
         global _task_started
         _task_started = True
+        mark = interrupts.count()
         try:
             return fn(*args, **kwargs)
-        except USER_ERRORS as exc:
-            refuse(str(exc), exc, quiet=in_sweeper_trial())
+        except Exception as exc:
+            if interrupts.interrupted_since(mark):  # a Ctrl-C behind another error (see _interrupt)
+                raise KeyboardInterrupt from exc
+            if isinstance(exc, USER_ERRORS):
+                refuse(str(exc), exc, quiet=in_sweeper_trial())
+            raise
 
     return wrapper
 
@@ -120,7 +127,8 @@ def run_script(main: Callable[[], object]) -> object:
     _in_script = True
     gc.freeze()
     try:
-        return run_cli(main)
+        with interrupts.counting():
+            return run_cli(main)
     finally:
         gc.freeze()
 

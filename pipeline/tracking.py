@@ -25,6 +25,7 @@ from mlflow.entities import LoggedModelOutput, Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 # the one home of secret masking, shared with the sweeper plugin (which never imports pipeline)
+from hydra_plugins.ecosplit_optuna_sweeper import _interrupt as interrupts
 from hydra_plugins.ecosplit_optuna_sweeper._sqlite import set_wal
 from hydra_plugins.ecosplit_optuna_sweeper.masking import MASK, install_log_masking, mask_secrets  # noqa: F401
 
@@ -319,30 +320,35 @@ def _ending(batch: RunLog, end: Callable[[str], None], failed_tags: Mapping[str,
     """End ``batch``'s run as the block ends (``end(status)``): FINISHED once its background calls
     are done and the rest of the batch is sent; on Ctrl-C KILLED, on an error FAILED, with
     ``failure_reason`` and ``failed_tags``."""
+    mark = interrupts.count()
     try:
         yield
         batch.join()
         batch.send()
-    except BaseException as exc:  # SystemExit and KeyboardInterrupt too: never leave it RUNNING
+    except BaseException as caught:  # SystemExit and KeyboardInterrupt too: never leave it RUNNING
+        # a Ctrl-C behind another error (see _interrupt) ends the run KILLED and is raised as one
+        masked = interrupts.interrupted_since(mark) and not isinstance(caught, KeyboardInterrupt)
+        exc = KeyboardInterrupt() if masked else caught
         status = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
         try:
             batch.join()
         except Exception as e:  # already failing: a background call's own error is secondary
-            if e is not exc:
+            if e is not caught:
                 log.warning("MLflow run %s: a background call failed too: %s", batch.run_id, e)
-        if batch.run_id is None:  # never created (background_run): nothing to end
-            raise
-        try:
-            if not batch.has_tag("failure_reason"):  # keep a reason the caller set
-                batch.tags({"failure_reason": failure_reason(exc)})
-            batch.tags(failed_tags or {})
-            batch.send()
-        except Exception as e:  # e.g. the store is gone: still try to end the run
-            log.warning("could not record why MLflow run %s ended: %s", batch.run_id, e)
-        try:
-            end(status)
-        except Exception as e:  # the store is gone: report it, but raise what ended the run
-            log.warning("could not end MLflow run %s as %s: %s", batch.run_id, status, e)
+        if batch.run_id is not None:  # None: never created (background_run), nothing to end
+            try:
+                if not batch.has_tag("failure_reason"):  # keep a reason the caller set
+                    batch.tags({"failure_reason": failure_reason(exc)})
+                batch.tags(failed_tags or {})
+                batch.send()
+            except Exception as e:  # e.g. the store is gone: still try to end the run
+                log.warning("could not record why MLflow run %s ended: %s", batch.run_id, e)
+            try:
+                end(status)
+            except Exception as e:  # the store is gone: report it, but raise what ended the run
+                log.warning("could not end MLflow run %s as %s: %s", batch.run_id, status, e)
+        if masked:
+            raise exc from caught
         raise
     else:
         end("FINISHED")

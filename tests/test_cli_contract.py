@@ -3,6 +3,7 @@ is one line on stderr, exit status 2 and nothing recorded (no store created, non
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -230,4 +231,43 @@ def test_an_entry_script_keeps_the_collector_off_its_long_lived_objects(monkeypa
             cli.run_script(cli.user_errors_exit(lambda: cli.refuse("bad")))
         assert refused.value.code == 2 and gc.get_freeze_count() > 0
     finally:
+        gc.unfreeze()
+
+
+def test_a_ctrl_c_that_a_library_turned_into_another_error_is_still_an_interrupt(monkeypatch):
+    """In CI a Ctrl-C landed while OmegaConf built a ListConfig, and its clean-up raised a
+    ConfigKeyError in place of the KeyboardInterrupt: the sweep told the trial FAIL and exited 1.
+    An entry script counts SIGINTs, so any error raised after one is the interrupt it hides; an
+    error without a Ctrl-C stays itself, and the script's SIGINT handler is put back after."""
+    import gc
+    import signal
+
+    from pipeline import cli
+
+    def masked():
+        try:
+            os.kill(os.getpid(), signal.SIGINT)  # as Ctrl-C in the terminal
+            time.sleep(1)  # the handler runs at once
+        except KeyboardInterrupt:
+            raise ValueError("'NoneType' object has no attribute '_invalidate_flags_cache'") from None
+        pytest.fail("SIGINT did not raise KeyboardInterrupt")
+
+    def bug():
+        raise ValueError("a bug")
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal
+    monkeypatch.setattr(cli, "_in_script", False)
+    try:
+        with pytest.raises(KeyboardInterrupt) as interrupted:
+            cli.run_script(cli.user_errors_exit(masked))
+        assert isinstance(interrupted.value.__cause__, ValueError)
+        with pytest.raises(ValueError, match="a bug"):
+            cli.run_script(cli.user_errors_exit(bug))
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # started in the background: stays ignored
+        with pytest.raises(ValueError, match="a bug"):
+            cli.run_script(cli.user_errors_exit(bug))
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)
         gc.unfreeze()

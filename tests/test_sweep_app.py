@@ -2,6 +2,7 @@
 import csv
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +17,7 @@ from mlflow.entities import LoggedModelStatus
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf, open_dict
 
+from hydra_plugins.ecosplit_optuna_sweeper import _interrupt
 from pipeline import tracking
 from pipeline.cache import ModelCache, training_key
 from pipeline.config import ConfigError
@@ -442,6 +444,8 @@ def test_on_abort_before_on_start_creates_no_store(tmp_path):
     (KeyboardInterrupt(), "KILLED", "interrupted (KeyboardInterrupt)"),
     (RuntimeError("disk full"), "FAILED", "RuntimeError: disk full"),
     ("user error", "FAILED", "DataUnavailableError: no MNIST here"),
+    # a Ctrl-C that a library turned into its own error (OmegaConf did, in CI): still the user's
+    ("masked Ctrl-C", "KILLED", "interrupted (KeyboardInterrupt)"),
 ])
 def test_trial_run_ends_with_status_and_reason_however_the_trial_ends(tmp_path, fake_mnist, monkeypatch,
                                                                       raised, status, reason):
@@ -463,11 +467,17 @@ def test_trial_run_ends_with_status_and_reason_however_the_trial_ends(tmp_path, 
     def fail(*args):
         if raised == "user error":
             missing_data()
+        if raised == "masked Ctrl-C":
+            try:
+                _interrupt._on_sigint(signal.SIGINT, None)  # what SIGINT runs during a sweep
+            except KeyboardInterrupt:
+                raise ValueError("'NoneType' object has no attribute '_invalidate_flags_cache'") from None
         raise raised
 
     monkeypatch.setattr("pipeline.sweep._trial_metrics", fail)
-    with pytest.raises((KeyboardInterrupt, RuntimeError, SystemExit)):
+    with pytest.raises((KeyboardInterrupt, RuntimeError, SystemExit)) as ended:
         run_trial(task_cfg)
+    assert isinstance(ended.value, KeyboardInterrupt) == (status == "KILLED")  # the sweeper re-queues it
     client = MlflowClient(task_cfg.tracking.uri)
     (run,) = client.search_runs([client.get_experiment_by_name("ecosplit").experiment_id])
     assert run.info.status == status and run.data.tags["optuna.state"] == "FAIL"

@@ -710,9 +710,13 @@ def first_pid(proc):
     return int(m.group(1))
 
 
-def test_ctrl_c_fails_and_requeues_the_trial_and_rerun_continues(tmp_path):
+@pytest.mark.parametrize("masked", [False, True], ids=["plain", "masked-by-a-library"])
+def test_ctrl_c_fails_and_requeues_the_trial_and_rerun_continues(tmp_path, masked):
+    # masked: the task turns the KeyboardInterrupt into a ValueError (OmegaConf did, in CI); it is
+    # still the user's Ctrl-C, not a failure of the trial
     storage = sqlite(tmp_path)
-    common = [f"hydra.sweeper.storage={storage}", "hydra.sweeper.study_name=sigint", "interrupt_at_trial=2"]
+    common = [f"hydra.sweeper.storage={storage}", "hydra.sweeper.study_name=sigint", "interrupt_at_trial=2",
+              f"interrupt_masked={masked}"]
     first = _run(tmp_path, *common)
     assert first.returncode == 130, first.stdout + first.stderr
     errors = [line for line in first.stderr.splitlines() if line.startswith("interrupted:")]

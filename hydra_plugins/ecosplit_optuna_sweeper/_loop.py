@@ -35,7 +35,7 @@ import time
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, NoReturn, Optional, Sequence, Tuple
 
 import optuna
 from hydra.core.plugins import Plugins
@@ -46,7 +46,7 @@ from hydra.errors import ConfigCompositionException, MissingConfigException, Ove
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import FrozenTrial, Trial, TrialState
 
-from . import _runtime
+from . import _interrupt, _runtime
 from ._factory import derived_seed, is_nop, make_pruner, make_sampler
 from ._job_config import JobConfigLoader
 from ._outcome import FIXED_PARAMS, ConfigError, Outcome, describe_exception
@@ -135,7 +135,8 @@ class EcosplitOptunaSweeperImpl(Sweeper):
         assert self.config is not None and self.launcher is not None
         previous_factory = install_log_masking()
         try:
-            return self._sweep(arguments)
+            with _interrupt.counting():
+                return self._sweep(arguments)
         finally:
             logging.setLogRecordFactory(previous_factory)
 
@@ -429,26 +430,17 @@ class EcosplitOptunaSweeperImpl(Sweeper):
         # job folders continue from the study's trials and from what the sweep dir holds,
         # so a resumed sweep never overwrites an earlier job's folder
         first = max(self.job_idx, self._next_job_dir, min(t.number for t, _ in batch))
+        mark = _interrupt.count()
         try:
             returns = self.launcher.launch([o for _, o in batch], initial_job_idx=first)
-        except HYDRA_USAGE_ERRORS as e:
-            # a job's config does not compose (e.g. a key of hydra.sweeper.params that the
-            # config lacks): every trial would fail alike
-            reason = f"the job's config does not compose: {' '.join(str(e).split())}"
-            for t, _ in batch:
-                self._finish(study, t, reason, FailKind.CONFIG)
-            raise UsageError(f"trial {batch[0][0].number}: {reason}") from e
+            if _interrupt.interrupted_since(mark):  # a job's error hides a Ctrl-C (see _interrupt)
+                raise KeyboardInterrupt
         except KeyboardInterrupt:
             raise  # _release_owned re-queues the batch
         except BaseException as e:
-            # the launcher itself failed (e.g. a worker process died): free the batch
-            reason = f"launcher failed: {describe_exception(e)}"
-            for t, _ in batch:
-                if self._finish(study, t, reason, FailKind.LAUNCHER):
-                    requeue(study, t._trial_id, t.number, self.settings.max_retry)
-            numbers = [t.number for t, _ in batch]
-            raise LauncherError(f"{reason.splitlines()[0]}; trials {numbers} were re-queued with the "
-                                "same params: re-run the same command to continue") from e
+            if _interrupt.interrupted_since(mark):
+                raise KeyboardInterrupt from e
+            self._launch_failed(study, batch, e)
         finally:
             for t, _ in batch:
                 _runtime.unregister_trial(study.study_name, t)
@@ -456,6 +448,24 @@ class EcosplitOptunaSweeperImpl(Sweeper):
         if len(returns) != len(batch):  # pragma: no cover - launcher contract
             raise RuntimeError(f"launcher returned {len(returns)} results for {len(batch)} jobs")
         return returns
+
+    def _launch_failed(self, study: optuna.Study, batch: List[Tuple[Trial, List[str]]], e: BaseException) -> NoReturn:
+        """The launcher raised: FAIL the batch and raise the sweep's error for it."""
+        if isinstance(e, HYDRA_USAGE_ERRORS):
+            # a job's config does not compose (e.g. a key of hydra.sweeper.params that the
+            # config lacks): every trial would fail alike
+            reason = f"the job's config does not compose: {' '.join(str(e).split())}"
+            for t, _ in batch:
+                self._finish(study, t, reason, FailKind.CONFIG)
+            raise UsageError(f"trial {batch[0][0].number}: {reason}") from e
+        # the launcher itself failed (e.g. a worker process died): free the batch
+        reason = f"launcher failed: {describe_exception(e)}"
+        for t, _ in batch:
+            if self._finish(study, t, reason, FailKind.LAUNCHER):
+                requeue(study, t._trial_id, t.number, self.settings.max_retry)
+        numbers = [t.number for t, _ in batch]
+        raise LauncherError(f"{reason.splitlines()[0]}; trials {numbers} were re-queued with the "
+                            "same params: re-run the same command to continue") from e
 
     def _tell_batch(self, study: optuna.Study, batch: List[Tuple[Trial, List[str]]], outcomes: List[Outcome]) -> List[Tuple[FrozenTrial, Outcome]]:
         """Tell every trial of the batch, even when one tell fails (the others must not stay

@@ -34,8 +34,14 @@ def main(cfg: DictConfig):
         except RuntimeError as e:
             raise SystemExit(int(cfg.exit_code)) from e
     if cfg.interrupt_at_trial is not None and trial_number() == cfg.interrupt_at_trial:
-        os.kill(os.getpid(), signal.SIGINT)  # as Ctrl-C in the terminal
-        time.sleep(5)
+        try:
+            os.kill(os.getpid(), signal.SIGINT)  # as Ctrl-C in the terminal
+            time.sleep(5)
+        except KeyboardInterrupt:
+            if not cfg.interrupt_masked:
+                raise
+            # what OmegaConf did in CI when Ctrl-C landed while it built a ListConfig
+            raise ValueError("a library's own error, raised while the Ctrl-C unwound it") from None
     if cfg.kill_at_trial is not None and trial_number() == cfg.kill_at_trial:
         os.kill(os.getpid(), signal.SIGKILL)
 

@@ -1,0 +1,54 @@
+"""Ctrl-C that a library turned into another error.
+
+Python raises KeyboardInterrupt wherever the main thread happens to be when SIGINT arrives.
+Code that re-raises what it catches as its own error hands on a different exception: OmegaConf
+does (``format_and_raise``), and when Ctrl-C lands while it builds a ListConfig, the clean-up of
+the half-built list fails and a ``ConfigKeyError`` comes out instead of the KeyboardInterrupt.
+A trial the user interrupted was then told FAIL with that error and the sweep exited 1, not 130
+(seen in CI: ``test_ctrl_c_then_the_same_command_continues_the_study``).
+
+So the SIGINT handler counts: code that catches an error compares ``count()`` with the count
+it took before (``interrupted_since``) and treats the error as the interrupt it hides. No Optuna
+import: the app imports it too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+from typing import Iterator
+
+_count = 0
+
+
+def _on_sigint(signum: int, frame: object) -> None:
+    global _count
+    _count += 1
+    raise KeyboardInterrupt
+
+
+def count() -> int:
+    """SIGINTs handled in this process so far (while ``counting`` was active)."""
+    return _count
+
+
+def interrupted_since(mark: int) -> bool:
+    """True when a SIGINT arrived after ``mark = count()`` was taken."""
+    return _count > mark
+
+
+@contextlib.contextmanager
+def counting() -> Iterator[None]:
+    """Count SIGINTs during the block, raising KeyboardInterrupt as Python's default handler
+    does. Only Python's default handler is replaced (an ignored SIGINT stays ignored, a handler
+    someone else installed stays theirs), only in the main thread, and it is put back after."""
+    main = threading.current_thread() is threading.main_thread()
+    if not main or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield
+        return
+    signal.signal(signal.SIGINT, _on_sigint)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
