@@ -188,9 +188,11 @@ TIMED = [
     ("pipeline.tracking", "RunLog.join", "  waiting for the run's background MLflow calls"),
     ("pipeline.tracking", "RunLog.send", "  sending the final metrics and tags"),
     ("mlflow.tracking", "MlflowClient.set_terminated", "  ending the run"),
-    ("pipeline.cache", "ModelCache._from_mlflow", "  cache: look-up in MLflow"),
     ("pipeline.cache", "ModelCache._claim", "  cache: claim run"),
+    # one search of the key's runs after the claim (older checkouts: _from_mlflow's look-up, then _owner's search)
+    ("pipeline.cache", "ModelCache._runs", "  cache: search of the key's runs"),
     ("pipeline.cache", "ModelCache._owner", "  cache: owner check"),
+    ("pipeline.cache", "ModelCache._from_mlflow", "  cache: look-up in MLflow (older checkouts)"),
     ("pipeline.cache", "ModelCache._save_local", "  cache: local save"),
 ]
 

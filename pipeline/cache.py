@@ -11,9 +11,10 @@ experiment holds only the sweep and its trials, and a shared tracking server sti
 models.
 
 Workers on other machines (other local folders) coordinate through the tracking server with a
-best-effort claim: before training, a worker opens a RUNNING ``trained-model`` run for the key
-and keeps it alive with a beat (a metric bumped every CLAIM_BEAT_S). The oldest live claim
-trains; the others wait for its model. A claim whose beat has not moved for CLAIM_STALE_S (its
+best-effort claim: a worker without the model opens a RUNNING ``trained-model`` run for the key
+and keeps it alive with a beat (a metric bumped every CLAIM_BEAT_S); then one search of the key's
+runs says whether the model is published (FINISHED: download it, delete the claim) and whose turn
+it is. The oldest live claim trains; the others wait for its model. A claim whose beat has not moved for CLAIM_STALE_S (its
 process died) is marked KILLED and the next one takes over. Two workers may still both train
 (e.g. clock skew between machines): a duplicate, not an error.
 """
@@ -183,21 +184,14 @@ class ModelCache:
     def _path(self, key: str) -> Path:
         return self.local_dir / f"{key}.pt"
 
-    def _runs(self, key: str, status: str, max_results: int = 100):
+    def _runs(self, key: str):
+        """The key's runs in the cache's experiment, any status (one query for what is published
+        and who trains it)."""
         return MlflowClient().search_runs(
             [self.experiment_id],
-            filter_string=(f"tags.`ecosplit.cache_key` = '{key}' and tags.`ecosplit.role` = '{ROLE}' "
-                           f"and attributes.status = '{status}'"),
-            max_results=max_results,
+            filter_string=f"tags.`ecosplit.cache_key` = '{key}' and tags.`ecosplit.role` = '{ROLE}'",
+            max_results=1000,
         )
-
-    def _from_mlflow(self, key: str) -> Path | None:
-        if self.experiment_id is None:
-            return None
-        runs = self._runs(key, "FINISHED", max_results=1)
-        if not runs:
-            return None
-        return tracking.download(runs[0].info.run_id, "dense.pt", tempfile.mkdtemp(prefix="ecosplit-cache-"))
 
     def _claim(self, key: str, cfg: DictConfig) -> str:
         # train.mu as a tag: which model of a sweep's train.path a run holds, at a glance in the UI
@@ -206,11 +200,12 @@ class ModelCache:
                                               "ecosplit.train_mu": repr(float(cfg.train.mu))})
         return run.info.run_id
 
-    def _owner(self, key: str, mine: str) -> str:
-        """The oldest live claim for key (ours if no older one is alive); dead ones are KILLED."""
+    def _owner(self, key: str, mine: str, runs) -> str:
+        """The oldest live claim among the key's ``runs`` (ours if no older one is alive); dead ones
+        are KILLED."""
         client = MlflowClient()
         now = time.monotonic()
-        claims = sorted(self._runs(key, "RUNNING"), key=lambda r: (r.info.start_time, r.info.run_id))
+        claims = sorted((r for r in runs if r.info.status == "RUNNING"), key=lambda r: (r.info.start_time, r.info.run_id))
         for run in claims:
             run_id = run.info.run_id
             if run_id == mine:
@@ -265,21 +260,26 @@ class ModelCache:
             claim: str | None = None
             beat: _Beat | None = None
             try:
+                # claim first, then one query answers both "published already?" and "whose turn?"
+                # (a model found published costs a claim made and deleted, next to its download)
                 while True:
-                    remote = self._from_mlflow(key)
-                    if remote is not None:
-                        model = load_checkpoint(remote)
-                        shutil.rmtree(remote.parent, ignore_errors=True)  # the download's temp dir
-                        self._save_local(path, model)
-                        if claim is not None:
-                            beat.stop()
-                            beat = None
-                            client.delete_run(claim)  # not needed: someone else trained it
-                        return model, "mlflow"
                     if claim is None:
                         claim = self._claim(key, cfg)
                         beat = _Beat(client, claim)
-                    owner = self._owner(key, claim)
+                    runs = self._runs(key)
+                    published = [r for r in runs if r.info.status == "FINISHED"]
+                    if published:
+                        beat.stop()
+                        beat = None
+                        client.delete_run(claim)  # not needed: someone else trained it
+                        claim = None
+                        remote = tracking.download(published[0].info.run_id, "dense.pt",
+                                                   tempfile.mkdtemp(prefix="ecosplit-cache-"))
+                        model = load_checkpoint(remote)
+                        shutil.rmtree(remote.parent, ignore_errors=True)  # the download's temp dir
+                        self._save_local(path, model)
+                        return model, "mlflow"
+                    owner = self._owner(key, claim, runs)
                     if owner == claim:
                         break
                     log.info("waiting for another worker to train %s (claim %s)", key[:12], owner)

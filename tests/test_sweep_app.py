@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import mlflow
@@ -244,8 +245,70 @@ def test_cache_hits_locally_and_through_mlflow(tmp_path, small_train_cfg):
     assert {a.path for a in MlflowClient().list_artifacts(published.info.run_id)} == {"dense.pt", "config.yaml"}
     other_machine, src3 = ModelCache(tmp_path / "b", exp_id).get_or_train(key, train, cfg)
     assert (src1, src2, src3) == ("trained", "local", "mlflow") and len(calls) == 1
+    # the other machine's claim, made before it found the model published, is gone
+    assert [r.info.run_id for r in MlflowClient().search_runs([exp_id])] == [published.info.run_id]
     x = torch.randn(2, 1, 28, 28)
     assert torch.equal(first(x), again(x)) and torch.equal(first(x), other_machine(x))
+
+
+def _older_claim(exp_id: str, key: str) -> str:
+    """A RUNNING trained-model run for key, as another worker's claim."""
+    run = MlflowClient().create_run(exp_id, tags={"ecosplit.cache_key": key, "ecosplit.role": "trained-model"})
+    return run.info.run_id
+
+
+def test_cache_waits_for_an_older_live_claim_and_takes_its_model(tmp_path, small_train_cfg, monkeypatch):
+    """One search after the claim says whose turn it is: a worker behind an older live claim
+    waits, then downloads the model that claim publishes, never trains, and deletes its claim."""
+    import threading
+
+    from pipeline import cache
+
+    cfg = small_train_cfg
+    key = training_key(cfg, load_data(cfg))
+    mlflow.set_tracking_uri(cfg.tracking.uri)
+    exp_id = mlflow.create_experiment("cache", artifact_location=str(tmp_path / "art"))
+    monkeypatch.setattr(cache, "CLAIM_POLL_S", 0.1)
+    older = _older_claim(exp_id, key)
+    got, trained = {}, []
+
+    def worker():
+        got["model"], got["source"] = ModelCache(tmp_path / "b", exp_id).get_or_train(
+            key, lambda: trained.append(1) or SplitCNN((2, 2, 2, 2), (4, 4, 4, 4, 10)), cfg)
+    waiting = threading.Thread(target=worker)
+    waiting.start()
+    deadline = time.monotonic() + 30
+    while len(study_claims := MlflowClient().search_runs([exp_id], "attributes.status = 'RUNNING'")) < 2:
+        assert time.monotonic() < deadline, "the worker never claimed"
+        time.sleep(0.05)
+    time.sleep(0.3)  # it polls, behind the older claim
+    assert waiting.is_alive() and not trained
+    torch.manual_seed(0)
+    model = SplitCNN((2, 2, 2, 2), (4, 4, 4, 4, 10))
+    ModelCache(tmp_path / "a", exp_id)._publish(older, cache._Beat(MlflowClient(), older), model, cfg)
+    waiting.join(30)
+    assert got["source"] == "mlflow" and not trained
+    x = torch.randn(2, 1, 28, 28)
+    assert torch.equal(got["model"](x), model(x))
+    mine = next(r.info.run_id for r in study_claims if r.info.run_id != older)
+    assert MlflowClient().get_run(mine).info.lifecycle_stage == "deleted"
+
+
+def test_cache_takes_over_a_claim_whose_beat_stopped(tmp_path, small_train_cfg, monkeypatch):
+    from pipeline import cache
+
+    cfg = small_train_cfg
+    key = training_key(cfg, load_data(cfg))
+    mlflow.set_tracking_uri(cfg.tracking.uri)
+    exp_id = mlflow.create_experiment("cache", artifact_location=str(tmp_path / "art"))
+    monkeypatch.setattr(cache, "CLAIM_POLL_S", 0.1)
+    monkeypatch.setattr(cache, "CLAIM_STALE_S", 0.5)
+    dead = _older_claim(exp_id, key)  # its worker died: no beat ever moves
+    model, source = ModelCache(tmp_path / "b", exp_id).get_or_train(
+        key, lambda: SplitCNN((2, 2, 2, 2), (4, 4, 4, 4, 10)), cfg)
+    assert source == "trained"
+    run = MlflowClient().get_run(dead)
+    assert run.info.status == "KILLED" and run.data.tags["failure_reason"].startswith("claim stale")
 
 
 # -- the sweeper's hooks and the trial's run, in process ------------------------------------------
