@@ -160,7 +160,7 @@ print(json.dumps(out))
 
 # (module, attribute, label): the overhead's pieces, timed in the real process by --breakdown; a
 # label given twice times either function (hydra/launcher=ecosplit's or Hydra's basic launcher's,
-# whichever the checkout runs; a module it lacks is skipped)
+# whichever the checkout runs; a module or function it lacks is skipped)
 RUN_JOB = "job launch (run_job), task included"
 TIMED = [
     ("hydra_plugins.ecosplit_optuna_sweeper._launcher", "run_job", RUN_JOB),
@@ -219,7 +219,8 @@ for module, attr, label in json.loads(sys.argv[1]):
     *path, name = attr.split(".")
     for p in path:
         owner = getattr(owner, p)
-    timed(owner, name, label)
+    if hasattr(owner, name):  # a function of other checkouts is skipped
+        timed(owner, name, label)
 atexit.register(lambda: open(os.environ["BREAKDOWN_OUT"], "w").write(json.dumps(spent)))
 sys.argv = [sys.argv[2], *sys.argv[3:]]
 runpy.run_path(sys.argv[0], run_name="__main__")
@@ -282,7 +283,10 @@ def breakdown(repo: Path, n_trials: int) -> None:
           "sweep, timed in the process; indented lines are parts of the line above)")
     for label in labels:
         calls = f" ({per_call[label]} calls)" if per_call[label] > 1 else ""
-        print(f"  {per_trial[label] * 1e3:8.1f}  {label}{calls}")
+        if math.isnan(per_trial[label]):
+            print(f"  {'-':>8s}  {label} (not in every trial, or not in this checkout)")
+        else:
+            print(f"  {per_trial[label] * 1e3:8.1f}  {label}{calls}")
     launch = per_trial[RUN_JOB] - per_trial["task (run_trial)"]
     print(f"  {launch * 1e3:8.1f}  = Hydra's job launch (run_job without the task)")
     task = per_trial["task (run_trial)"] - per_trial["  its work + cache (_trial_metrics)"]
