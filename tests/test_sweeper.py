@@ -710,13 +710,13 @@ def first_pid(proc):
     return int(m.group(1))
 
 
-@pytest.mark.parametrize("masked", [False, True], ids=["plain", "masked-by-a-library"])
-def test_ctrl_c_fails_and_requeues_the_trial_and_rerun_continues(tmp_path, masked):
-    # masked: the task turns the KeyboardInterrupt into a ValueError (OmegaConf did, in CI); it is
+@pytest.mark.parametrize("on_interrupt", ["raise", "mask"])
+def test_ctrl_c_fails_and_requeues_the_trial_and_rerun_continues(tmp_path, on_interrupt):
+    # mask: the task turns the KeyboardInterrupt into a ValueError (OmegaConf did, in CI); it is
     # still the user's Ctrl-C, not a failure of the trial
     storage = sqlite(tmp_path)
     common = [f"hydra.sweeper.storage={storage}", "hydra.sweeper.study_name=sigint", "interrupt_at_trial=2",
-              f"interrupt_masked={masked}"]
+              f"on_interrupt={on_interrupt}"]
     first = _run(tmp_path, *common)
     assert first.returncode == 130, first.stdout + first.stderr
     errors = [line for line in first.stderr.splitlines() if line.startswith("interrupted:")]
@@ -729,6 +729,16 @@ def test_ctrl_c_fails_and_requeues_the_trial_and_rerun_continues(tmp_path, maske
     assert again.returncode == 0, again.stdout + again.stderr
     states = [t.state for t in trials_of(storage, "sigint")]
     assert states.count(TrialState.COMPLETE) == 4 and states.count(TrialState.FAIL) == 1
+
+
+def test_a_ctrl_c_the_task_handles_itself_leaves_its_trial_and_the_sweep_alone(tmp_path):
+    """A task that catches KeyboardInterrupt and returns (e.g. stops training and reports what it
+    has) is COMPLETE, and the sweep goes on: only an error raised after a Ctrl-C stands for it."""
+    storage = sqlite(tmp_path)
+    done = _run(tmp_path, f"hydra.sweeper.storage={storage}", "hydra.sweeper.study_name=handled",
+                "interrupt_at_trial=2", "on_interrupt=handle")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert [t.state for t in trials_of(storage, "handled")] == [TrialState.COMPLETE] * 4
 
 
 def test_a_running_trial_nothing_can_free_is_not_waited_for(tmp_path):
@@ -1206,6 +1216,33 @@ def test_a_storage_error_telling_one_trial_still_tells_the_rest_of_the_batch(mon
     with pytest.raises(RuntimeError, match="database went away"):
         impl._tell_batch(study, batch, [Outcome("COMPLETE", values=[1.0])] * 3)
     assert [t.state for t in study.trials] == [TrialState.RUNNING, TrialState.COMPLETE, TrialState.COMPLETE]
+
+
+@pytest.mark.parametrize("ctrl_c", [False, True], ids=["composition-error", "ctrl-c-behind-it"])
+def test_a_ctrl_c_behind_the_launchers_error_is_an_interrupt_not_a_usage_error(ctrl_c):
+    """OmegaConf raises its own error when a Ctrl-C lands while it builds a config; in the
+    launcher (composing a job) that error reads as 'the job's config does not compose' (exit 2)
+    unless the SIGINT before it is seen."""
+    from hydra.errors import ConfigCompositionException
+
+    from hydra_plugins.ecosplit_optuna_sweeper import _interrupt
+    from hydra_plugins.ecosplit_optuna_sweeper._loop import UsageError
+
+    class Launcher:
+        def launch(self, overrides, initial_job_idx):
+            if ctrl_c:
+                try:
+                    _interrupt._on_sigint(signal.SIGINT, None)  # what SIGINT runs during a sweep
+                except KeyboardInterrupt:
+                    pass
+            raise ConfigCompositionException("'NoneType' object has no attribute '_invalidate_flags_cache'")
+
+    impl = EcosplitOptunaSweeperImpl(n_trials=1)
+    impl.launcher, impl._next_job_dir = Launcher(), 0
+    study = optuna.create_study()
+    batch = [(study.ask(), ["x=1"])]
+    with pytest.raises(KeyboardInterrupt if ctrl_c else UsageError):
+        impl._launch(study, batch)
 
 
 def test_a_killed_joblib_worker_fails_the_batch_with_one_line_and_the_rerun_completes(tmp_path):

@@ -39,7 +39,7 @@ from typing import Any, Dict, Iterator, List, NoReturn, Optional, Sequence, Tupl
 
 import optuna
 from hydra.core.plugins import Plugins
-from hydra.core.utils import JobReturn
+from hydra.core.utils import JobReturn, JobStatus
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
@@ -433,12 +433,14 @@ class EcosplitOptunaSweeperImpl(Sweeper):
         mark = _interrupt.count()
         try:
             returns = self.launcher.launch([o for _, o in batch], initial_job_idx=first)
-            if _interrupt.interrupted_since(mark):  # a job's error hides a Ctrl-C (see _interrupt)
+            # a job's error raised after a Ctrl-C hides it (see _interrupt); a task that handled
+            # the KeyboardInterrupt itself and returned keeps its result
+            if _interrupt.interrupted_since(mark) and any(r.status == JobStatus.FAILED for r in returns):
                 raise KeyboardInterrupt
         except KeyboardInterrupt:
             raise  # _release_owned re-queues the batch
         except BaseException as e:
-            if _interrupt.interrupted_since(mark):
+            if _interrupt.interrupted_since(mark):  # e.g. OmegaConf's error while it composed a job
                 raise KeyboardInterrupt from e
             self._launch_failed(study, batch, e)
         finally:

@@ -38,10 +38,11 @@ def main(cfg: DictConfig):
             os.kill(os.getpid(), signal.SIGINT)  # as Ctrl-C in the terminal
             time.sleep(5)
         except KeyboardInterrupt:
-            if not cfg.interrupt_masked:
+            if cfg.on_interrupt == "raise":
                 raise
-            # what OmegaConf did in CI when Ctrl-C landed while it built a ListConfig
-            raise ValueError("a library's own error, raised while the Ctrl-C unwound it") from None
+            if cfg.on_interrupt == "mask":  # what OmegaConf did in CI when Ctrl-C landed while it built a ListConfig
+                raise ValueError("a library's own error, raised while the Ctrl-C unwound it") from None
+            # "handle": the task stops what it did and returns its result
     if cfg.kill_at_trial is not None and trial_number() == cfg.kill_at_trial:
         os.kill(os.getpid(), signal.SIGKILL)
 
