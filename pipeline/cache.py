@@ -36,6 +36,8 @@ from filelock import FileLock
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
+from hydra_plugins.ecosplit_optuna_sweeper import _interrupt as interrupts
+
 from . import tracking
 from .config import inactive_sparsity_keys
 from .data import MnistSplits, TensorSplit, resolve_root
@@ -259,13 +261,15 @@ class ModelCache:
             client = MlflowClient()
             claim: str | None = None
             beat: _Beat | None = None
+            mark = interrupts.count()
             try:
                 # claim first, then one query answers both "published already?" and "whose turn?"
                 # (a model found published costs a claim made and deleted, next to its download)
                 while True:
                     if claim is None:
-                        claim = self._claim(key, cfg)
-                        beat = _Beat(client, claim)
+                        with interrupts.deferred():  # a claim whose id is lost would wait to go stale
+                            claim = self._claim(key, cfg)
+                            beat = _Beat(client, claim)
                     runs = self._runs(key)
                     published = [r for r in runs if r.info.status == "FINISHED"]
                     if published:
@@ -296,16 +300,17 @@ class ModelCache:
                 if beat is not None:
                     beat.stop()
                 if claim is not None:
-                    _end_claim(client, claim, exc)
+                    # a Ctrl-C behind another error (see _interrupt) is a Ctrl-C
+                    _end_claim(client, claim, exc, interrupted=interrupts.interrupted_since(mark))
                 raise
 
 
-def _end_claim(client: MlflowClient, run_id: str, exc: BaseException) -> None:
+def _end_claim(client: MlflowClient, run_id: str, exc: BaseException, interrupted: bool = False) -> None:
     """End the claim of a training that did not finish, saying why: KILLED when it was stopped
     (Ctrl-C, or its trial pruned: a deliberate stop, not an error), FAILED otherwise."""
-    stopped = isinstance(exc, (KeyboardInterrupt, optuna.TrialPruned))
+    stopped = interrupted or isinstance(exc, (KeyboardInterrupt, optuna.TrialPruned))
     reason = (f"training stopped: the trial was pruned ({exc})" if isinstance(exc, optuna.TrialPruned)
-              else tracking.failure_reason(exc))
+              else tracking.failure_reason(KeyboardInterrupt() if interrupted else exc))
     try:
         client.set_tag(run_id, "failure_reason", tracking.mask_secrets(reason)[:tracking.MAX_TAG_CHARS])
         client.set_terminated(run_id, "KILLED" if stopped else "FAILED")

@@ -264,6 +264,12 @@ def test_a_ctrl_c_that_a_library_turned_into_another_error_is_still_an_interrupt
         with pytest.raises(ValueError, match="a bug"):
             cli.run_script(cli.user_errors_exit(bug))
         assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+        def own_handler():  # a task installing its own handler keeps it
+            signal.signal(signal.SIGINT, mine)
+        mine = lambda *_: None  # noqa: E731
+        cli.run_script(own_handler)
+        assert signal.getsignal(signal.SIGINT) is mine
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # started in the background: stays ignored
         with pytest.raises(ValueError, match="a bug"):
             cli.run_script(cli.user_errors_exit(bug))

@@ -252,8 +252,9 @@ def test_cache_hits_locally_and_through_mlflow(tmp_path, small_train_cfg):
 
 
 def _older_claim(exp_id: str, key: str) -> str:
-    """A RUNNING trained-model run for key, as another worker's claim."""
-    run = MlflowClient().create_run(exp_id, tags={"ecosplit.cache_key": key, "ecosplit.role": "trained-model"})
+    """A RUNNING trained-model run for key, as another worker's claim (a second older than now)."""
+    run = MlflowClient().create_run(exp_id, start_time=int(time.time() * 1000) - 1000,
+                                    tags={"ecosplit.cache_key": key, "ecosplit.role": "trained-model"})
     return run.info.run_id
 
 
@@ -270,19 +271,24 @@ def test_cache_waits_for_an_older_live_claim_and_takes_its_model(tmp_path, small
     exp_id = mlflow.create_experiment("cache", artifact_location=str(tmp_path / "art"))
     monkeypatch.setattr(cache, "CLAIM_POLL_S", 0.1)
     older = _older_claim(exp_id, key)
-    got, trained = {}, []
+    got, trained, behind = {}, [], threading.Event()
+    owner = ModelCache._owner
+
+    def seen_owner(self, *args):
+        found = owner(self, *args)
+        if found == older:
+            behind.set()
+        return found
+    monkeypatch.setattr(ModelCache, "_owner", seen_owner)
 
     def worker():
         got["model"], got["source"] = ModelCache(tmp_path / "b", exp_id).get_or_train(
             key, lambda: trained.append(1) or SplitCNN((2, 2, 2, 2), (4, 4, 4, 4, 10)), cfg)
     waiting = threading.Thread(target=worker)
     waiting.start()
-    deadline = time.monotonic() + 30
-    while len(study_claims := MlflowClient().search_runs([exp_id], "attributes.status = 'RUNNING'")) < 2:
-        assert time.monotonic() < deadline, "the worker never claimed"
-        time.sleep(0.05)
-    time.sleep(0.3)  # it polls, behind the older claim
-    assert waiting.is_alive() and not trained
+    assert behind.wait(30), "the worker never found the older claim in its turn"
+    study_claims = MlflowClient().search_runs([exp_id], "attributes.status = 'RUNNING'")
+    assert len(study_claims) == 2 and waiting.is_alive() and not trained
     torch.manual_seed(0)
     model = SplitCNN((2, 2, 2, 2), (4, 4, 4, 4, 10))
     ModelCache(tmp_path / "a", exp_id)._publish(older, cache._Beat(MlflowClient(), older), model, cfg)
@@ -309,6 +315,25 @@ def test_cache_takes_over_a_claim_whose_beat_stopped(tmp_path, small_train_cfg, 
     assert source == "trained"
     run = MlflowClient().get_run(dead)
     assert run.info.status == "KILLED" and run.data.tags["failure_reason"].startswith("claim stale")
+
+
+def test_cache_claim_of_a_training_stopped_by_a_hidden_ctrl_c_ends_killed(tmp_path, small_train_cfg):
+    """A Ctrl-C that a library turned into its own error during training (see _interrupt) ends the
+    claim KILLED, as the trial's run, not FAILED with the library's error."""
+    cfg = small_train_cfg
+    key = training_key(cfg, load_data(cfg))
+    mlflow.set_tracking_uri(cfg.tracking.uri)
+    exp_id = mlflow.create_experiment("cache", artifact_location=str(tmp_path / "art"))
+
+    def train():
+        try:
+            _interrupt._on_sigint(signal.SIGINT, None)  # what SIGINT runs during a sweep
+        except KeyboardInterrupt:
+            raise ValueError("'NoneType' object has no attribute '_invalidate_flags_cache'") from None
+    with pytest.raises(ValueError):
+        ModelCache(tmp_path / "a", exp_id).get_or_train(key, train, cfg)
+    (claim,) = MlflowClient().search_runs([exp_id])
+    assert claim.info.status == "KILLED" and claim.data.tags["failure_reason"] == "interrupted (KeyboardInterrupt)"
 
 
 # -- the sweeper's hooks and the trial's run, in process ------------------------------------------

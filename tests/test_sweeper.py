@@ -1245,6 +1245,37 @@ def test_a_ctrl_c_behind_the_launchers_error_is_an_interrupt_not_a_usage_error(c
         impl._launch(study, batch)
 
 
+@pytest.mark.parametrize("second,interrupt", [(optuna.TrialPruned("epoch 2"), False), (ValueError("hidden"), True)],
+                         ids=["pruned", "failed"])
+def test_after_a_handled_ctrl_c_only_a_failed_job_stands_for_it(second, interrupt):
+    """The first job caught a Ctrl-C and returned; the batch's other job was pruned (no error: the
+    batch is told) or failed (the error may hide the Ctrl-C: the batch is re-queued)."""
+    from hydra.core.utils import JobReturn, JobStatus
+
+    from hydra_plugins.ecosplit_optuna_sweeper import _interrupt
+
+    class Launcher:
+        def launch(self, overrides, initial_job_idx):
+            try:
+                _interrupt._on_sigint(signal.SIGINT, None)  # what SIGINT runs during a sweep
+            except KeyboardInterrupt:
+                pass  # the task handles it and returns
+            done, other = JobReturn(), JobReturn()
+            done.status, done.return_value = JobStatus.COMPLETED, 1.0
+            other.status, other.return_value = JobStatus.FAILED, second
+            return [done, other]
+
+    impl = EcosplitOptunaSweeperImpl(n_trials=2)
+    impl.launcher, impl._next_job_dir = Launcher(), 0
+    study = optuna.create_study()
+    batch = [(study.ask(), ["x=1"]), (study.ask(), ["x=2"])]
+    try:
+        returns = impl._launch(study, batch)
+    except KeyboardInterrupt:  # caught here: pytest would end the session on it
+        returns = None
+    assert (returns is None) == interrupt
+
+
 def test_a_killed_joblib_worker_fails_the_batch_with_one_line_and_the_rerun_completes(tmp_path):
     storage = sqlite(tmp_path)
     common = [f"hydra.sweeper.storage={storage}", "hydra.sweeper.study_name=worker", "hydra/launcher=joblib",

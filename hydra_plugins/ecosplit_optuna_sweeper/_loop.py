@@ -24,18 +24,15 @@ interrupt, crash) first finishes or re-queues every trial this process owns, the
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import os
 import re
-import signal
-import threading
 import time
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, NoReturn, Optional, Sequence, Tuple
+from typing import Any, Dict, List, NoReturn, Optional, Sequence, Tuple
 
 import optuna
 from hydra.core.plugins import Plugins
@@ -373,7 +370,7 @@ class EcosplitOptunaSweeperImpl(Sweeper):
         which are taken first."""
         system_attrs = {OWNER: self._owner} if self.settings.storage_url else {}
         user_attrs = {FIXED_PARAMS: self._fixed_attr} if self._fixed_attr else {}
-        with _sigint_deferred(), warnings.catch_warnings():
+        with _interrupt.deferred(), warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             trial = ask(study, waiting, user_attrs, system_attrs)
             self._owned[trial._trial_id] = trial
@@ -434,8 +431,10 @@ class EcosplitOptunaSweeperImpl(Sweeper):
         try:
             returns = self.launcher.launch([o for _, o in batch], initial_job_idx=first)
             # a job's error raised after a Ctrl-C hides it (see _interrupt); a task that handled
-            # the KeyboardInterrupt itself and returned keeps its result
-            if _interrupt.interrupted_since(mark) and any(r.status == JobStatus.FAILED for r in returns):
+            # the KeyboardInterrupt itself and returned keeps its result (and a pruned job is no error)
+            if _interrupt.interrupted_since(mark) and any(
+                    r.status == JobStatus.FAILED and not isinstance(r._return_value, optuna.TrialPruned)
+                    for r in returns):
                 raise KeyboardInterrupt
         except KeyboardInterrupt:
             raise  # _release_owned re-queues the batch
@@ -525,20 +524,6 @@ class EcosplitOptunaSweeperImpl(Sweeper):
                 f"sweep aborted: the last {fail_streak} trials all failed (n_trials={n_trials} "
                 f"failures in a row, with hydra.sweeper.max_failure_rate=1); last failure: {last}"
             )
-
-
-@contextlib.contextmanager
-def _sigint_deferred() -> Iterator[None]:
-    """Hold SIGINT (Ctrl-C) back until the block is done; it is delivered right after."""
-    main = threading.current_thread() is threading.main_thread()
-    if main and hasattr(signal, "pthread_sigmask"):
-        old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-        try:
-            yield
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, old)
-    else:  # pragma: no cover - not the main thread, or no POSIX signal masks
-        yield
 
 
 def check_keys(space: SearchSpace, config: Any) -> None:

@@ -17,7 +17,7 @@ from optuna.distributions import (
 )
 from optuna.trial import FrozenTrial, Trial, TrialState
 
-from . import _runtime
+from . import _interrupt, _runtime
 from ._outcome import (
     CONSTRAINTS,
     FAIL_REASON,
@@ -133,15 +133,17 @@ class TaskExit(Exception):
 
 
 class GuardedTask:
-    """The task function as launched: ``SystemExit`` -> :class:`TaskExit`. Picklable by
-    reference (launchers that use other processes ship it there)."""
+    """The task function as launched: ``SystemExit`` -> :class:`TaskExit`; SIGINTs counted
+    (``_interrupt``) also in a launcher's worker process that keeps Python's default handler.
+    Picklable by reference (launchers that use other processes ship it there)."""
 
     def __init__(self, fn: Callable[[Any], Any]) -> None:
         self.fn = fn
 
     def __call__(self, cfg: Any) -> Any:
         try:
-            return self.fn(cfg)
+            with _interrupt.counting():  # in the sweeper's process: counting already
+                return self.fn(cfg)
         except SystemExit as e:
             cause = e.__cause__ or e.__context__
             message = usage_error(e) or (str(cause) if cause is not None else "sys.exit() in the task")
