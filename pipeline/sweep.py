@@ -390,16 +390,16 @@ def run_trial(cfg: DictConfig) -> dict:
         tags.update({"optuna.trial_number": trial.number, "optuna.trial_id": trial._trial_id})
         batch.params({f"trial.{k}": v for k, v in trial.params.items()})
     # sections' settings before the entries of tables (energy.operations_pj.fp32.add, ...): a
-    # running trial shows the first in the UI, the tables wait for the final batch
+    # running trial shows the first in the UI, the tables a call later
     settings = tracking.flatten(OmegaConf.to_container(cfg, resolve=True))
     batch.params(dict(sorted(settings.items(), key=lambda kv: kv[0].count(".") > 1)))
     name = f"trial-{trial.number}" if trial is not None else "trial"
     pruned = None
     # the run is created in the batch's thread while the trial computes
     with tracking.background_run(experiment_id, name, tags, parent_id, batch=batch, failed_tags={STATE_TAG: "FAIL"}):
-        # sent while the trial trains: the settings one call takes (a running trial shows them in
-        # the UI) and the data
-        batch.flush()
+        # sent while the trial trains: the settings (a running trial shows them in the UI; the
+        # tables' entries, a second call, waited for the final batch, on the trial's path) and the data
+        batch.flush(everything=True)
         dataset = dataset_input(cfg, data)
         batch.in_background(lambda: tracking.log_dataset(batch.run_id, **dataset))
         try:

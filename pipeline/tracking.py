@@ -249,18 +249,22 @@ class RunLog:
                                  tags=[RunTag(k, v) for k, v in self._tags.items()])
         self._params, self._tags, self._metrics = {}, {}, []
 
-    def flush(self, older_than_s: float = 0.0) -> None:
-        """Send what one call takes of the queue in the background, if the last flush is at least
-        ``older_than_s`` ago (e.g. per-epoch values: at most one call every ``older_than_s``)."""
-        if time.monotonic() - self._flushed_at < older_than_s or not (self._params or self._tags or self._metrics):
+    def flush(self, older_than_s: float = 0.0, everything: bool = False) -> None:
+        """Send what one call takes of the queue (``everything``: all of it, in as many calls) in
+        the background, if the last flush is at least ``older_than_s`` ago (e.g. per-epoch values:
+        at most one call every ``older_than_s``)."""
+        if time.monotonic() - self._flushed_at < older_than_s:
             return
-        part = self.take()
+        while self._params or self._tags or self._metrics:
+            part = self.take()
 
-        def send() -> None:
-            part.run_id = self.run_id  # known by now, also for a run ``background_run`` creates
-            part.send()
-        self.in_background(send)
-        self._flushed_at = time.monotonic()
+            def send(part: RunLog = part) -> None:
+                part.run_id = self.run_id  # known by now, also for a run ``background_run`` creates
+                part.send()
+            self.in_background(send)
+            self._flushed_at = time.monotonic()
+            if not everything:
+                break
 
 
 @contextlib.contextmanager

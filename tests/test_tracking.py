@@ -48,6 +48,21 @@ def test_take_splits_off_what_one_call_takes_in_the_order_queued(calls):
     assert tags2 == {} and list(params2) == [f"p{i:03d}" for i in range(98, 130)]
 
 
+def test_flush_sends_one_call_or_everything_queued(calls):
+    """A trial's settings (179 params) take two calls: both go in the background as it starts, so
+    its final batch on the trial's path holds only its metrics and tags."""
+    batch = tracking.RunLog("r1")
+    batch.params({f"p{i:03d}": i for i in range(230)})
+    batch.flush()
+    batch.join()
+    assert [len(c[2]) for c in calls] == [100]  # one call's worth
+    batch.flush(everything=True)
+    batch.join()
+    assert [len(c[2]) for c in calls] == [100, 100, 30]
+    batch.send()  # nothing left for the final batch
+    assert len(calls) == 3
+
+
 def test_flush_sends_in_the_background_at_most_every_older_than_s(calls, monkeypatch):
     now = [100.0]
     monkeypatch.setattr(tracking.time, "monotonic", lambda: now[0])

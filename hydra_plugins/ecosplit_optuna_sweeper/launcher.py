@@ -15,6 +15,8 @@ except:
 - the ``JobReturn``'s ``hydra_cfg`` is that copy, which nothing else holds once the job ends,
   not a further deep copy; the task's config is copied without the ``hydra`` node, not copied
   whole and the node deleted;
+- Hydra's logging is not set again as a batch starts when the previous batch's last job left it
+  set (the basic launcher sets it before every batch and after every job);
 - the ``.hydra`` files go through libyaml's C emitter with OmegaConf's own representers (the same
   YAML values; a long string may be folded at other places), or PyYAML's when libyaml is absent.
 
@@ -57,6 +59,7 @@ class EcosplitLauncher(Launcher):
         self.config: Optional[DictConfig] = None
         self.task_function: Optional[TaskFunction] = None
         self.hydra_context: Optional[HydraContext] = None
+        self._hydra_logging = False  # Hydra's logging is set (after a job): the next batch need not
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.config = config
@@ -66,7 +69,8 @@ class EcosplitLauncher(Launcher):
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         setup_globals()
         assert self.hydra_context is not None and self.config is not None and self.task_function is not None
-        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        if not self._hydra_logging:  # as the last job of the batch before left it (~2 ms a call)
+            configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
         log.info(f"Launching {len(job_overrides)} jobs locally")
         runs: List[JobReturn] = []
@@ -76,7 +80,9 @@ class EcosplitLauncher(Launcher):
             with open_dict(sweep_config):
                 sweep_config.hydra.job.id = idx
                 sweep_config.hydra.job.num = idx
+            self._hydra_logging = False
             runs.append(_launcher.run_job(self.hydra_context, self.task_function, sweep_config,
                                           "hydra.sweep.dir", "hydra.sweep.subdir"))
             configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+            self._hydra_logging = True
         return runs
