@@ -331,6 +331,13 @@ def summary(r: dict) -> dict:
     mean = {k: sum(row[k] for row in r["steady"]) / n for k in r["steady"][0] if k != "number"}
     mean["overhead"] = mean["wall"] - mean["work"]
     mean["cpu"], mean["work_cpu"] = r["cpu_per_trial"], r["work_cpu_per_trial"]
+    # typical trials: 2..n-2, without trial 1, which also pays the sweep's one check of the
+    # job-config copy against Hydra's own composition (_job_config.py)
+    shares = [(row["wall"] - row["work"]) / row["wall"] for row in r["steady"] if row["number"] >= 2]
+    mean["typical"], mean["typical_min"], mean["typical_max"] = statistics.median(shares), min(shares), max(shares)
+    first = next(row for row in r["steady"] if row["number"] == 1)
+    typical_s = statistics.median(row["wall"] - row["work"] for row in r["steady"] if row["number"] >= 2)
+    mean["trial1_extra"] = (first["wall"] - first["work"]) - typical_s
     return mean
 
 
@@ -347,6 +354,9 @@ def print_run(repo: Path, r: dict) -> None:
     print(f"per steady trial (1..{len(r['rows']) - 1}): wall {m['wall']:.3f} s = work {m['work']:.3f} s + overhead "
           f"{m['overhead']:.3f} s (data {m['data']:.3f}, tracking {m['tracking']:.3f}, sweeper {m['sweeper']:.3f}, "
           f"gap {m['gap']:.3f}) -> overhead {m['overhead'] / m['wall']:.1%} of the trial's wall time (target < 10%)")
+    print(f"typical trial (2..{len(r['rows']) - 1}): overhead median {m['typical']:.1%} ({m['typical_min']:.1%}-"
+          f"{m['typical_max']:.1%}); trial 1 carries {m['trial1_extra']:.3f} s more, once per sweep (the check "
+          "of the job-config copy against Hydra's composition)")
     print(f"in CPU seconds: worker {m['cpu']:.3f} s per steady trial (all threads) = its work replayed alone "
           f"{m['work_cpu']:.3f} s + overhead {m['cpu'] - m['work_cpu']:.3f} s -> overhead "
           f"{(m['cpu'] - m['work_cpu']) / m['cpu']:.1%} of the trial's CPU; replay's objectives "
@@ -376,14 +386,16 @@ def main() -> None:
             print_run(repo, r)
     if len(repos) > 1 or args.rounds > 1:
         print("\nmedian over rounds, per steady trial:   wall    work   overhead (data  tracking sweeper  gap)  "
-              "overhead/wall | CPU: worker  work   overhead/CPU")
+              "overhead/wall | CPU: worker  work   overhead/CPU | typical trial (2..n-2): median, range")
         for repo, runs in results.items():
             med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
             share = statistics.median(r["overhead"] / r["wall"] for r in runs)
             cpu_share = statistics.median((r["cpu"] - r["work_cpu"]) / r["cpu"] for r in runs)
             print(f"  {str(repo)[-30:]:30s} {med['wall']:6.3f}  {med['work']:6.3f}  {med['overhead']:6.3f}  "
                   f"({med['data']:5.3f} {med['tracking']:6.3f} {med['sweeper']:6.3f} {med['gap']:5.3f})  {share:6.1%}"
-                  f"      | {med['cpu']:6.3f} {med['work_cpu']:6.3f}  {cpu_share:6.1%}")
+                  f"      | {med['cpu']:6.3f} {med['work_cpu']:6.3f}  {cpu_share:6.1%}"
+                  f"       | {med['typical']:6.1%} ({min(r['typical_min'] for r in runs):.1%}-"
+                  f"{max(r['typical_max'] for r in runs):.1%})")
     if args.breakdown:
         breakdown(repos[0], args.trials)
 
