@@ -397,9 +397,9 @@ def run_trial(cfg: DictConfig) -> dict:
     pruned = None
     # the run is created in the batch's thread while the trial computes
     with tracking.background_run(experiment_id, name, tags, parent_id, batch=batch, failed_tags={STATE_TAG: "FAIL"}):
-        # sent while the trial trains: the settings (a running trial shows them in the UI; the
-        # tables' entries, a second call, waited for the final batch, on the trial's path) and the data
-        batch.flush(everything=True)
+        # sent while the trial trains: the settings one call takes (a running trial shows them in
+        # the UI; the rest go once the cache's claim is made, see _trial_metrics) and the data
+        batch.flush()
         dataset = dataset_input(cfg, data)
         batch.in_background(lambda: tracking.log_dataset(batch.run_id, **dataset))
         try:
@@ -537,6 +537,9 @@ def _trial_metrics(cfg: DictConfig, trial, batch: tracking.RunLog, data: MnistSp
         return model
 
     def train():
+        # the rest of the settings (the tables' entries, a second call) while it trains: not in
+        # the final batch on the trial's path, nor beside the cache's claim and search
+        batch.flush(everything=True)
         t = time.perf_counter()
         dense = train_on_path(cfg, data, report, start_model)
         times["time_train_s"] = time.perf_counter() - t - overhead_s[0]
@@ -547,6 +550,7 @@ def _trial_metrics(cfg: DictConfig, trial, batch: tracking.RunLog, data: MnistSp
     else:
         dense, source = train(), "trained"
     batch.tags({"ecosplit.dense_source": source})
+    batch.flush(everything=True)  # a model found, not trained: while it is pruned and evaluated
     t = time.perf_counter()
     pruned = prune_model(cfg, dense, data)
     times["time_prune_s"] = time.perf_counter() - t
