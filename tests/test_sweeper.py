@@ -1276,6 +1276,22 @@ def test_after_a_handled_ctrl_c_only_a_failed_job_stands_for_it(second, interrup
     assert (returns is None) == interrupt
 
 
+def test_the_task_counts_sigints_where_no_sweep_does_as_in_a_launchers_worker():
+    """A launcher's worker process runs GuardedTask without the sweep's counting handler: the task
+    counts there itself (the app's runs and cache claims then see a Ctrl-C behind another error),
+    and Python's handler is back once it returns."""
+    from hydra_plugins.ecosplit_optuna_sweeper import _interrupt
+    from hydra_plugins.ecosplit_optuna_sweeper._trials import GuardedTask
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as a fresh worker process
+    try:
+        seen = GuardedTask(lambda cfg: signal.getsignal(signal.SIGINT))(None)
+        assert seen is _interrupt._on_sigint
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def test_a_killed_joblib_worker_fails_the_batch_with_one_line_and_the_rerun_completes(tmp_path):
     storage = sqlite(tmp_path)
     common = [f"hydra.sweeper.storage={storage}", "hydra.sweeper.study_name=worker", "hydra/launcher=joblib",

@@ -69,7 +69,9 @@ class EcosplitLauncher(Launcher):
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         setup_globals()
         assert self.hydra_context is not None and self.config is not None and self.task_function is not None
-        if not self._hydra_logging:  # as the last job of the batch before left it (~2 ms a call)
+        # as the previous batch's last job left it (bench_trial_tracking --breakdown: logging set-up
+        # 4.4 ms a trial in three calls, 3.0 in two)
+        if not self._hydra_logging:
             configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
         log.info(f"Launching {len(job_overrides)} jobs locally")
