@@ -182,6 +182,7 @@ class ModelCache:
         self.experiment_id = experiment_id  # None: local only
         self.tags = {k: tracking.mask_secrets(str(v)) for k, v in (tags or {}).items()}  # on the claim run
         self._beats: dict[str, tuple[float, float]] = {}  # claim run id -> (beat seen, when it moved)
+        self._artifact_uris: dict[str, str] = {}  # claim run id -> its artifact URI, from its creation
 
     def _path(self, key: str) -> Path:
         return self.local_dir / f"{key}.pt"
@@ -200,6 +201,7 @@ class ModelCache:
         run = MlflowClient().create_run(self.experiment_id, run_name=f"trained-{key[:12]}",
                                         tags={**self.tags, "ecosplit.cache_key": key, "ecosplit.role": ROLE,
                                               "ecosplit.train_mu": repr(float(cfg.train.mu))})
+        self._artifact_uris[run.info.run_id] = run.info.artifact_uri  # for _publish: no look-up
         return run.info.run_id
 
     def _owner(self, key: str, mine: str, runs) -> str:
@@ -237,7 +239,7 @@ class ModelCache:
             with tempfile.TemporaryDirectory() as tmp:  # one upload call for both files
                 save_checkpoint(model, Path(tmp) / "dense.pt")
                 (Path(tmp) / "config.yaml").write_text(tracking.mask_secrets(OmegaConf.to_yaml(cfg, resolve=True)))
-                client.log_artifacts(run_id, tmp)
+                tracking.log_artifacts(run_id, tmp, self._artifact_uris.pop(run_id, None))
             beat.stop()
             client.set_terminated(run_id, "FINISHED")
         except BaseException as exc:
@@ -276,6 +278,7 @@ class ModelCache:
                         beat.stop()
                         beat = None
                         client.delete_run(claim)  # not needed: someone else trained it
+                        self._artifact_uris.pop(claim, None)
                         claim = None
                         remote = tracking.download(published[0].info.run_id, "dense.pt",
                                                    tempfile.mkdtemp(prefix="ecosplit-cache-"))

@@ -271,8 +271,18 @@ def on_start(study: optuna.Study, cfg: DictConfig) -> None:
                       **{f"search.{k}": v for k, v in (sweeper.params or {}).items()}})
         batch.send()
         client.log_text(run_id, tracking.mask_secrets(OmegaConf.to_yaml(cfg, resolve=False)), "sweep_config.yaml")
-        if find_parent_run(experiment_id, study.study_name).info.run_id != run_id:  # lost a race
+        winner = find_parent_run(experiment_id, study.study_name).info.run_id
+        if winner != run_id:  # lost a race to another worker
             client.delete_run(run_id)
+            run_id = winner
+    else:
+        run_id = parent.info.run_id
+    # one link to the sweep's run, under which every trial is nested, instead of MLflow's two
+    # lines per run ended (trial and cache claim) on a tracking server
+    tracking.quiet_run_urls()
+    url = tracking.run_url(run_id, experiment_id)
+    if url is not None:
+        log.info("MLflow: the sweep's run, every trial nested under it: %s", url)
     reconcile_runs(study, experiment_ids)
 
 
@@ -561,7 +571,7 @@ def _trial_metrics(cfg: DictConfig, trial, batch: tracking.RunLog, data: MnistSp
     model = {"tags": model_tags, "name": f"pruned-trial-{trial.number}" if trial is not None else "pruned",
              "params": {k: OmegaConf.select(cfg, k) for k in ("train.mu", "prune.mode", "prune.threshold",
                                                                 "prune.finetune_epochs")}}
-    model_id = batch.in_background(lambda: _log_pruned_model(batch.run_id, batch.experiment_id, dense, pruned, **model))
+    model_id = batch.in_background(lambda: _log_pruned_model(batch, dense, pruned, **model))
     t = time.perf_counter()
     if key not in _DENSE_TEST:  # the dense model's test score depends on the training key only
         _DENSE_TEST[key] = evaluate(dense, data.test)
@@ -579,7 +589,7 @@ def _trial_metrics(cfg: DictConfig, trial, batch: tracking.RunLog, data: MnistSp
     return metrics, model_id.result()
 
 
-def _log_pruned_model(run_id: str, experiment_id: str, dense: SplitCNN, pruned: SplitCNN, **model: Any) -> str:
+def _log_pruned_model(run: tracking.RunLog, dense: SplitCNN, pruned: SplitCNN, **model: Any) -> str:
     """``checkpoints/pruned.pt`` and ``layers.csv`` as the run's artifacts (one upload call), and
     the pruned model as an MLflow logged model of the run holding the same checkpoint (load it
     with ``pipeline.model.load_checkpoint``), ``model`` its name, params and tags; its id."""
@@ -588,8 +598,8 @@ def _log_pruned_model(run_id: str, experiment_id: str, dense: SplitCNN, pruned: 
         checkpoint.parent.mkdir()
         save_checkpoint(pruned, checkpoint)
         (Path(tmp) / "layers.csv").write_text(tracking.rows_to_csv(dataclasses.asdict(r) for r in layer_table(dense, pruned)))
-        MlflowClient().log_artifacts(run_id, tmp)
-        return tracking.log_model(run_id, experiment_id, files=[checkpoint], model_type=MODEL_TYPE, **model)
+        tracking.log_artifacts(run.run_id, tmp, run.artifact_uri)
+        return tracking.log_model(run.run_id, run.experiment_id, files=[checkpoint], model_type=MODEL_TYPE, **model)
 
 
 MODEL_TYPE = "ecosplit.SplitCNN checkpoint"

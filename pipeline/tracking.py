@@ -58,9 +58,24 @@ def use(uri: str, sqlite_wal: bool = True) -> None:
     if sqlite_wal:
         wal_for(uri)
     if mask_secrets(uri) != uri:
-        # MLflow prints "View run ... at <tracking uri>/#/..." on stdout, password included
-        os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
+        quiet_run_urls()  # MLflow would print "View run ... at <tracking uri>/#/...", password included
     mlflow.set_tracking_uri(uri)
+
+
+def run_url(run_id: str, experiment_id: str) -> str | None:
+    """The run's page in the tracking server's UI (as MLflow prints it when a run ends), or None
+    for a store without a UI address of its own (a database file, Databricks)."""
+    uri = mlflow.get_tracking_uri()
+    if not uri.startswith(("http://", "https://")):
+        return None
+    return f"{mask_secrets(uri.rstrip('/'))}/#/experiments/{experiment_id}/runs/{run_id}"
+
+
+def quiet_run_urls() -> None:
+    """No "View run ... at <url>" lines on stdout as runs end in this process from now on: MLflow
+    prints two per run ended on a tracking server, each after a ``get_run`` request of its own (a
+    sweep's trial ends two runs, its own and the reuse cache's claim)."""
+    os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
 
 
 def existing_experiment(uri: str, experiment: str, sqlite_wal: bool = True) -> str | None:
@@ -179,6 +194,7 @@ class RunLog:
 
     def __init__(self, run_id: str | None = None, experiment_id: str | None = None):
         self.run_id, self.experiment_id = run_id, experiment_id  # set by ``run`` when handed to it
+        self.artifact_uri: str | None = None  # the run's, once ``run``/``background_run`` made it
         self._params: dict[str, str] = {}
         self._tags: dict[str, str] = {}
         self._tag_keys: set[str] = set()  # every tag ever queued, sent or not
@@ -277,7 +293,7 @@ def run(experiment_id: str, run_name: str, tags: Mapping[str, str] | None = None
         tags["mlflow.parentRunId"] = parent_run_id
     active = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags)
     batch = batch if batch is not None else RunLog()
-    batch.run_id, batch.experiment_id = active.info.run_id, experiment_id
+    batch.run_id, batch.experiment_id, batch.artifact_uri = active.info.run_id, experiment_id, active.info.artifact_uri
     with _ending(batch, mlflow.end_run, failed_tags):
         yield active
 
@@ -310,7 +326,8 @@ def background_run(experiment_id: str, run_name: str, tags: Mapping[str, str] | 
     batch.run_id, batch.experiment_id = None, experiment_id
 
     def create() -> None:
-        batch.run_id = MlflowClient().create_run(experiment_id, tags=tags, run_name=run_name).info.run_id
+        info = MlflowClient().create_run(experiment_id, tags=tags, run_name=run_name).info
+        batch.run_id, batch.artifact_uri = info.run_id, info.artifact_uri
 
     def end(status: str) -> None:
         MlflowClient().set_terminated(batch.run_id, status)
@@ -436,14 +453,36 @@ def log_model(run_id: str, experiment_id: str, name: str, files: Sequence[str | 
         experiment_id, name=name, source_run_id=run_id, model_type=model_type,
         params=_clean(params or {}, MAX_PARAM_CHARS), tags=_clean(tags or {}, MAX_TAG_CHARS))
     try:
+        repo = artifact_repo(model.artifact_location)
         for path in files:
-            client.log_model_artifact(model.model_id, str(path))
+            repo.log_artifact(str(path))
     except BaseException:
         client.finalize_logged_model(model.model_id, "FAILED")
         raise
     client.finalize_logged_model(model.model_id, "READY")
     client.log_outputs(run_id, [LoggedModelOutput(model.model_id, 0)])
     return model.model_id
+
+
+def artifact_repo(artifact_uri: str):
+    """The artifact store at a run's or logged model's ``artifact_uri``, resolved as
+    ``MlflowClient``'s ``log_artifacts``/``log_model_artifact`` resolve it, minus their look-up of
+    the URI (a ``get_run``/``get_logged_model`` request per run the first time): the caller has it
+    from the run's or model's creation."""
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+    from mlflow.utils.uri import add_databricks_profile_info_to_artifact_uri
+
+    uri = mlflow.get_tracking_uri()
+    return get_artifact_repository(add_databricks_profile_info_to_artifact_uri(artifact_uri, uri), tracking_uri=uri)
+
+
+def log_artifacts(run_id: str, local_dir: str | os.PathLike, artifact_uri: str | None = None) -> None:
+    """The files of ``local_dir`` as the run's artifacts; with the run's ``artifact_uri`` (known
+    from its creation) without asking the store for it."""
+    if artifact_uri is None:
+        MlflowClient().log_artifacts(run_id, str(local_dir))
+    else:
+        artifact_repo(artifact_uri).log_artifacts(str(local_dir))
 
 
 def download(run_id: str, artifact_path: str, dst_dir: str | None = None) -> Path:

@@ -363,6 +363,12 @@ def test_ctrl_c_then_the_same_command_continues_the_study(tmp_path, postgres, ml
     rerun = next(t for t in completed(study)
                  if t.number not in before and interrupted.number in t.system_attrs.get("retry_history", []))
     assert rerun.params == interrupted.params and "fail_reason" not in rerun.user_attrs
+    # both starts print the one parent run's page once, and none of MLflow's per-run lines
+    parent = sweep.runs("sweep")[0].info
+    link = f"MLflow: the sweep's run, every trial nested under it: {mlflow_server.uri}/#/experiments/{parent.experiment_id}/runs/{parent.run_id}\n"
+    for log in sweep.logs:
+        text = log.read_text()
+        assert text.count(link) == 1 and "View run" not in text, text[-3000:]
 
 
 def test_launcher_subprocesses_reach_the_trial_without_the_password_in_overrides(tmp_path, postgres):

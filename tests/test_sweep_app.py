@@ -16,6 +16,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from mlflow.entities import LoggedModelStatus
 from mlflow.tracking import MlflowClient
+from mlflow.tracking._tracking_service.client import TrackingServiceClient
 from omegaconf import OmegaConf, open_dict
 
 from hydra_plugins.ecosplit_optuna_sweeper import _interrupt
@@ -219,7 +220,7 @@ def test_multi_objective_sweep_leaves_pareto_front_and_registered_model(multi_ru
     assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
 
 
-def test_cache_hits_locally_and_through_mlflow(tmp_path, small_train_cfg):
+def test_cache_hits_locally_and_through_mlflow(tmp_path, small_train_cfg, monkeypatch):
     cfg = small_train_cfg
     data = load_data(cfg)
     key = training_key(cfg, data)
@@ -237,9 +238,14 @@ def test_cache_hits_locally_and_through_mlflow(tmp_path, small_train_cfg):
         return SplitCNN((2, 2, 2, 2), (4, 4, 4, 4, 10))
 
     uploads = tracking.RunLog()  # the model goes up in its worker thread, as in a sweep trial
+    looked_up = []  # the upload goes where the claim's creation said: no get_run first
+    real_get_run = TrackingServiceClient.get_run
+    monkeypatch.setattr(TrackingServiceClient, "get_run",
+                        lambda self, run_id: looked_up.append(run_id) or real_get_run(self, run_id))
     first, src1 = ModelCache(tmp_path / "a", exp_id).get_or_train(key, train, cfg, background=uploads.in_background)
     again, src2 = ModelCache(tmp_path / "a", exp_id).get_or_train(key, train, cfg)  # the local copy: no wait
     uploads.join()
+    assert looked_up == []
     (published,) = MlflowClient().search_runs([exp_id])
     assert published.info.status == "FINISHED" and published.data.tags["ecosplit.cache_key"] == key
     assert {a.path for a in MlflowClient().list_artifacts(published.info.run_id)} == {"dense.pt", "config.yaml"}

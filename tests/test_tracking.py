@@ -103,7 +103,7 @@ class RunRecorder(Recorder):
     def create_run(self, experiment_id, tags=None, run_name=None):
         self.calls.append(("create", experiment_id, dict(tags), run_name, threading.current_thread().name))
         run_id = f"r{sum(c[0] == 'create' for c in self.calls)}"
-        return type("Run", (), {"info": type("Info", (), {"run_id": run_id})})
+        return type("Run", (), {"info": type("Info", (), {"run_id": run_id, "artifact_uri": f"mlflow-artifacts:/7/{run_id}"})})
 
     def set_terminated(self, run_id, status):
         self.calls.append(("end", run_id, status))
@@ -207,3 +207,35 @@ def test_an_sqlite_store_runs_in_wal_mode_unless_told_not_to_and_other_files_are
         pass
     assert (journal_mode(tmp_path / "mlflow.db"), journal_mode(tmp_path / "optuna.db"),
             journal_mode(tmp_path / "plain.db")) == ("wal", "delete", "delete")
+
+
+def test_uploads_go_where_the_runs_and_models_creation_said_without_looking_it_up(tmp_path, monkeypatch):
+    """A trial's files (its own run's, its logged model's, the reuse cache claim's) go to the
+    artifact location their creation returned: MlflowClient's uploads would first ask the store
+    for it (get_run / get_logged_model, a request each on a tracking server)."""
+    from mlflow.tracking import MlflowClient
+    from mlflow.tracking._tracking_service.client import TrackingServiceClient
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(tracking, "_EXPERIMENTS", {})
+    experiment_id = tracking.configure(f"sqlite:///{tmp_path}/mlflow.db", "uploads", str(tmp_path / "artifacts"))
+    batch = tracking.RunLog()
+    files = tmp_path / "files"
+    (files / "checkpoints").mkdir(parents=True)
+    (files / "checkpoints" / "pruned.pt").write_bytes(b"weights")
+    (files / "layers.csv").write_text("layer\n")
+    looked_up = []
+    for name in ("get_run", "get_logged_model"):
+        real = getattr(TrackingServiceClient, name)
+        monkeypatch.setattr(TrackingServiceClient, name,
+                            lambda self, id_, _real=real, _name=name: looked_up.append(_name) or _real(self, id_))
+    with tracking.background_run(experiment_id, "trial-0", batch=batch):
+        batch.join()  # created
+        tracking.log_artifacts(batch.run_id, files, batch.artifact_uri)
+        model_id = tracking.log_model(batch.run_id, experiment_id, "pruned", [files / "checkpoints" / "pruned.pt"])
+    assert looked_up == []
+    client = MlflowClient()
+    assert sorted(f.path for f in client.list_artifacts(batch.run_id)) == ["checkpoints", "layers.csv"]
+    assert [f.path for f in client.list_artifacts(batch.run_id, "checkpoints")] == ["checkpoints/pruned.pt"]
+    assert [f.path for f in client.list_logged_model_artifacts(model_id)] == ["pruned.pt"]
+    assert (tmp_path / "artifacts" / batch.run_id / "artifacts" / "layers.csv").is_file()
