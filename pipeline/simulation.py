@@ -220,7 +220,12 @@ def run_method(
                                          budget_s if timing.enforce else None, start_penalty,
                                          expected_transmissions)
     else:
-        choice = selection.select_min_energy(selection.total_energy_j(processing_j, e_tr),
+        # Blind to the deadline (enforce off), PS plans whole uploads (eq. (6) with the full tau):
+        # ranked by what an aborted upload is charged, the cuts that miss, whose inference is
+        # lost, would look cheapest. Enforcing, the cuts it may choose meet the deadline and pay
+        # their full tau anyway; when none does, the cheapest miss as charged.
+        plan_j = e_tr if timing.enforce else channel.transmission_energy_j(tau_s, power_w)
+        choice = selection.select_min_energy(selection.total_energy_j(processing_j, plan_j),
                                              meets if timing.enforce else None, allowed)
     return MethodResult(
         choice=choice,

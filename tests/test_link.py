@@ -220,9 +220,9 @@ def test_run_methods_charges_the_radio_draw_and_decides_causally_on_the_finite_b
     kw = dict(bits_per_element=32, input_bits_per_element=8, candidates="layers+input",
               fixed_cuts_send_index=False, client_macs_per_s=None)
     # E_p chosen so that the two estimates disagree: at 0.052 W, tau_hat x 0.052 is
-    #   Shannon [6274, 3202, 322] bits / 2000 bit/s x 0.052 = [0.16312, 0.08335, 0.00857] J,
-    #   finite blocklength (one codeword, x 1/0.999) = [0.16953, 0.08797, 0.01012] J; + E_p [1, 0, 0.076]:
-    #   Shannon picks pool1 (0.08335 < 0.08457), finite blocklength fc5 (0.08612 < 0.08797)
+    #   Shannon [6274, 3202, 322] bits / 2000 bit/s x 0.052 = [0.16312, 0.08325, 0.00837] J,
+    #   finite blocklength (one codeword, x 1/0.999) = [0.16970, 0.08795, 0.00993] J; + E_p [1, 0, 0.076]:
+    #   Shannon picks pool1 (0.08325 < 0.08437), finite blocklength fc5 (0.08593 < 0.08795)
     table = cut_table(["input", "pool1", "fc5"], [1.0, 0.0, 0.076], np.array([784, 100, 10]), np.zeros(3), {}, **kw)
     scenario = Scenario(_route(1.0), np.arange(3, dtype=float), np.zeros((3, 2)), np.full(1000, 3.0))
     link = Link(1e3, 1e-3, 1e-6, "finite_blocklength", 1e-3, pa_efficiency=0.5, circuit_power_w=0.05)

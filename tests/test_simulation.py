@@ -96,6 +96,20 @@ def test_run_method_charges_misses_by_late_upload_policy():
     assert not r.missed.any()
 
 
+def test_ps_blind_to_the_deadline_does_not_pick_an_upload_because_its_abort_is_cheap():
+    """late_upload=abort with enforce_deadline off: PS plans whole uploads (eq. (6), full tau)."""
+    processing_j = np.array([0.0, 1.5e-4])
+    tau_s = np.array([[0.30, 0.02]])
+    abort = Timing(deadline_s=0.1, period_s=0.1, late_upload="abort", enforce=False)
+    # cut 0: P * 0.30 = 3e-4 J to send, but aborted at the deadline it is charged P * 0.10 = 1e-4 J
+    # and the inference is lost; cut 1: 1.5e-4 + P * 0.02 = 1.7e-4 J, on time
+    assert P_W * 0.10 < 1.5e-4 + P_W * 0.02 < P_W * 0.30
+    r = run_method(processing_j, tau_s, P_W, abort, np.zeros(2))
+    np.testing.assert_array_equal(r.choice, [1])
+    np.testing.assert_allclose(r.processing_j + r.transmission_j, [1.7e-4])
+    assert not r.missed.any()
+
+
 def test_causal_choice_with_a_deadline_budget():
     # rate 1e4 bit/s seen at the start; bits [2000, 500, 10] -> tau_hat [0.2, 0.05, 0.001] s
     # E_hat = [0 + 1e-3*0.2, 1e-6 + 1e-3*0.05, 6e-5 + 1e-6] = [2e-4, 5.1e-5, 6.1e-5]: cut 1 best
