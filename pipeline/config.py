@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 from typing import Any
 
 import numpy as np
@@ -271,10 +272,45 @@ def _one_of(cfg, key: str, options) -> None:
         raise ConfigError(f"{key} must be one of {', '.join(map(str, options))} (got {value!r})")
 
 
+# What MLflow 3.17 can track to: a database (SQLAlchemy's dialect, maybe "+driver") or a server;
+# a plain folder (file store) it refuses, after a traceback
+TRACKING_DATABASES = ("sqlite", "postgresql", "mysql", "mssql")
+TRACKING_SERVERS = ("http", "https", "databricks", "databricks-uc", "uc")
+
+
 def validate_tracking(cfg: DictConfig) -> None:
-    """The MLflow settings a value could be wrong in (the URI is checked as it is opened)."""
-    if OmegaConf.select(cfg, "tracking") is not None:
-        _one_of(cfg, "tracking.sqlite_wal", [True, False])
+    """The MLflow settings a value could be wrong in: the URI's kind (whether the store is there
+    is checked as it is opened) and the SQLite write-ahead-log switch."""
+    if OmegaConf.select(cfg, "tracking") is None:
+        return
+    _one_of(cfg, "tracking.sqlite_wal", [True, False])
+    uri = cfg.tracking.uri
+    scheme = str(uri).partition("://")[0].partition("+")[0].lower() if "://" in str(uri) else str(uri).lower()
+    if not isinstance(uri, str) or scheme not in (*TRACKING_DATABASES, *TRACKING_SERVERS):
+        from hydra_plugins.ecosplit_optuna_sweeper.masking import mask_secrets
+        raise ConfigError(
+            f"tracking.uri must be a database ({', '.join(d + '://' for d in TRACKING_DATABASES)}, e.g. "
+            "sqlite:///mlflow.db) or a tracking server (http(s)://host:port, databricks); MLflow 3.17 refuses a "
+            f"plain folder (got {mask_secrets(str(uri))!r})")
+
+
+def validate_registration(cfg: DictConfig, required: bool = False) -> None:
+    """``selection.registered_model`` and ``selection.alias`` as MLflow's model registry accepts
+    them (mlflow.utils.validation, 3.17), checked before a sweep trains or a promotion logs
+    anything. A sweep without a name registers nothing; a promotion (``required``) needs one."""
+    name = OmegaConf.select(cfg, "selection.registered_model")
+    if name is None or name == "":
+        if required:
+            raise ConfigError(f"selection.registered_model must name the registered model to promote to (got {name!r})")
+        return
+    if not isinstance(name, str) or "/" in name or ":" in name or name.strip() != name or name.startswith(".."):
+        raise ConfigError("selection.registered_model must be a name without '/' or ':', leading '..' or outer "
+                          f"spaces (got {name!r}); null registers nothing")
+    alias = cfg.selection.alias
+    if (not isinstance(alias, str) or not re.fullmatch(r"[\w\-]{1,255}", alias) or alias.lower() == "latest"
+            or re.fullmatch(r"[vV]\d+", alias)):
+        raise ConfigError("selection.alias must be 1-255 letters, digits, '_' or '-', and neither 'latest' nor "
+                          f"v<number>, which MLflow reserves (got {alias!r})")
 
 
 def validate_evaluation(cfg: DictConfig) -> None:

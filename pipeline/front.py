@@ -59,10 +59,12 @@ import optuna
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
+from hydra_plugins.ecosplit_optuna_sweeper import _interrupt as interrupts
+
 from . import objective, tracking
 from .cache import ROLE as CACHE_ROLE  # the runs holding the cached dense models
 from .cli import run_script, user_errors_exit
-from .config import ConfigError, check_range, validate_tracking
+from .config import ConfigError, check_range, validate_registration, validate_tracking
 from .model import SplitCNN, load_checkpoint, save_checkpoint
 
 log = logging.getLogger(__name__)
@@ -189,12 +191,21 @@ def run_models(run_id: str, cache_dir: str | Path | None, setting: str = "train_
     where = f"{setting}={run_id}"
     try:
         run = tracking.get_run(run_id)
-        folder = tracking.download(run_id, "checkpoints")
     except Exception as exc:  # MLflow raises several types for a bad id
-        raise ConfigError(f"{where}: no checkpoints found in {tracking.mask_secrets(mlflow.get_tracking_uri())} "
+        raise ConfigError(f"{where}: no such run in {tracking.mask_secrets(mlflow.get_tracking_uri())} "
                           f"({type(exc).__name__})") from None
-    if not (folder / "pruned.pt").is_file():
-        raise ConfigError(f"{where}: the run has no checkpoints/pruned.pt (not a train.py or sweep trial run)")
+    role = run.data.tags.get("ecosplit.role", "none")
+    try:
+        folder = tracking.download(run_id, "checkpoints")
+    except Exception:  # nothing under checkpoints/
+        folder = None
+    if folder is None or not (folder / "pruned.pt").is_file():
+        raise ConfigError(f"{where}: the run has no checkpoints/pruned.pt (not a train.py or sweep trial run; "
+                          f"its ecosplit.role: {role})")
+    state = run.data.tags.get(STATE_TAG)
+    if state not in (None, "COMPLETE"):
+        log.warning("%s is the run of a trial that ended %s, not COMPLETE: its model is what the trial had logged",
+                    where, state)
     pruned = load_checkpoint(folder / "pruned.pt")
     if (folder / DENSE_FILE).is_file():
         return load_checkpoint(folder / DENSE_FILE), pruned
@@ -279,18 +290,41 @@ def register(trial_run_id: str, name: str, alias: str, row: dict, cache_dir: str
                 extra.append(str(Path(tmp) / DENSE_FILE))
             example = np.zeros((2, 1, 28, 28), dtype=np.float32)
             ended = client.get_run(trial_run_id).info
-            with mlflow.start_run(run_id=trial_run_id), _quiet_pickle_warning():
-                # pickle keeps the class (client()/server()); explicit requirements skip MLflow's
-                # inference, which would load the model in a subprocess
-                info = mlflow.pytorch.log_model(pruned.eval(), name=MODEL_NAME, serialization_format="pickle",
-                                                input_example=example, extra_files=extra,
-                                                pip_requirements=mlflow.pytorch.get_default_pip_requirements())
-            # reopening the run ended it anew: its status and end time are the trial's, not the promotion's
-            # (else the UI shows the selected trial lasting until the sweep's end)
-            client.set_terminated(trial_run_id, status=ended.status, end_time=ended.end_time)
-        version = mlflow.register_model(info.model_uri, name, tags=tags).version
+            before = _run_models(client, ended.experiment_id, trial_run_id)
+            registered = False
+            try:
+                with mlflow.start_run(run_id=trial_run_id), _quiet_pickle_warning():
+                    # pickle keeps the class (client()/server()); explicit requirements skip MLflow's
+                    # inference, which would load the model in a subprocess
+                    info = mlflow.pytorch.log_model(pruned.eval(), name=MODEL_NAME, serialization_format="pickle",
+                                                    input_example=example, extra_files=extra,
+                                                    pip_requirements=mlflow.pytorch.get_default_pip_requirements())
+                version = mlflow.register_model(info.model_uri, name, tags=tags).version
+                registered = True
+            finally:
+                # even on Ctrl-C or an error: reopening the run ended it anew; its status and end
+                # time are the trial's, not the promotion's (else the UI shows the selected trial
+                # lasting until the sweep's end, or FAILED), and a model logged here that no
+                # version holds is removed (a next promotion logs its own)
+                with interrupts.deferred():
+                    try:
+                        client.set_terminated(trial_run_id, status=ended.status, end_time=ended.end_time)
+                        if not registered and _version_of_run(client, name, trial_run_id) is None:
+                            for model_id in _run_models(client, ended.experiment_id, trial_run_id) - before:
+                                client.delete_logged_model(model_id)
+                    except Exception as e:
+                        if registered:
+                            raise
+                        log.warning("could not put trial run %s back as it was: %s", trial_run_id, e)  # the first error goes on
     client.set_registered_model_alias(name, alias, version)
     return str(version)
+
+
+def _run_models(client: MlflowClient, experiment_id: str, run_id: str) -> set[str]:
+    """The ids of the registrable models (``MODEL_NAME``) logged in the run."""
+    found = client.search_logged_models(
+        [experiment_id], filter_string=f"source_run_id = '{run_id}' AND name = '{MODEL_NAME}'", max_results=1000)
+    return {m.model_id for m in found}
 
 
 class _quiet_pickle_warning(logging.Filter):
@@ -349,28 +383,34 @@ def _volunteer(client: MlflowClient, parent_run_id: str, me: str, pause_s: float
 
 def register_once(client: MlflowClient, parent_run_id: str, sel: dict, name: str, alias: str,
                   cache_dir: str | Path | None, settle_s: float = 1.0, wait_s: float = 120.0,
-                  poll_s: float = 0.2) -> str:
+                  poll_s: float = 0.2) -> tuple[str, bool]:
     """Register the selected trial's model once although every worker ends the sweep (best effort):
     a worker volunteers on the parent run's tag, the last volunteer to write it registers, the
-    others look for the alias every ``poll_s`` (and take over after wait_s if it never comes)."""
+    others look for the alias every ``poll_s`` (and take over after wait_s if it never comes).
+    (version, whether the alias points at it). A sweep that registered this trial before (a re-run
+    of a finished sweep, or a later worker) leaves the alias where a promotion since has put it."""
     trial_run_id = sel["mlflow_run_id"]
     me = f"{trial_run_id}:{uuid.uuid4().hex}"
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
         version = _registered_version(name, alias, trial_run_id)
         if version is not None:
-            return version
+            return version, True
         claim = client.get_run(parent_run_id).data.tags.get(REGISTERING_TAG, "")
-        if not claim.startswith(trial_run_id + ":"):  # nobody is on it: volunteer
+        if claim.startswith(trial_run_id + ":"):
+            done = _version_of_run(client, name, trial_run_id)
+            if done is not None:  # registered by this sweep already; the alias has moved since
+                return done, False
+        else:  # nobody is on it: volunteer
             _volunteer(client, parent_run_id, me, poll_s)
             time.sleep(settle_s)  # let simultaneous volunteers write too; the last one wins
             claim = client.get_run(parent_run_id).data.tags.get(REGISTERING_TAG)
         if claim == me:
-            return register(trial_run_id, name, alias, sel, cache_dir)
+            return register(trial_run_id, name, alias, sel, cache_dir), True
         time.sleep(poll_s)
     log.warning("the model of trial %s was not registered by another worker within %.0f s: registering it here",
                 sel["trial"], wait_s)
-    return register(trial_run_id, name, alias, sel, cache_dir)
+    return register(trial_run_id, name, alias, sel, cache_dir), True
 
 
 # -- the command line -------------------------------------------------------------------------------
@@ -389,12 +429,22 @@ def validate_front(cfg: DictConfig) -> None:
         raise ConfigError(f"force must be true or false (got {cfg.force!r})")
     check_range(cfg, "selection.min_val_accuracy", 0, 1)
     validate_tracking(cfg)
+    validate_registration(cfg, required=cfg.action == "promote")
     if cfg.lam is not None:
         check_range(cfg, "lam", 0, 1)
-    if not cfg.experiments:
+    if not names(cfg.experiments):
         raise ConfigError("experiments must name at least one MLflow experiment (got [])")
     if cfg.trial is not None and cfg.action != "promote":
         raise ConfigError(f"trial={cfg.trial} needs action=promote (got action={cfg.action})")
+
+
+def names(value) -> list[str]:
+    """A list setting of names (experiments, studies) given as a list, one name, or null."""
+    if value is None:
+        return []
+    if isinstance(value, (str, int, float)):
+        return [str(value)]
+    return [str(v) for v in value]
 
 
 def _experiment_ids(cfg: DictConfig) -> list[str]:
@@ -404,8 +454,8 @@ def _experiment_ids(cfg: DictConfig) -> list[str]:
     tracking.use(cfg.tracking.uri, cfg.tracking.sqlite_wal)
     client = MlflowClient()
     ids = []
-    for name in cfg.experiments:
-        found = client.get_experiment_by_name(str(name))
+    for name in names(cfg.experiments):
+        found = client.get_experiment_by_name(name)
         if found is None:
             known = ", ".join(sorted(e.name for e in client.search_experiments())) or "none"
             raise ConfigError(f"experiments: no MLflow experiment {name!r} in {uri} (available: {known})")
@@ -417,7 +467,7 @@ def front_rows(cfg: DictConfig) -> list[dict]:
     """The COMPLETE trial rows of the configured experiments and sweeps, eq. (8) at ``lam`` if set."""
     runs = trial_runs(_experiment_ids(cfg))
     known = sorted({str(r.data.tags.get("ecosplit.study")) for r in runs})
-    studies = [str(s) for s in cfg.studies or []]
+    studies = names(cfg.studies)
     for name in studies:
         if name not in known:
             raise ConfigError(f"studies: no sweep {name!r} with COMPLETE trials in experiments="
@@ -532,8 +582,10 @@ def run_front(cfg: DictConfig) -> dict:
     shown = [i for i, r in enumerate(rows) if cfg.show == "all" or r["on_front"]]
     print(format_table([rows[i] for i in shown], {k: notes[i] for k, i in enumerate(shown) if i in notes}))
     studies = sorted({str(r["study"]) for r in rows})
+    floor = cfg.selection.min_val_accuracy
+    feasible = "every trial (no selection.min_val_accuracy)" if floor is None else f"val_accuracy >= {floor}"
     print(f"{len(rows)} COMPLETE trials of {', '.join(studies) or 'no sweep'}; {sum(r['on_front'] for r in rows)} on the "
-          f"front; feasible: val_accuracy >= {cfg.selection.min_val_accuracy}; PS energy at the sweep's bandwidth")
+          f"front; feasible: {feasible}; PS energy at the sweep's bandwidth")
     if promoted is not None:
         print(f"promoted trial {promoted['trial']} of {promoted['study']} (run {promoted['mlflow_run_id']}) "
               f"-> models:/{name}@{alias} (version {version})")

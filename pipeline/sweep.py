@@ -36,7 +36,8 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from . import objective, tracking
 from .cache import DATA_KEYS_IGNORED, ModelCache, cache_experiment_id, training_key
 from .cli import freeze_heap, user_errors_exit
-from .config import ConfigError, check_range, inactive_sparsity_keys, validate_evaluation, validate_training
+from .config import (ConfigError, check_range, inactive_sparsity_keys, validate_evaluation, validate_registration,
+                     validate_training)
 from .data import MnistSplits
 from .front import ACCURACY_KEY, ENERGY_KEY, pareto_table, prepare_registration, register_once, study_rows
 from .model import SplitCNN, save_checkpoint
@@ -60,6 +61,7 @@ def validate_sweep(cfg: DictConfig) -> None:
     if cfg.selection.rule not in objective.RULES:
         raise ConfigError(f"selection.rule must be one of {', '.join(objective.RULES)} (got {cfg.selection.rule!r})")
     check_range(cfg, "selection.min_val_accuracy", 0, 1)
+    validate_registration(cfg)
     check_range(cfg, "sweep.warmup_epochs", 0, integer=True)
     if cfg.sweep.finetuned_loss not in ("dense", "pruned"):
         raise ConfigError(f"sweep.finetuned_loss must be one of dense, pruned (got {cfg.sweep.finetuned_loss!r})")
@@ -681,18 +683,27 @@ def on_complete(study: optuna.Study, cfg: DictConfig) -> None:
         log.info("Pareto front: %d trials here, the parent run already has %d: left as is; pareto.csv in %s",
                  len(rows), int(recorded), out)
         return
-    version = None
+    version, aliased = None, False
+    name = cfg.selection.registered_model  # null or "": nothing registered
     with ThreadPoolExecutor(1, thread_name_prefix="ecosplit-register") as pool:  # waits for it in any case
-        registration = pool.submit(register_once, MlflowClient(), run_id, rows[chosen], cfg.selection.registered_model,
-                                   cfg.selection.alias, cfg.cache.dir) if chosen >= 0 else None
+        registration = pool.submit(register_once, MlflowClient(), run_id, rows[chosen], name, cfg.selection.alias,
+                                   cfg.cache.dir) if chosen >= 0 and name else None
         _log_front(study, client, parent, rows, chosen, out)
         if registration is not None:
-            version = registration.result()
+            version, aliased = registration.result()
     if chosen >= 0:
         sel = rows[chosen]
-        log.info("selected trial %s (%s=%.4g J, %s=%.4f) registered as models:/%s@%s (version %s)", sel["trial"],
-                 ENERGY_KEY, sel[ENERGY_KEY], ACCURACY_KEY, sel[ACCURACY_KEY], cfg.selection.registered_model,
-                 cfg.selection.alias, version)
+        model = f"models:/{name}"
+        if not name:
+            log.info("selected trial %s (%s=%.4g J, %s=%.4f); selection.registered_model is not set: not registered",
+                     sel["trial"], ENERGY_KEY, sel[ENERGY_KEY], ACCURACY_KEY, sel[ACCURACY_KEY])
+        elif aliased:
+            log.info("selected trial %s (%s=%.4g J, %s=%.4f) registered as %s@%s (version %s)", sel["trial"],
+                     ENERGY_KEY, sel[ENERGY_KEY], ACCURACY_KEY, sel[ACCURACY_KEY], model, cfg.selection.alias, version)
+        else:
+            log.info("selected trial %s (%s=%.4g J, %s=%.4f) is %s/%s, registered by this sweep before; @%s was "
+                     "moved since (python -m pipeline.front): left where it points", sel["trial"], ENERGY_KEY,
+                     sel[ENERGY_KEY], ACCURACY_KEY, sel[ACCURACY_KEY], model, version, cfg.selection.alias)
     else:
         log.warning("no trial meets selection.min_val_accuracy=%s: nothing registered", cfg.selection.min_val_accuracy)
     if unfinished:

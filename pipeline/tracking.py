@@ -55,6 +55,9 @@ def use(uri: str, sqlite_wal: bool = True) -> None:
     """Point MLflow at ``uri`` (reading runs needs it too), with secrets masked in its output; an
     SQLite file store in write-ahead-log mode unless ``sqlite_wal`` is False (``wal_for``)."""
     install_log_masking()
+    # no "Downloading artifacts: 0%" bars on stderr for our few small files (they came before an
+    # error line too); a user who sets the variable keeps theirs
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     if sqlite_wal:
         wal_for(uri)
     if mask_secrets(uri) != uri:

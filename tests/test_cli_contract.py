@@ -84,7 +84,7 @@ def test_composition_errors_are_one_line_and_exit_2(tmp_path, entry, override, l
 @pytest.mark.parametrize("override,line", [
     ("channel.bandwidth_hz=0", "error: channel.bandwidth_hz must be in (0, inf) (got 0)"),
     ("co2.region=Mars", "error: co2.region must be one of EU, FR, SE, DE, PL, FI, IT, ES (got 'Mars')"),
-    ("train_run_id=0123abcd", "error: train_run_id=0123abcd: no checkpoints found in sqlite:///"),
+    ("train_run_id=0123abcd", "error: train_run_id=0123abcd: no such run in sqlite:///"),
     ("train_run_id=null", "error: give the model to evaluate: train_run_id="),
     ("tracking.sqlite_wal=maybe", "error: tracking.sqlite_wal must be one of True, False (got 'maybe')"),
 ])
@@ -122,6 +122,12 @@ def test_evaluate_refuses_a_store_that_does_not_exist_without_creating_it(tmp_pa
     ("data.val_fraction=1.0", "error: data.val_fraction must be in (0, 1) (got 1.0)"),
     ("train.device=cuda", "error: train.device=cuda: CUDA is not available here"),
     ("tracking.sqlite_wal=maybe", "error: tracking.sqlite_wal must be one of True, False (got 'maybe')"),
+    ("tracking.uri=mlruns", "error: tracking.uri must be a database (sqlite://, postgresql://, mysql://, mssql://, "
+                            "e.g. sqlite:///mlflow.db) or a tracking server (http(s)://host:port, databricks); "
+                            "MLflow 3.17 refuses a plain folder (got 'mlruns')"),
+    # MLflow refuses it only at the registration, after every trial (found by a reviewer)
+    ("selection.alias=latest", "error: selection.alias must be 1-255 letters, digits, '_' or '-', and neither "
+                               "'latest' nor v<number>, which MLflow reserves (got 'latest')"),
 ])
 def test_sweep_bad_setting_is_one_line_exit_2_and_nothing_recorded(tmp_path, fake_mnist, override, line):
     proc = run("sweep", tmp_path, "experiment=smoke", f"data.root={fake_mnist}", "data.download=false", override)

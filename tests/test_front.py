@@ -8,6 +8,7 @@ import csv
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -92,7 +93,7 @@ def store(tmp_path_factory):
     other = client.create_experiment("other", artifact_location=str(work / "art-other"))
     runs["sc", 0] = _trial_run(client, other, "sc", 0, 30, 0.95, 0.30, 0.05, "COMPLETE", "FINISHED",
                                work / "pruned.pt", lam=0.2)
-    return {"uri": uri, "runs": runs, "dense": dense, "pruned": pruned, "dir": work}
+    return {"uri": uri, "runs": runs, "dense": dense, "pruned": pruned, "dir": work, "cache_run": cache_run.info.run_id}
 
 
 def front_cfg(store, *overrides):
@@ -220,6 +221,17 @@ def test_a_trial_off_the_front_or_infeasible_is_refused_unless_forced(store, cap
     (["trial=1"], "error: trial=1 needs action=promote (got action=list)"),
     (["action=promote", "selection.min_val_accuracy=0.99"],
      "error: rule=min_energy: no trial with val_accuracy >= selection.min_val_accuracy=0.99 among 6 COMPLETE trials"),
+    (["tracking.uri=sqlte:///x.db"], "error: tracking.uri must be a database"),  # a traceback from MLflow before
+    # MLflow would refuse these only after logging and registering the model (found by a reviewer)
+    (["action=promote", "trial=sb:0", "selection.alias=latest"], "error: selection.alias must be 1-255 letters, "
+     "digits, '_' or '-', and neither 'latest' nor v<number>, which MLflow reserves (got 'latest')"),
+    (["action=promote", "trial=sb:0", "selection.alias=V3"], "error: selection.alias must be"),
+    (["action=promote", "trial=sb:0", "selection.alias=''"], "error: selection.alias must be"),
+    (["action=promote", "trial=sb:0", "selection.alias=a.b"], "error: selection.alias must be"),
+    (["action=promote", "trial=sb:0", "selection.registered_model=''"],
+     "error: selection.registered_model must name the registered model to promote to (got '')"),
+    (["action=promote", "trial=sb:0", "selection.registered_model=a/b"],
+     "error: selection.registered_model must be a name without '/' or ':'"),
 ])
 def test_bad_input_is_one_line_and_changes_nothing(store, capsys, overrides, message):
     before = alias_run(store)
@@ -227,6 +239,49 @@ def test_bad_input_is_one_line_and_changes_nothing(store, capsys, overrides, mes
     assert refused(store, capsys, *overrides).startswith(message)
     assert alias_run(store) == before
     assert len(MlflowClient(store["uri"]).search_model_versions("name = 'ecosplit-selected'")) == versions
+
+
+def test_without_an_accuracy_floor_every_trial_is_feasible_and_the_summary_says_so(store, capsys):
+    capsys.readouterr()
+    out = run(store, "selection.min_val_accuracy=null")
+    assert all(r["feasible"] for r in out["rows"])
+    assert "; feasible: every trial (no selection.min_val_accuracy); " in capsys.readouterr().out
+
+
+def test_one_experiment_or_sweep_may_be_named_without_a_list(store):
+    """experiments=ecosplit is the list [ecosplit], not its letters (found by a reviewer)."""
+    assert {r["study"] for r in run(store, "experiments=ecosplit", "studies=sb")["rows"]} == {"sb"}
+    assert len(run(store, "experiments=ecosplit")["rows"]) == len(run(store, "experiments=[ecosplit]")["rows"])
+
+
+def test_a_promotion_interrupted_while_logging_the_model_leaves_the_trial_run_as_it_was(store, monkeypatch):
+    """Ctrl-C inside MLflow's log_model (found by a reviewer: the run stayed FAILED, its end time the
+    interruption's, and a model no version holds was left in it; promoting again kept both)."""
+    import mlflow.pytorch
+
+    client = MlflowClient(store["uri"])
+    run_id = store["runs"][("sa", 0)]
+    assert front._version_of_run(client, "ecosplit-selected", run_id) is None  # never promoted: its model is logged
+    before = client.get_run(run_id).info
+    versions = len(client.search_model_versions("name = 'ecosplit-selected'"))
+    alias = alias_run(store)
+    real = mlflow.pytorch.log_model
+
+    def interrupted(*args, **kwargs):
+        real(*args, **kwargs)  # the model is logged, then the user presses Ctrl-C
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(mlflow.pytorch, "log_model", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run(store, "action=promote", "trial=sa:0", "force=true")
+    after = client.get_run(run_id).info
+    assert (after.status, after.end_time) == (before.status, before.end_time)
+    assert front._run_models(client, before.experiment_id, run_id) == set()
+    assert len(client.search_model_versions("name = 'ecosplit-selected'")) == versions and alias_run(store) == alias
+    monkeypatch.setattr(mlflow.pytorch, "log_model", real)
+    run(store, "action=promote", "trial=sa:0", "force=true")  # again, to its end: one model, one version
+    assert alias_run(store) == run_id and len(front._run_models(client, before.experiment_id, run_id)) == 1
+    assert (client.get_run(run_id).info.status, client.get_run(run_id).info.end_time) == (before.status, before.end_time)
 
 
 def test_the_command_line_refuses_an_unknown_trial_with_exit_2_and_one_line(store, tmp_path):
@@ -296,9 +351,13 @@ def test_evaluate_on_a_trial_run_and_a_registered_model_gives_the_checkpoints_ta
 @pytest.mark.parametrize("source,message", [
     ("model_uri=runs:/abc/model", "model_uri must be models:/<name>@<alias> or models:/<name>/<version>"),
     ("model_uri=models:/eval-test@nope", "model_uri=models:/eval-test@nope: no such registered model version"),
-    ("train_run_id=0123abcd", "train_run_id=0123abcd: no checkpoints found"),
+    ("train_run_id=0123abcd", "train_run_id=0123abcd: no such run in sqlite:///"),
+    # a run that is neither a train.py nor a trial run says what it is (a reviewer found it said "no checkpoints found")
+    ("train_run_id={cache_run}", "train_run_id={cache_run}: the run has no checkpoints/pruned.pt (not a train.py or "
+                                 "sweep trial run; its ecosplit.role: trained-model)"),
 ])
 def test_evaluate_refuses_an_unknown_model_naming_the_setting(store, fake_mnist, source, message):
+    source, message = (text.format(cache_run=store["cache_run"]) for text in (source, message))
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
         run_evaluate(eval_cfg(store, fake_mnist, source))
 
@@ -335,6 +394,33 @@ def test_the_package_map_mlflow_checks_a_models_requirements_against_is_built_ah
     assert "torch" in requirements_utils._MODULES_TO_PACKAGES["torch"]  # what register() then finds
 
 
+def test_a_sweep_that_registered_its_pick_before_leaves_a_promotion_since_in_place(monkeypatch):
+    """A finished sweep run again (the README's way to recover): its parent's registering tag is
+    the earlier registration's, a version of the pick exists, and the user has promoted another
+    trial since. It neither waits for a registration nobody makes (found by a reviewer: 120 s)
+    nor moves the alias back."""
+    registered, tags = [], {front.REGISTERING_TAG: "t16:an-earlier-uuid"}
+
+    class Client:
+        def get_run(self, run_id):
+            return SimpleNamespace(data=SimpleNamespace(tags=dict(tags)))
+
+        def set_tag(self, run_id, key, value):
+            tags[key] = value
+
+    monkeypatch.setattr(front, "_registered_version", lambda *a: None)  # the alias points elsewhere
+    monkeypatch.setattr(front, "_version_of_run", lambda client, name, run_id: "3" if run_id == "t16" else None)
+    monkeypatch.setattr(front, "register", lambda *a: registered.append(a) or "4")
+    started = time.monotonic()
+    assert front.register_once(Client(), "parent", {"mlflow_run_id": "t16", "trial": 16}, "m", "champion", None,
+                               settle_s=0, wait_s=5, poll_s=0) == ("3", False)
+    assert registered == [] and time.monotonic() - started < 1
+    # another trial picked now (more trials since): registered and aliased as before
+    assert front.register_once(Client(), "parent", {"mlflow_run_id": "t20", "trial": 20}, "m", "champion", None,
+                               settle_s=0, wait_s=5, poll_s=0) == ("4", True)
+    assert len(registered) == 1 and registered[0][0] == "t20" and time.monotonic() - started < 1
+
+
 def test_two_workers_volunteering_at_once_do_not_fail_the_sweep(monkeypatch):
     """Two workers writing the registering tag first at the same moment: the store refuses the
     second insert (UniqueViolation on PostgreSQL behind a tracking server, seen in CI); its worker
@@ -357,5 +443,5 @@ def test_two_workers_volunteering_at_once_do_not_fail_the_sweep(monkeypatch):
     monkeypatch.setattr(front, "_registered_version", lambda *a: None)
     monkeypatch.setattr(front, "register", lambda run_id, *a: f"registered {run_id}")
     assert front.register_once(Client(), "parent", {"mlflow_run_id": "t16", "trial": 16}, "m", "champion", None,
-                               settle_s=0, wait_s=5, poll_s=0) == "registered t16"
+                               settle_s=0, wait_s=5, poll_s=0) == ("registered t16", True)
     assert len(writes) == 2 and writes[0] == writes[1] and tags[front.REGISTERING_TAG] == writes[1]
