@@ -479,6 +479,21 @@ def test_the_end_of_sweep_registers_the_trial_selection_rule_picks(hook_env, tmp
         assert version.run_id == study.trials[picked].user_attrs["mlflow_run_id"], rule
         assert version.tags[FORMAT_TAG] == FORMAT and version.tags["trial"] == str(picked)
         assert find_parent_run(exp_id, study.study_name).data.tags["selected_trial"] == str(picked)
+    # the user promotes trial 0 again, then the same sweep is run once more (nothing left to run):
+    # its pick, trial 1, is the version it registered before; the promotion stays, at once
+    first = client.search_model_versions(f"name = 'ecosplit-smoke' and run_id = '{study.trials[0].user_attrs['mlflow_run_id']}'")
+    client.set_registered_model_alias("ecosplit-smoke", "champion", first[0].version)
+    versions = len(client.search_model_versions("name = 'ecosplit-smoke'"))
+    started = time.monotonic()
+    on_complete(study, cfg)
+    assert time.monotonic() - started < 30  # not the 120 s wait for a registration nobody makes
+    assert client.get_model_version_by_alias("ecosplit-smoke", "champion").version == first[0].version
+    # without a registered model name the end of the sweep registers nothing
+    OmegaConf.update(cfg, "selection.rule", "min_energy")
+    OmegaConf.update(cfg, "selection.registered_model", None)
+    on_complete(study, cfg)
+    assert len(client.search_model_versions("name = 'ecosplit-smoke'")) == versions
+    assert client.get_model_version_by_alias("ecosplit-smoke", "champion").version == first[0].version
 
 
 def test_the_front_from_mlflow_counts_complete_trials_only(hook_env):
