@@ -55,6 +55,7 @@ def use(uri: str, sqlite_wal: bool = True) -> None:
     """Point MLflow at ``uri`` (reading runs needs it too), with secrets masked in its output; an
     SQLite file store in write-ahead-log mode unless ``sqlite_wal`` is False (``wal_for``)."""
     install_log_masking()
+    check_server(uri)
     # no "Downloading artifacts: 0%" bars on stderr for our few small files (they came before an
     # error line too); a user who sets the variable keeps theirs
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -63,6 +64,34 @@ def use(uri: str, sqlite_wal: bool = True) -> None:
     if mask_secrets(uri) != uri:
         quiet_run_urls()  # MLflow would print "View run ... at <tracking uri>/#/...", password included
     mlflow.set_tracking_uri(uri)
+
+
+SERVER_PROBE_S = 10.0  # how long a tracking server may take to answer the first request
+
+
+def check_server(uri: str) -> None:
+    """For a tracking server URI (http/https), one request to its health page before any other:
+    a server that does not answer is one line naming ``tracking.uri``, not MLflow's retries
+    (seven, ~2 min of back-off) then a traceback. Any HTTP answer counts: only whether something
+    listens is checked. Once the server has answered, later requests keep MLflow's retries (a
+    restart during a sweep is waited for), and so do a sweep's trials, in whatever process: the
+    sweep checked at its start."""
+    from hydra_plugins.ecosplit_optuna_sweeper import ENV_TRIAL_ID
+
+    if not uri.startswith(("http://", "https://")) or uri in _SERVERS_SEEN or os.environ.get(ENV_TRIAL_ID):
+        return
+    import requests
+
+    from .config import ConfigError
+    try:
+        requests.get(f"{uri.rstrip('/')}/health", timeout=SERVER_PROBE_S)
+    except requests.RequestException as e:
+        raise ConfigError(f"tracking.uri={mask_secrets(uri)}: no MLflow tracking server answers there "
+                          f"({type(e).__name__}); start it or set tracking.uri to one that runs") from None
+    _SERVERS_SEEN.add(uri)
+
+
+_SERVERS_SEEN: set[str] = set()
 
 
 def run_url(run_id: str, experiment_id: str) -> str | None:

@@ -283,3 +283,19 @@ def test_a_ctrl_c_that_a_library_turned_into_another_error_is_still_an_interrupt
     finally:
         signal.signal(signal.SIGINT, previous)
         gc.unfreeze()
+
+
+@pytest.mark.parametrize("entry", ["train", "sweep"])
+def test_a_tracking_server_that_does_not_answer_is_one_line_exit_2_at_once(tmp_path, fake_mnist, entry):
+    """Not MLflow's seven retries (~2 min) then a traceback (found by a reviewer)."""
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    started = time.monotonic()
+    proc = run(entry, tmp_path, "experiment=smoke", f"data.root={fake_mnist}", "data.download=false",
+               f"tracking.uri=http://127.0.0.1:{port}", f"hydra.run.dir={tmp_path}/out")
+    assert_refused(proc, f"error: tracking.uri=http://127.0.0.1:{port}: no MLflow tracking server answers there "
+                         "(ConnectionError); start it or set tracking.uri to one that runs")
+    assert time.monotonic() - started < 60 and stores(tmp_path) == {}
