@@ -509,6 +509,9 @@ def _find_trial(rows: list[dict], trial) -> dict:
             by_study.setdefault(str(r["study"]), []).append(r["trial"])
         numbers = "; ".join(f"{k}: {_ranges(v)}" for k, v in by_study.items()) or "none"
         raise ConfigError(f"trial={text}: no COMPLETE trial {text} among the listed sweeps (trials: {numbers})")
+    if len(matches) > 1 and study:  # one study name in several listed experiments
+        raise ConfigError(f"trial={text} is in {len(matches)} of the listed experiments (sweeps of the same name): "
+                          "list only the one to promote from, experiments=[<name>]")
     if len(matches) > 1:
         raise ConfigError(f"trial={text} is in several sweeps ({', '.join(r['study'] for r in matches)}): "
                           f"give trial=<study>:{number}")

@@ -445,3 +445,12 @@ def test_two_workers_volunteering_at_once_do_not_fail_the_sweep(monkeypatch):
     assert front.register_once(Client(), "parent", {"mlflow_run_id": "t16", "trial": 16}, "m", "champion", None,
                                settle_s=0, wait_s=5, poll_s=0) == ("registered t16", True)
     assert len(writes) == 2 and writes[0] == writes[1] and tags[front.REGISTERING_TAG] == writes[1]
+
+
+def test_a_sweep_name_in_two_listed_experiments_is_told_apart_by_listing_one():
+    """trial=<study>:N matching in two experiments (a reviewer found the error asked for exactly that)."""
+    rows = [{"trial": 0, "study": "s"}, {"trial": 1, "study": "s"}, {"trial": 0, "study": "s"}]
+    assert front._find_trial(rows, "s:1") is rows[1]
+    with pytest.raises(ConfigError, match=r"^trial=s:0 is in 2 of the listed experiments \(sweeps of the same name\): "
+                                          r"list only the one to promote from, experiments=\[<name>\]$"):
+        front._find_trial(rows, "s:0")
