@@ -273,9 +273,18 @@ def _one_of(cfg, key: str, options) -> None:
 
 
 # What MLflow 3.17 can track to: a database (SQLAlchemy's dialect, maybe "+driver") or a server;
-# a plain folder (file store) it refuses, after a traceback
+# a plain folder (file store) only with MLFLOW_ALLOW_FILE_STORE=true, else MLflow refuses it
+# after a traceback; a plugin's scheme (entry point group mlflow.tracking_store) too
 TRACKING_DATABASES = ("sqlite", "postgresql", "mysql", "mssql")
-TRACKING_SERVERS = ("http", "https", "databricks", "databricks-uc", "uc")
+TRACKING_SERVERS = ("http", "https", "databricks")
+
+
+def _tracking_schemes() -> set[str]:
+    from importlib.metadata import entry_points
+
+    from mlflow.environment_variables import MLFLOW_ALLOW_FILE_STORE
+    schemes = {*TRACKING_DATABASES, *TRACKING_SERVERS, *(e.name for e in entry_points(group="mlflow.tracking_store"))}
+    return schemes | {"", "file"} if MLFLOW_ALLOW_FILE_STORE.get() else schemes
 
 
 def validate_tracking(cfg: DictConfig) -> None:
@@ -285,28 +294,42 @@ def validate_tracking(cfg: DictConfig) -> None:
         return
     _one_of(cfg, "tracking.sqlite_wal", [True, False])
     uri = cfg.tracking.uri
-    scheme = str(uri).partition("://")[0].partition("+")[0].lower() if "://" in str(uri) else str(uri).lower()
-    if not isinstance(uri, str) or scheme not in (*TRACKING_DATABASES, *TRACKING_SERVERS):
+    scheme = str(uri).partition("://")[0].partition("+")[0].lower() if "://" in str(uri) else ""
+    if str(uri).lower() == "databricks" or str(uri).lower().startswith("file:"):
+        scheme = str(uri).lower().partition(":")[0]
+    if not isinstance(uri, str) or scheme not in _tracking_schemes():
         from hydra_plugins.ecosplit_optuna_sweeper.masking import mask_secrets
         raise ConfigError(
             f"tracking.uri must be a database ({', '.join(d + '://' for d in TRACKING_DATABASES)}, e.g. "
-            "sqlite:///mlflow.db) or a tracking server (http(s)://host:port, databricks); MLflow 3.17 refuses a "
-            f"plain folder (got {mask_secrets(str(uri))!r})")
+            "sqlite:///mlflow.db) or a tracking server (http(s)://host:port, databricks); a plain folder only "
+            f"with MLFLOW_ALLOW_FILE_STORE=true (got {mask_secrets(str(uri))!r})")
+
+
+def registration_names(cfg: DictConfig) -> tuple[str | None, str]:
+    """(selection.registered_model or None for none, selection.alias) as text."""
+    name, alias = OmegaConf.select(cfg, "selection.registered_model"), cfg.selection.alias
+    return (str(name) if name not in (None, "") else None), str(alias)
 
 
 def validate_registration(cfg: DictConfig, required: bool = False) -> None:
     """``selection.registered_model`` and ``selection.alias`` as MLflow's model registry accepts
     them (mlflow.utils.validation, 3.17), checked before a sweep trains or a promotion logs
-    anything. A sweep without a name registers nothing; a promotion (``required``) needs one."""
+    anything. A sweep without a name registers nothing; a promotion (``required``) needs one.
+    A number (Hydra reads selection.alias=2024 as one) is taken as its text."""
+    import posixpath
+
     name = OmegaConf.select(cfg, "selection.registered_model")
     if name is None or name == "":
         if required:
             raise ConfigError(f"selection.registered_model must name the registered model to promote to (got {name!r})")
         return
-    if not isinstance(name, str) or "/" in name or ":" in name or name.strip() != name or name.startswith(".."):
-        raise ConfigError("selection.registered_model must be a name without '/' or ':', leading '..' or outer "
-                          f"spaces (got {name!r}); null registers nothing")
+    name = str(name) if isinstance(name, (int, float)) and not isinstance(name, bool) else name
+    if (not isinstance(name, str) or not name.strip() or "/" in name or ":" in name
+            or posixpath.normpath(name) in (".", "..") or name.startswith("..")):
+        raise ConfigError("selection.registered_model must be a name without '/' or ':', not '.' nor starting with "
+                          f"'..' (got {name!r}); null registers nothing")
     alias = cfg.selection.alias
+    alias = str(alias) if isinstance(alias, int) and not isinstance(alias, bool) else alias
     if (not isinstance(alias, str) or not re.fullmatch(r"[\w\-]{1,255}", alias) or alias.lower() == "latest"
             or re.fullmatch(r"[vV]\d+", alias)):
         raise ConfigError("selection.alias must be 1-255 letters, digits, '_' or '-', and neither 'latest' nor "

@@ -59,12 +59,10 @@ import optuna
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
-from hydra_plugins.ecosplit_optuna_sweeper import _interrupt as interrupts
-
 from . import objective, tracking
 from .cache import ROLE as CACHE_ROLE  # the runs holding the cached dense models
 from .cli import run_script, user_errors_exit
-from .config import ConfigError, check_range, validate_registration, validate_tracking
+from .config import ConfigError, check_range, registration_names, validate_registration, validate_tracking
 from .model import SplitCNN, load_checkpoint, save_checkpoint
 
 log = logging.getLogger(__name__)
@@ -197,7 +195,14 @@ def run_models(run_id: str, cache_dir: str | Path | None, setting: str = "train_
     role = run.data.tags.get("ecosplit.role", "none")
     try:
         folder = tracking.download(run_id, "checkpoints")
-    except Exception:  # nothing under checkpoints/
+    except Exception as exc:  # nothing under checkpoints/, or the artifact store failed
+        try:
+            present = bool(MlflowClient().list_artifacts(run_id, "checkpoints"))
+        except Exception:
+            present = True
+        if present:
+            raise ConfigError(f"{where}: its checkpoints could not be read ({type(exc).__name__}: "
+                              f"{tracking.mask_secrets(str(exc).splitlines()[0] if str(exc) else '')})") from None
         folder = None
     if folder is None or not (folder / "pruned.pt").is_file():
         raise ConfigError(f"{where}: the run has no checkpoints/pruned.pt (not a train.py or sweep trial run; "
@@ -291,7 +296,7 @@ def register(trial_run_id: str, name: str, alias: str, row: dict, cache_dir: str
             example = np.zeros((2, 1, 28, 28), dtype=np.float32)
             ended = client.get_run(trial_run_id).info
             before = _run_models(client, ended.experiment_id, trial_run_id)
-            registered = False
+            info = None
             try:
                 with mlflow.start_run(run_id=trial_run_id), _quiet_pickle_warning():
                     # pickle keeps the class (client()/server()); explicit requirements skip MLflow's
@@ -300,24 +305,33 @@ def register(trial_run_id: str, name: str, alias: str, row: dict, cache_dir: str
                                                     input_example=example, extra_files=extra,
                                                     pip_requirements=mlflow.pytorch.get_default_pip_requirements())
                 version = mlflow.register_model(info.model_uri, name, tags=tags).version
-                registered = True
             finally:
-                # even on Ctrl-C or an error: reopening the run ended it anew; its status and end
-                # time are the trial's, not the promotion's (else the UI shows the selected trial
-                # lasting until the sweep's end, or FAILED), and a model logged here that no
-                # version holds is removed (a next promotion logs its own)
-                with interrupts.deferred():
-                    try:
-                        client.set_terminated(trial_run_id, status=ended.status, end_time=ended.end_time)
-                        if not registered and _version_of_run(client, name, trial_run_id) is None:
-                            for model_id in _run_models(client, ended.experiment_id, trial_run_id) - before:
-                                client.delete_logged_model(model_id)
-                    except Exception as e:
-                        if registered:
-                            raise
-                        log.warning("could not put trial run %s back as it was: %s", trial_run_id, e)  # the first error goes on
+                _put_back(client, ended, before, info, registered=version is not None, name=name)
     client.set_registered_model_alias(name, alias, version)
     return str(version)
+
+
+def _put_back(client: MlflowClient, ended, before: set[str], info, registered: bool, name: str) -> None:
+    """After logging a model in a trial's run, however that ended (Ctrl-C and errors included):
+    the run's status and end time as the trial left them (reopening the run ended it anew: the UI
+    would show the selected trial lasting until the promotion, or FAILED), and, if no version was
+    made, the model logged here removed (a next promotion logs its own). Best effort: a failure
+    here is a warning, and a Ctrl-C stops it (a hung server would make each call retry for
+    minutes); it is raised only if it came here, i.e. after the version was made."""
+    run_id = ended.run_id
+    try:
+        client.set_terminated(run_id, status=ended.status, end_time=ended.end_time)
+        if not registered and _version_of_run(client, name, run_id) is None:
+            # the one this call logged; if log_model was interrupted, whatever appeared since
+            logged = {info.model_id} if info is not None else _run_models(client, ended.experiment_id, run_id) - before
+            for model_id in logged:
+                client.delete_logged_model(model_id)
+    except KeyboardInterrupt:
+        log.warning("trial run %s left as the interrupted promotion left it", run_id)
+        if registered:
+            raise
+    except Exception as e:
+        log.warning("could not put trial run %s back as it was: %s", run_id, e)
 
 
 def _run_models(client: MlflowClient, experiment_id: str, run_id: str) -> set[str]:
@@ -341,7 +355,8 @@ class _quiet_pickle_warning(logging.Filter):
         logging.getLogger("mlflow.pytorch").removeFilter(self)
 
 
-REGISTERING_TAG = "ecosplit.registering"  # on the parent run: "<trial run id>:<worker token>"
+REGISTERING_TAG = "ecosplit.registering"  # on the parent run: "<trial run id>:<name>@<alias>:<worker token>"
+REGISTERED_TAG = "ecosplit.registered"  # on the parent run, once the alias is set: "<trial run id>:<name>@<alias>:<version>"
 
 
 def prepare_registration() -> threading.Thread:
@@ -387,30 +402,39 @@ def register_once(client: MlflowClient, parent_run_id: str, sel: dict, name: str
     """Register the selected trial's model once although every worker ends the sweep (best effort):
     a worker volunteers on the parent run's tag, the last volunteer to write it registers, the
     others look for the alias every ``poll_s`` (and take over after wait_s if it never comes).
-    (version, whether the alias points at it). A sweep that registered this trial before (a re-run
-    of a finished sweep, or a later worker) leaves the alias where a promotion since has put it."""
+    (version, whether the alias points at it). Once the alias is set, the parent run says so
+    (``REGISTERED_TAG``): a later end of the same sweep (a re-run once it finished, to the same
+    name and alias) finds its pick there and leaves the alias where a promotion since has put it."""
     trial_run_id = sel["mlflow_run_id"]
-    me = f"{trial_run_id}:{uuid.uuid4().hex}"
+    target = f"{trial_run_id}:{name}@{alias}"  # neither a name nor an alias holds ':'
+    me = f"{target}:{uuid.uuid4().hex}"
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
         version = _registered_version(name, alias, trial_run_id)
         if version is not None:
             return version, True
-        claim = client.get_run(parent_run_id).data.tags.get(REGISTERING_TAG, "")
-        if claim.startswith(trial_run_id + ":"):
-            done = _version_of_run(client, name, trial_run_id)
-            if done is not None:  # registered by this sweep already; the alias has moved since
-                return done, False
-        else:  # nobody is on it: volunteer
+        tags = client.get_run(parent_run_id).data.tags
+        done = tags.get(REGISTERED_TAG, "")
+        if done.startswith(target + ":"):  # this sweep pointed the alias at its pick; moved since
+            return done.rsplit(":", 1)[1], False
+        claim = tags.get(REGISTERING_TAG, "")
+        if not claim.startswith(target + ":"):  # nobody is on it: volunteer
             _volunteer(client, parent_run_id, me, poll_s)
             time.sleep(settle_s)  # let simultaneous volunteers write too; the last one wins
             claim = client.get_run(parent_run_id).data.tags.get(REGISTERING_TAG)
         if claim == me:
-            return register(trial_run_id, name, alias, sel, cache_dir), True
+            return _register_and_say_so(client, parent_run_id, target, trial_run_id, name, alias, sel, cache_dir), True
         time.sleep(poll_s)
     log.warning("the model of trial %s was not registered by another worker within %.0f s: registering it here",
                 sel["trial"], wait_s)
-    return register(trial_run_id, name, alias, sel, cache_dir), True
+    return _register_and_say_so(client, parent_run_id, target, trial_run_id, name, alias, sel, cache_dir), True
+
+
+def _register_and_say_so(client: MlflowClient, parent_run_id: str, target: str, trial_run_id: str, name: str,
+                         alias: str, sel: dict, cache_dir: str | Path | None) -> str:
+    version = register(trial_run_id, name, alias, sel, cache_dir)
+    client.set_tag(parent_run_id, REGISTERED_TAG, f"{target}:{version}")
+    return version
 
 
 # -- the command line -------------------------------------------------------------------------------
@@ -509,9 +533,11 @@ def _find_trial(rows: list[dict], trial) -> dict:
             by_study.setdefault(str(r["study"]), []).append(r["trial"])
         numbers = "; ".join(f"{k}: {_ranges(v)}" for k, v in by_study.items()) or "none"
         raise ConfigError(f"trial={text}: no COMPLETE trial {text} among the listed sweeps (trials: {numbers})")
-    if len(matches) > 1 and study:  # one study name in several listed experiments
-        raise ConfigError(f"trial={text} is in {len(matches)} of the listed experiments (sweeps of the same name): "
-                          "list only the one to promote from, experiments=[<name>]")
+    if len(matches) > 1 and study:
+        runs = ", ".join(str(r.get("mlflow_run_id")) for r in matches)
+        raise ConfigError(f"trial={text} matches {len(matches)} trial runs ({runs}): one sweep name in several listed "
+                          "experiments (list only the one to promote from, experiments=[<name>]) or one sweep "
+                          "recorded twice in one")
     if len(matches) > 1:
         raise ConfigError(f"trial={text} is in several sweeps ({', '.join(r['study'] for r in matches)}): "
                           f"give trial=<study>:{number}")
@@ -569,7 +595,7 @@ def run_front(cfg: DictConfig) -> dict:
     Returns {"rows", "chosen" (the rule's pick, -1 if none), "promoted" (row or None), "version"}."""
     validate_front(cfg)
     rows, chosen = pareto_table(front_rows(cfg), cfg.rule, cfg.selection.min_val_accuracy)
-    name, alias = cfg.selection.registered_model, cfg.selection.alias
+    name, alias = registration_names(cfg)
     promoted = pick(cfg, rows, chosen) if cfg.action == "promote" else None  # every check before any change
     version = None
     if promoted is not None:

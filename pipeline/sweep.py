@@ -36,8 +36,8 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from . import objective, tracking
 from .cache import DATA_KEYS_IGNORED, ModelCache, cache_experiment_id, training_key
 from .cli import freeze_heap, user_errors_exit
-from .config import (ConfigError, check_range, inactive_sparsity_keys, validate_evaluation, validate_registration,
-                     validate_training)
+from .config import (ConfigError, check_range, inactive_sparsity_keys, registration_names, validate_evaluation,
+                     validate_registration, validate_training)
 from .data import MnistSplits
 from .front import ACCURACY_KEY, ENERGY_KEY, pareto_table, prepare_registration, register_once, study_rows
 from .model import SplitCNN, save_checkpoint
@@ -282,9 +282,9 @@ def on_start(study: optuna.Study, cfg: DictConfig) -> None:
         run_id = parent.info.run_id
     # one link to the sweep's run, under which every trial is nested, instead of MLflow's two
     # lines per run ended (trial and cache claim) on a tracking server
-    tracking.quiet_run_urls()
     url = tracking.run_url(run_id, experiment_id)
     if url is not None:
+        tracking.quiet_run_urls()
         log.info("MLflow: the sweep's run, every trial nested under it: %s", url)
     reconcile_runs(study, experiment_ids)
 
@@ -685,9 +685,9 @@ def on_complete(study: optuna.Study, cfg: DictConfig) -> None:
                  len(rows), int(recorded), out)
         return
     version, aliased = None, False
-    name = cfg.selection.registered_model  # null or "": nothing registered
+    name, alias = registration_names(cfg)  # name None: nothing registered
     with ThreadPoolExecutor(1, thread_name_prefix="ecosplit-register") as pool:  # waits for it in any case
-        registration = pool.submit(register_once, MlflowClient(), run_id, rows[chosen], name, cfg.selection.alias,
+        registration = pool.submit(register_once, MlflowClient(), run_id, rows[chosen], name, alias,
                                    cfg.cache.dir) if chosen >= 0 and name else None
         _log_front(study, client, parent, rows, chosen, out)
         if registration is not None:
@@ -700,11 +700,11 @@ def on_complete(study: optuna.Study, cfg: DictConfig) -> None:
                      sel["trial"], ENERGY_KEY, sel[ENERGY_KEY], ACCURACY_KEY, sel[ACCURACY_KEY])
         elif aliased:
             log.info("selected trial %s (%s=%.4g J, %s=%.4f) registered as %s@%s (version %s)", sel["trial"],
-                     ENERGY_KEY, sel[ENERGY_KEY], ACCURACY_KEY, sel[ACCURACY_KEY], model, cfg.selection.alias, version)
+                     ENERGY_KEY, sel[ENERGY_KEY], ACCURACY_KEY, sel[ACCURACY_KEY], model, alias, version)
         else:
             log.info("selected trial %s (%s=%.4g J, %s=%.4f) is %s/%s, registered by this sweep before; @%s was "
                      "moved since (python -m pipeline.front): left where it points", sel["trial"], ENERGY_KEY,
-                     sel[ENERGY_KEY], ACCURACY_KEY, sel[ACCURACY_KEY], model, version, cfg.selection.alias)
+                     sel[ENERGY_KEY], ACCURACY_KEY, sel[ACCURACY_KEY], model, version, alias)
     else:
         log.warning("no trial meets selection.min_val_accuracy=%s: nothing registered", cfg.selection.min_val_accuracy)
     if unfinished:

@@ -80,14 +80,17 @@ def check_server(uri: str) -> None:
 
     if not uri.startswith(("http://", "https://")) or uri in _SERVERS_SEEN or os.environ.get(ENV_TRIAL_ID):
         return
-    import requests
+    from mlflow.utils.credentials import get_default_host_creds
+    from mlflow.utils.rest_utils import http_request
 
     from .config import ConfigError
-    try:
-        requests.get(f"{uri.rstrip('/')}/health", timeout=SERVER_PROBE_S)
-    except requests.RequestException as e:
+    try:  # MLflow's own request: its credentials and TLS settings (custom CA, client certificate, ...)
+        http_request(get_default_host_creds(uri), "/health", "GET", max_retries=0, timeout=SERVER_PROBE_S,
+                     raise_on_status=False)
+    except mlflow.exceptions.MlflowException as e:
+        cause = e.__cause__ or e.__context__ or e
         raise ConfigError(f"tracking.uri={mask_secrets(uri)}: no MLflow tracking server answers there "
-                          f"({type(e).__name__}); start it or set tracking.uri to one that runs") from None
+                          f"({type(cause).__name__}); start it or set tracking.uri to one that runs") from None
     _SERVERS_SEEN.add(uri)
 
 
@@ -95,12 +98,19 @@ _SERVERS_SEEN: set[str] = set()
 
 
 def run_url(run_id: str, experiment_id: str) -> str | None:
-    """The run's page in the tracking server's UI (as MLflow prints it when a run ends), or None
-    for a store without a UI address of its own (a database file, Databricks)."""
-    uri = mlflow.get_tracking_uri()
-    if not uri.startswith(("http://", "https://")):
+    """The run's page in the tracking server's UI, as MLflow prints it when a run ends (with its
+    ``?workspace=`` for a workspace other than the default), without the URI's user and password;
+    None for a store without such a page (a database, Databricks: MLflow prints its own)."""
+    from urllib.parse import quote
+
+    parts = urlparse(mlflow.get_tracking_uri())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
         return None
-    return f"{mask_secrets(uri.rstrip('/'))}/#/experiments/{experiment_id}/runs/{run_id}"
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    base = parts._replace(netloc=host + (f":{parts.port}" if parts.port else "")).geturl().rstrip("/")
+    url = f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
+    workspace = os.environ.get("MLFLOW_WORKSPACE", "").strip()
+    return url + f"?workspace={quote(workspace, safe='')}" if workspace and workspace != "default" else url
 
 
 def quiet_run_urls() -> None:

@@ -124,7 +124,7 @@ def test_evaluate_refuses_a_store_that_does_not_exist_without_creating_it(tmp_pa
     ("tracking.sqlite_wal=maybe", "error: tracking.sqlite_wal must be one of True, False (got 'maybe')"),
     ("tracking.uri=mlruns", "error: tracking.uri must be a database (sqlite://, postgresql://, mysql://, mssql://, "
                             "e.g. sqlite:///mlflow.db) or a tracking server (http(s)://host:port, databricks); "
-                            "MLflow 3.17 refuses a plain folder (got 'mlruns')"),
+                            "a plain folder only with MLFLOW_ALLOW_FILE_STORE=true (got 'mlruns')"),
     # MLflow refuses it only at the registration, after every trial (found by a reviewer)
     ("selection.alias=latest", "error: selection.alias must be 1-255 letters, digits, '_' or '-', and neither "
                                "'latest' nor v<number>, which MLflow reserves (got 'latest')"),

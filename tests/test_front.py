@@ -395,11 +395,13 @@ def test_the_package_map_mlflow_checks_a_models_requirements_against_is_built_ah
 
 
 def test_a_sweep_that_registered_its_pick_before_leaves_a_promotion_since_in_place(monkeypatch):
-    """A finished sweep run again (the README's way to recover): its parent's registering tag is
-    the earlier registration's, a version of the pick exists, and the user has promoted another
-    trial since. It neither waits for a registration nobody makes (found by a reviewer: 120 s)
-    nor moves the alias back."""
-    registered, tags = [], {front.REGISTERING_TAG: "t16:an-earlier-uuid"}
+    """A finished sweep run again (the README's way to recover): its parent run says it pointed the
+    alias at its pick, and the user has promoted another trial since. It neither waits for a
+    registration nobody makes (found by a reviewer: 120 s) nor moves the alias back. A version of
+    the pick alone is not enough (a worker that died between registering and setting the alias),
+    nor is the same pick under another name or alias: those are registered and aliased."""
+    registered, tags = [], {front.REGISTERING_TAG: "t16:m@champion:an-earlier-uuid",
+                            front.REGISTERED_TAG: "t16:m@champion:3"}
 
     class Client:
         def get_run(self, run_id):
@@ -409,16 +411,24 @@ def test_a_sweep_that_registered_its_pick_before_leaves_a_promotion_since_in_pla
             tags[key] = value
 
     monkeypatch.setattr(front, "_registered_version", lambda *a: None)  # the alias points elsewhere
-    monkeypatch.setattr(front, "_version_of_run", lambda client, name, run_id: "3" if run_id == "t16" else None)
-    monkeypatch.setattr(front, "register", lambda *a: registered.append(a) or "4")
+    monkeypatch.setattr(front, "register", lambda *a: registered.append(a) or "3")
     started = time.monotonic()
+    once = dict(settle_s=0, wait_s=5, poll_s=0)
     assert front.register_once(Client(), "parent", {"mlflow_run_id": "t16", "trial": 16}, "m", "champion", None,
-                               settle_s=0, wait_s=5, poll_s=0) == ("3", False)
+                               **once) == ("3", False)
     assert registered == [] and time.monotonic() - started < 1
-    # another trial picked now (more trials since): registered and aliased as before
+    # the same pick to another alias (selection.alias may change between runs of a sweep): aliased
+    assert front.register_once(Client(), "parent", {"mlflow_run_id": "t16", "trial": 16}, "m", "staging", None,
+                               **once) == ("3", True)
+    assert [a[:3] for a in registered] == [("t16", "m", "staging")]
+    assert tags[front.REGISTERED_TAG] == "t16:m@staging:3"
+    # a worker died after registering, before the alias: its claim and the version are there, the
+    # completion is not -> the next end waits out the claim, then registers (which sets the alias)
+    tags.clear()
+    tags[front.REGISTERING_TAG] = "t20:m@champion:dead-worker"
     assert front.register_once(Client(), "parent", {"mlflow_run_id": "t20", "trial": 20}, "m", "champion", None,
-                               settle_s=0, wait_s=5, poll_s=0) == ("4", True)
-    assert len(registered) == 1 and registered[0][0] == "t20" and time.monotonic() - started < 1
+                               settle_s=0, wait_s=0.3, poll_s=0.05) == ("3", True)
+    assert registered[-1][:3] == ("t20", "m", "champion") and tags[front.REGISTERED_TAG] == "t20:m@champion:3"
 
 
 def test_two_workers_volunteering_at_once_do_not_fail_the_sweep(monkeypatch):
@@ -444,13 +454,17 @@ def test_two_workers_volunteering_at_once_do_not_fail_the_sweep(monkeypatch):
     monkeypatch.setattr(front, "register", lambda run_id, *a: f"registered {run_id}")
     assert front.register_once(Client(), "parent", {"mlflow_run_id": "t16", "trial": 16}, "m", "champion", None,
                                settle_s=0, wait_s=5, poll_s=0) == ("registered t16", True)
-    assert len(writes) == 2 and writes[0] == writes[1] and tags[front.REGISTERING_TAG] == writes[1]
+    claims = [w for w in writes if not w.startswith("t16:m@champion:registered")]  # then the completion tag
+    assert len(claims) == 2 and claims[0] == claims[1] and tags[front.REGISTERING_TAG] == claims[1]
+    assert tags[front.REGISTERED_TAG] == "t16:m@champion:registered t16"
 
 
 def test_a_sweep_name_in_two_listed_experiments_is_told_apart_by_listing_one():
     """trial=<study>:N matching in two experiments (a reviewer found the error asked for exactly that)."""
-    rows = [{"trial": 0, "study": "s"}, {"trial": 1, "study": "s"}, {"trial": 0, "study": "s"}]
+    rows = [{"trial": 0, "study": "s", "mlflow_run_id": "a"}, {"trial": 1, "study": "s", "mlflow_run_id": "b"},
+            {"trial": 0, "study": "s", "mlflow_run_id": "c"}]
     assert front._find_trial(rows, "s:1") is rows[1]
-    with pytest.raises(ConfigError, match=r"^trial=s:0 is in 2 of the listed experiments \(sweeps of the same name\): "
-                                          r"list only the one to promote from, experiments=\[<name>\]$"):
+    with pytest.raises(ConfigError, match=r"^trial=s:0 matches 2 trial runs \(a, c\): one sweep name in several listed "
+                                          r"experiments \(list only the one to promote from, experiments=\[<name>\]\) "
+                                          r"or one sweep recorded twice in one$"):
         front._find_trial(rows, "s:0")

@@ -239,3 +239,21 @@ def test_uploads_go_where_the_runs_and_models_creation_said_without_looking_it_u
     assert [f.path for f in client.list_artifacts(batch.run_id, "checkpoints")] == ["checkpoints/pruned.pt"]
     assert [f.path for f in client.list_logged_model_artifacts(model_id)] == ["pruned.pt"]
     assert (tmp_path / "artifacts" / batch.run_id / "artifacts" / "layers.csv").is_file()
+
+
+@pytest.mark.parametrize("uri,url", [
+    ("http://127.0.0.1:5000", "http://127.0.0.1:5000/#/experiments/7/runs/r1"),
+    # no user and password in a link printed to the console (a masked one would not open)
+    ("https://me:secret@host.example/mlflow/", "https://host.example/mlflow/#/experiments/7/runs/r1"),
+    ("http://[::1]:5000", "http://[::1]:5000/#/experiments/7/runs/r1"),
+    ("sqlite:///mlflow.db", None),
+    ("databricks", None),  # MLflow prints its own links there
+])
+def test_the_sweeps_run_page_is_the_servers_without_credentials(monkeypatch, uri, url):
+    import mlflow
+
+    monkeypatch.delenv("MLFLOW_WORKSPACE", raising=False)
+    monkeypatch.setattr(mlflow, "get_tracking_uri", lambda: uri)
+    assert tracking.run_url("r1", "7") == url
+    monkeypatch.setenv("MLFLOW_WORKSPACE", "team a")  # as MLflow's own link
+    assert tracking.run_url("r1", "7") == (url and url + "?workspace=team%20a")
