@@ -28,7 +28,10 @@ the same trials' work replayed alone afterwards (their params, one process, no s
 tracking; a first trial replayed untimed to warm it up), which also checks that the replay gives
 the sweep's objectives.
 
-    .venv/bin/python benchmarks/bench_trial_tracking.py [--server] [--trials 10] [--repo DIR ...] [--breakdown]
+    .venv/bin/python benchmarks/bench_trial_tracking.py [--server [--requests]] [--trials 10] [--repo DIR ...] [--breakdown]
+
+--requests (with --server) also counts the worker's HTTP requests to the tracking server in each
+typical trial, by endpoint (benchmarks/request_log/sitecustomize.py, put on the worker's path).
 
 --breakdown then runs the SQLite sweep once more with the overhead's pieces timed in the process
 (Hydra's job launch and its parts, Optuna's ask and tell, the task's own steps around its work, the
@@ -86,7 +89,32 @@ def cpu_at(samples: list, when: datetime.datetime) -> float:
     return before[-1] if before else samples[0][1]
 
 
-def run(repo: Path, base: Path, storage: str, tracking_uri: str, n_trials: int) -> dict:
+REQUEST_LOG_SITE = Path(__file__).resolve().parent / "request_log"  # --requests: its sitecustomize counts them
+
+
+def requests_per_trial(folder: Path, trials) -> dict:
+    """--requests: the HTTP requests the worker made in each typical trial's window (its start to
+    the next trial's start; calls a trial leaves to a background thread may fall in the next):
+    the median count and, by endpoint, the median count of each."""
+    import re
+    times, paths = [], []
+    for f in folder.glob("*.txt"):
+        for line in f.read_text().splitlines():
+            when, _, rest = line.partition(" ")
+            times.append(float(when))
+            paths.append(re.sub(r"/[0-9a-f]{32}|/m-[0-9a-f]{32}|/\d+(?=/)", "/<id>", rest))  # ids of runs, models, experiments
+    per_trial, by_path = [], {}
+    for t, nxt in zip(trials[2:], trials[3:]):  # typical trials 2..n-2
+        lo, hi = t.datetime_start.timestamp(), nxt.datetime_start.timestamp()
+        inside = [p for w, p in zip(times, paths) if lo <= w < hi]
+        per_trial.append(len(inside))
+        for p in set(paths):
+            by_path.setdefault(p, []).append(inside.count(p))
+    return {"median": statistics.median(per_trial), "min": min(per_trial), "max": max(per_trial),
+            "by_path": {p: statistics.median(c) for p, c in by_path.items() if statistics.median(c) > 0}}
+
+
+def run(repo: Path, base: Path, storage: str, tracking_uri: str, n_trials: int, count_requests: bool = False) -> dict:
     import optuna
     work = base / "work"
     work.mkdir()
@@ -98,6 +126,9 @@ def run(repo: Path, base: Path, storage: str, tracking_uri: str, n_trials: int) 
         args.append("tracking.artifact_location=null")
     env = {**os.environ, "PYTHONPATH": str(repo), "MLFLOW_DISABLE_TELEMETRY": "true",
            "NO_PROXY": "127.0.0.1,localhost", "OMP_NUM_THREADS": "1"}
+    if count_requests:
+        (base / "requests").mkdir()
+        env.update(PYTHONPATH=f"{REQUEST_LOG_SITE}{os.pathsep}{repo}", ECOSPLIT_REQUEST_LOG=str(base / "requests"))
     launched, start = datetime.datetime.now(), time.monotonic()
     with open(base / "console.txt", "w") as log:
         proc = subprocess.Popen(args, cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -130,6 +161,7 @@ def run(repo: Path, base: Path, storage: str, tracking_uri: str, n_trials: int) 
     replayed = replay_work(repo, data, trials[:-1])  # trial 0 warms the replay up
     same = all(math.isclose(r["objective"], trials[r["number"]].values[0], rel_tol=1e-9) for r in replayed)
     return {"rows": rows, "steady": steady, "wall_s": wall, "cpu_per_trial": cpu_s / len(steady),
+            "requests": requests_per_trial(base / "requests", trials) if count_requests else None,
             "work_cpu_per_trial": statistics.mean(r["cpu_s"] for r in replayed[1:]), "same_objectives": same,
             "startup_s": (trials[0].datetime_start - launched).total_seconds(),
             "tail_s": (exited - trials[-1].datetime_complete).total_seconds()}
@@ -310,7 +342,7 @@ def replay_work(repo: Path, data: Path, trials: list) -> list[dict]:
     return json.loads(out.stdout.splitlines()[-1])
 
 
-def run_once(repo: Path, server: bool, n_trials: int) -> dict:
+def run_once(repo: Path, server: bool, n_trials: int, count_requests: bool = False) -> dict:
     base = Path(tempfile.mkdtemp(prefix="ecosplit-bench-tracking-"))
     os.chmod(base, 0o711)  # PostgreSQL runs as an unprivileged user when we are root
     if server:
@@ -321,7 +353,7 @@ def run_once(repo: Path, server: bool, n_trials: int) -> dict:
             import optuna  # Optuna's tables, made untimed
             optuna.storages.RDBStorage(pg.url("optuna"))
             with MlflowServer(pg.url("mlflow"), base / "mlflow-artifacts") as mlflow_server:
-                return run(repo, base, pg.url("optuna"), mlflow_server.uri, n_trials)
+                return run(repo, base, pg.url("optuna"), mlflow_server.uri, n_trials, count_requests)
     return run(repo, base, f"sqlite:///{base}/optuna.db", f"sqlite:///{base}/mlflow.db", n_trials)
 
 
@@ -361,6 +393,12 @@ def print_run(repo: Path, r: dict) -> None:
           f"{m['work_cpu']:.3f} s + overhead {m['cpu'] - m['work_cpu']:.3f} s -> overhead "
           f"{(m['cpu'] - m['work_cpu']) / m['cpu']:.1%} of the trial's CPU; replay's objectives "
           f"{'identical to' if r['same_objectives'] else 'DIFFERENT from'} the sweep's")
+    if r["requests"] is not None:
+        q = r["requests"]
+        print(f"HTTP requests to the tracking server per typical trial: median {q['median']} ({q['min']}-{q['max']}); "
+              "by endpoint (median per trial):")
+        for path, n in sorted(q["by_path"].items(), key=lambda item: (-item[1], item[0])):
+            print(f"  {n:4g}  {path}")
 
 
 def main() -> None:
@@ -369,11 +407,15 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=10)
     parser.add_argument("--repo", type=Path, action="append", help="the checkout whose sweep.py runs (repeatable)")
     parser.add_argument("--rounds", type=int, default=1, help="runs of each checkout, alternating")
+    parser.add_argument("--requests", action="store_true",
+                        help="with --server: count the worker's HTTP requests per trial (benchmarks/request_log)")
     parser.add_argument("--breakdown", action="store_true",
                         help="then one more SQLite sweep that times the overhead's pieces in the process")
     args = parser.parse_args()
     if args.trials < 4:
         parser.error("--trials must be >= 4 (trials 1..n-2 are measured)")
+    if args.requests and not args.server:
+        parser.error("--requests counts requests to a tracking server: add --server")
     repos = [p.resolve() for p in args.repo or [REPO]]
     print(f"tracking: {'PostgreSQL + mlflow server' if args.server else 'SQLite (optuna.db, mlflow.db)'}; "
           f"{args.trials} trials: {' '.join(TRIAL)}")
@@ -381,7 +423,7 @@ def main() -> None:
     results: dict[Path, list] = {p: [] for p in repos}
     for _ in range(args.rounds):
         for repo in repos:
-            r = run_once(repo, args.server, args.trials)
+            r = run_once(repo, args.server, args.trials, args.requests)
             results[repo].append(summary(r))
             print_run(repo, r)
     if len(repos) > 1 or args.rounds > 1:
