@@ -28,6 +28,8 @@ log = logging.getLogger("ecosplit")
 USER_ERRORS = (ConfigError, DataUnavailableError, UnknownCutError)
 COMPOSITION_ERRORS = (ConfigCompositionException, OverrideParseException, OmegaConfBaseException)
 USER_ERROR_EXIT = 2  # the exit status of every user error (usage error, as argparse)
+INTERRUPTED_EXIT = 130  # 128 + SIGINT, as a shell reports a command stopped by Ctrl-C
+INTERRUPTED = "interrupted (Ctrl-C): an MLflow run it was recording ended KILLED"
 
 
 def refuse(message: str, cause: BaseException | None = None, quiet: bool = False):
@@ -122,13 +124,18 @@ def run_script(main: Callable[[], object]) -> object:
     collection walked it again: ~0.4 s of CPU in a sweep worker's start), and everything at the
     end (the interpreter's exit would walk it all: ~1.2 s at the end of every sweep worker;
     0.1 s frozen). Exit handlers still run (MLflow's and logging's flushes) and files are still
-    closed. ``freeze_heap`` freezes once more where the script's work says so."""
+    closed. ``freeze_heap`` freezes once more where the script's work says so. Ctrl-C ends it with
+    one line and exit status 130."""
     global _in_script
     _in_script = True
     gc.freeze()
     try:
         with interrupts.counting():
             return run_cli(main)
+    except KeyboardInterrupt as exc:
+        # the run it was recording has ended KILLED (tracking._ending); one line, not a traceback
+        print(INTERRUPTED, file=sys.stderr)
+        raise SystemExit(INTERRUPTED_EXIT) from exc
     finally:
         gc.freeze()
 

@@ -264,9 +264,10 @@ def test_a_ctrl_c_that_a_library_turned_into_another_error_is_still_an_interrupt
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal
     monkeypatch.setattr(cli, "_in_script", False)
     try:
-        with pytest.raises(KeyboardInterrupt) as interrupted:
+        with pytest.raises(SystemExit) as interrupted:  # run_script's one line and 130 for a Ctrl-C
             cli.run_script(cli.user_errors_exit(masked))
-        assert isinstance(interrupted.value.__cause__, ValueError)
+        assert interrupted.value.code == 130 and isinstance(interrupted.value.__cause__, KeyboardInterrupt)
+        assert isinstance(interrupted.value.__cause__.__cause__, ValueError)
         with pytest.raises(ValueError, match="a bug"):
             cli.run_script(cli.user_errors_exit(bug))
         assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
@@ -299,3 +300,33 @@ def test_a_tracking_server_that_does_not_answer_is_one_line_exit_2_at_once(tmp_p
     assert_refused(proc, f"error: tracking.uri=http://127.0.0.1:{port}: no MLflow tracking server answers there "
                          "(ConnectionError); start it or set tracking.uri to one that runs")
     assert time.monotonic() - started < 60 and stores(tmp_path) == {}
+
+
+def test_ctrl_c_in_train_is_one_line_exit_130_and_its_run_ends_killed(tmp_path, fake_mnist):
+    import signal
+
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    env["PYTHONPATH"] = str(REPO)
+    uri = f"sqlite:///{tmp_path}/runs.db"
+    proc = subprocess.Popen([sys.executable, str(REPO / "train.py"), "experiment=smoke", f"data.root={fake_mnist}",
+                             "data.download=false", "train.epochs=500", f"tracking.uri={uri}",
+                             f"tracking.artifact_location={tmp_path}/art", f"hydra.run.dir={tmp_path}/out"],
+                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.monotonic() + 120
+    running = []
+    while not running and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+        if (tmp_path / "runs.db").exists():
+            try:
+                running = MlflowClient(uri).search_runs(["1"], "attributes.status = 'RUNNING'")
+            except Exception:  # the schema is being created
+                pass
+    assert running, proc.communicate()[1][-3000:]
+    time.sleep(1)  # training
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-3000:]
+    assert [x for x in err.splitlines() if x.strip()][-1] == (
+        "interrupted (Ctrl-C): an MLflow run it was recording ended KILLED") and "Traceback" not in err, err[-3000:]
+    assert MlflowClient(uri).get_run(running[0].info.run_id).info.status == "KILLED"
