@@ -29,7 +29,7 @@ USER_ERRORS = (ConfigError, DataUnavailableError, UnknownCutError)
 COMPOSITION_ERRORS = (ConfigCompositionException, OverrideParseException, OmegaConfBaseException)
 USER_ERROR_EXIT = 2  # the exit status of every user error (usage error, as argparse)
 INTERRUPTED_EXIT = 130  # 128 + SIGINT, as a shell reports a command stopped by Ctrl-C
-INTERRUPTED = "interrupted (Ctrl-C): an MLflow run it was recording ended KILLED"
+INTERRUPTED = "interrupted (Ctrl-C); the MLflow run it was recording, if any, ended KILLED"
 
 
 def refuse(message: str, cause: BaseException | None = None, quiet: bool = False):
