@@ -72,7 +72,7 @@ SERVER_PROBE_S = 10.0  # how long a tracking server may take to answer the first
 def check_server(uri: str) -> None:
     """For a tracking server URI (http/https), one request to its health page before any other:
     a server that does not answer is one line naming ``tracking.uri``, not MLflow's retries
-    (seven, ~2 min of back-off) then a traceback. Any HTTP answer counts: only whether something
+    (seven with back-off, ~4 min by MLflow's own estimate) then a traceback. Any HTTP answer counts: only whether something
     listens is checked. Once the server has answered, later requests keep MLflow's retries (a
     restart during a sweep is waited for), and so do a sweep's trials, in whatever process: the
     sweep checked at its start."""
