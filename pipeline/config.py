@@ -293,6 +293,7 @@ def validate_tracking(cfg: DictConfig) -> None:
     if OmegaConf.select(cfg, "tracking") is None:
         return
     _one_of(cfg, "tracking.sqlite_wal", [True, False])
+    check_range(cfg, "tracking.server_wait_s", 0)
     uri = cfg.tracking.uri
     scheme = str(uri).partition("://")[0].partition("+")[0].lower() if "://" in str(uri) else ""
     if str(uri).lower() == "databricks" or str(uri).lower().startswith("file:"):

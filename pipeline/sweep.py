@@ -133,7 +133,7 @@ def study_definition(cfg: DictConfig) -> dict:
     status 2 with nothing recorded. The sweeper refuses a re-run whose definition differs.
     """
     validate_sweep(cfg)
-    tracking.check_server(cfg.tracking.uri)  # a tracking server that does not answer: nothing recorded yet
+    tracking.check_server(cfg.tracking.uri, OmegaConf.select(cfg, "tracking.server_wait_s"))  # before the study is opened
     searched = _searched_keys(cfg)
     skipped = searched | inactive_sparsity_keys(cfg)  # a study from before these settings still matches
     definition = {"seed": cfg.seed}

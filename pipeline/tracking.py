@@ -55,7 +55,6 @@ def use(uri: str, sqlite_wal: bool = True) -> None:
     """Point MLflow at ``uri`` (reading runs needs it too), with secrets masked in its output; an
     SQLite file store in write-ahead-log mode unless ``sqlite_wal`` is False (``wal_for``)."""
     install_log_masking()
-    check_server(uri)
     # no "Downloading artifacts: 0%" bars on stderr for our few small files (they came before an
     # error line too); a user who sets the variable keeps theirs
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -66,35 +65,34 @@ def use(uri: str, sqlite_wal: bool = True) -> None:
     mlflow.set_tracking_uri(uri)
 
 
-SERVER_PROBE_S = 10.0  # how long a tracking server may take to answer the first request
-
-
-def check_server(uri: str) -> None:
-    """For a tracking server URI (http/https), one request to its health page before any other:
-    a server that does not answer is one line naming ``tracking.uri``, not MLflow's retries
-    (seven with back-off, ~4 min by MLflow's own estimate) then a traceback. Any HTTP answer counts: only whether something
-    listens is checked. Once the server has answered, later requests keep MLflow's retries (a
-    restart during a sweep is waited for), and so do a sweep's trials, in whatever process: the
-    sweep checked at its start."""
-    from hydra_plugins.ecosplit_optuna_sweeper import ENV_TRIAL_ID
-
-    if not uri.startswith(("http://", "https://")) or uri in _SERVERS_SEEN or os.environ.get(ENV_TRIAL_ID):
+def check_server(uri: str, wait_s: float | None) -> None:
+    """Called as a command starts (``tracking.uri``, ``tracking.server_wait_s``): for a tracking server URI
+    (http/https), requests to its health page until one is answered or ``wait_s`` has passed, each
+    through MLflow's own client (its credentials and TLS settings). A server that never answers is
+    one line naming ``tracking.uri``, not MLflow's retries (seven with back-off, ~4 min by MLflow's
+    own estimate) then a traceback; any HTTP answer counts. ``wait_s`` None: no check. Later
+    requests, a sweep's trials among them, keep MLflow's retries (a restart mid-sweep is waited for)."""
+    if wait_s is None or not uri.startswith(("http://", "https://")):
         return
     from mlflow.utils.credentials import get_default_host_creds
     from mlflow.utils.rest_utils import http_request
 
     from .config import ConfigError
-    try:  # MLflow's own request: its credentials and TLS settings (custom CA, client certificate, ...)
-        http_request(get_default_host_creds(uri), "/health", "GET", max_retries=0, timeout=SERVER_PROBE_S,
-                     raise_on_status=False)
-    except mlflow.exceptions.MlflowException as e:
-        cause = e.__cause__ or e.__context__ or e
-        raise ConfigError(f"tracking.uri={mask_secrets(uri)}: no MLflow tracking server answers there "
-                          f"({type(cause).__name__}); start it or set tracking.uri to one that runs") from None
-    _SERVERS_SEEN.add(uri)
-
-
-_SERVERS_SEEN: set[str] = set()
+    deadline = time.monotonic() + wait_s
+    while True:
+        left = deadline - time.monotonic()
+        try:
+            http_request(get_default_host_creds(uri), "/health", "GET", max_retries=0, timeout=max(left, 1.0),
+                         raise_on_status=False)
+            return
+        except mlflow.exceptions.MlflowException as e:
+            if time.monotonic() + 1.0 < deadline:
+                time.sleep(1.0)  # e.g. a server still starting refuses connections
+                continue
+            cause = e.__cause__ or e.__context__ or e
+            raise ConfigError(f"tracking.uri={mask_secrets(uri)}: no MLflow tracking server answered there within "
+                              f"tracking.server_wait_s={wait_s:g} s ({type(cause).__name__}); start it, set "
+                              "tracking.uri to one that runs, or wait longer") from None
 
 
 def run_url(run_id: str, experiment_id: str) -> str | None:

@@ -87,6 +87,7 @@ def test_composition_errors_are_one_line_and_exit_2(tmp_path, entry, override, l
     ("train_run_id=0123abcd", "error: train_run_id=0123abcd: no such run in sqlite:///"),
     ("train_run_id=null", "error: give the model to evaluate: train_run_id="),
     ("tracking.sqlite_wal=maybe", "error: tracking.sqlite_wal must be one of True, False (got 'maybe')"),
+    ("tracking.server_wait_s=-1", "error: tracking.server_wait_s must be in [0, inf) (got -1)"),
 ])
 def test_evaluate_bad_input_is_one_line_exit_2_and_nothing_recorded(trained, fake_mnist, override, line):
     work, uri, run_id = trained
@@ -297,8 +298,9 @@ def test_a_tracking_server_that_does_not_answer_is_one_line_exit_2_at_once(tmp_p
     started = time.monotonic()
     proc = run(entry, tmp_path, "experiment=smoke", f"data.root={fake_mnist}", "data.download=false",
                f"tracking.uri=http://127.0.0.1:{port}", f"hydra.run.dir={tmp_path}/out")
-    assert_refused(proc, f"error: tracking.uri=http://127.0.0.1:{port}: no MLflow tracking server answers there "
-                         "(ConnectionError); start it or set tracking.uri to one that runs")
+    assert_refused(proc, f"error: tracking.uri=http://127.0.0.1:{port}: no MLflow tracking server answered there "
+                         "within tracking.server_wait_s=10 s (ConnectionError); start it, set tracking.uri to one that "
+                         "runs, or wait longer")
     assert time.monotonic() - started < 60 and stores(tmp_path) == {}
 
 

@@ -1,6 +1,7 @@
 """pipeline.tracking's batching of params, metrics and tags, and its background calls (no store:
 MlflowClient is replaced by a recorder)."""
 import threading
+import time
 
 import pytest
 
@@ -257,3 +258,44 @@ def test_the_sweeps_run_page_is_the_servers_without_credentials(monkeypatch, uri
     assert tracking.run_url("r1", "7") == url
     monkeypatch.setenv("MLFLOW_WORKSPACE", "team a")  # as MLflow's own link
     assert tracking.run_url("r1", "7") == (url and url + "?workspace=team%20a")
+
+
+def test_a_command_waits_for_a_tracking_server_up_to_server_wait_s_then_refuses_with_one_line():
+    """A server coming up while a command starts is waited for (workers started with it); one that
+    never answers is a ConfigError naming the settings once tracking.server_wait_s has passed."""
+    import http.server
+    import socket
+
+    from pipeline.config import ConfigError
+
+    with socket.socket() as s:  # a port nothing listens on yet
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    uri = f"http://127.0.0.1:{port}"
+    started = time.monotonic()
+    with pytest.raises(ConfigError, match=rf"^tracking.uri={uri}: no MLflow tracking server answered there within "
+                                          r"tracking.server_wait_s=1.5 s \(ConnectionError\)"):
+        tracking.check_server(uri, 1.5)
+    assert 1.0 <= time.monotonic() - started < 10
+    tracking.check_server(uri, None)  # null: no check
+
+    class Health(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"OK")
+
+        def log_message(self, *args):
+            pass
+
+    def serve_later():
+        time.sleep(1.5)  # the server starts after the command
+        server = http.server.HTTPServer(("127.0.0.1", port), Health)
+        server.handle_request()
+        server.server_close()
+
+    thread = threading.Thread(target=serve_later)
+    thread.start()
+    tracking.check_server(uri, 30)  # answered within the wait: no error
+    thread.join(timeout=10)
+    assert not thread.is_alive()
