@@ -279,26 +279,29 @@ TRACKING_DATABASES = ("sqlite", "postgresql", "mysql", "mssql")
 TRACKING_SERVERS = ("http", "https", "databricks")
 
 
-def _tracking_schemes() -> set[str]:
+@functools.cache
+def _plugin_tracking_schemes() -> frozenset[str]:
+    """Schemes that installed MLflow plugins register (read once per process: scanning the
+    installed distributions takes ~3 ms, and the tracking settings are checked in every trial)."""
     from importlib.metadata import entry_points
-
-    from mlflow.environment_variables import MLFLOW_ALLOW_FILE_STORE
-    schemes = {*TRACKING_DATABASES, *TRACKING_SERVERS, *(e.name for e in entry_points(group="mlflow.tracking_store"))}
-    return schemes | {"", "file"} if MLFLOW_ALLOW_FILE_STORE.get() else schemes
+    return frozenset(e.name for e in entry_points(group="mlflow.tracking_store"))
 
 
 def validate_tracking(cfg: DictConfig) -> None:
     """The MLflow settings a value could be wrong in: the URI's kind (whether the store is there
-    is checked as it is opened) and the SQLite write-ahead-log switch."""
+    is checked as it is opened), the SQLite write-ahead-log switch and the wait for a server."""
     if OmegaConf.select(cfg, "tracking") is None:
         return
     _one_of(cfg, "tracking.sqlite_wal", [True, False])
     check_range(cfg, "tracking.server_wait_s", 0)
+    from mlflow.environment_variables import MLFLOW_ALLOW_FILE_STORE
+    from mlflow.utils.uri import get_uri_scheme  # as MLflow picks a store for a URI ("postgresql+psycopg" -> postgresql)
+
     uri = cfg.tracking.uri
-    scheme = str(uri).partition("://")[0].partition("+")[0].lower() if "://" in str(uri) else ""
-    if str(uri).lower() == "databricks" or str(uri).lower().startswith("file:"):
-        scheme = str(uri).lower().partition(":")[0]
-    if not isinstance(uri, str) or scheme not in _tracking_schemes():
+    known = {*TRACKING_DATABASES, *TRACKING_SERVERS, *_plugin_tracking_schemes()}
+    if MLFLOW_ALLOW_FILE_STORE.get():
+        known |= {"", "file"}
+    if not isinstance(uri, str) or (uri != "databricks" and get_uri_scheme(uri) not in known):
         from hydra_plugins.ecosplit_optuna_sweeper.masking import mask_secrets
         raise ConfigError(
             f"tracking.uri must be a database ({', '.join(d + '://' for d in TRACKING_DATABASES)}, e.g. "
@@ -307,7 +310,8 @@ def validate_tracking(cfg: DictConfig) -> None:
 
 
 def registration_names(cfg: DictConfig) -> tuple[str | None, str]:
-    """(selection.registered_model or None for none, selection.alias) as text."""
+    """(selection.registered_model, or None: register nothing; selection.alias), as text: Hydra
+    reads selection.alias=2024 as a number."""
     name, alias = OmegaConf.select(cfg, "selection.registered_model"), cfg.selection.alias
     return (str(name) if name not in (None, "") else None), str(alias)
 
@@ -315,23 +319,19 @@ def registration_names(cfg: DictConfig) -> tuple[str | None, str]:
 def validate_registration(cfg: DictConfig, required: bool = False) -> None:
     """``selection.registered_model`` and ``selection.alias`` as MLflow's model registry accepts
     them (mlflow.utils.validation, 3.17), checked before a sweep trains or a promotion logs
-    anything. A sweep without a name registers nothing; a promotion (``required``) needs one.
-    A number (Hydra reads selection.alias=2024 as one) is taken as its text."""
+    anything. A sweep without a name registers nothing; a promotion (``required``) needs one."""
     import posixpath
 
-    name = OmegaConf.select(cfg, "selection.registered_model")
-    if name is None or name == "":
+    name, alias = registration_names(cfg)
+    if name is None:
         if required:
-            raise ConfigError(f"selection.registered_model must name the registered model to promote to (got {name!r})")
+            raise ConfigError("selection.registered_model must name the registered model to promote to (got "
+                              f"{OmegaConf.select(cfg, 'selection.registered_model')!r})")
         return
-    name = str(name) if isinstance(name, (int, float)) and not isinstance(name, bool) else name
-    if (not isinstance(name, str) or not name.strip() or "/" in name or ":" in name
-            or posixpath.normpath(name) in (".", "..") or name.startswith("..")):
+    if not name.strip() or "/" in name or ":" in name or posixpath.normpath(name) in (".", "..") or name.startswith(".."):
         raise ConfigError("selection.registered_model must be a name without '/' or ':', not '.' nor starting with "
                           f"'..' (got {name!r}); null registers nothing")
-    alias = cfg.selection.alias
-    alias = str(alias) if isinstance(alias, int) and not isinstance(alias, bool) else alias
-    if (not isinstance(alias, str) or not re.fullmatch(r"[\w\-]{1,255}", alias) or alias.lower() == "latest"
+    if (isinstance(cfg.selection.alias, bool) or not re.fullmatch(r"[\w\-]{1,255}", alias) or alias.lower() == "latest"
             or re.fullmatch(r"[vV]\d+", alias)):
         raise ConfigError("selection.alias must be 1-255 letters, digits, '_' or '-', and neither 'latest' nor "
                           f"v<number>, which MLflow reserves (got {alias!r})")

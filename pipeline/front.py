@@ -57,7 +57,7 @@ import mlflow
 import numpy as np
 import optuna
 from mlflow.tracking import MlflowClient
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from . import objective, tracking
 from .cache import ROLE as CACHE_ROLE  # the runs holding the cached dense models
@@ -594,7 +594,7 @@ def run_front(cfg: DictConfig) -> dict:
     """``python -m pipeline.front``: print the front table; with ``action=promote`` move the alias.
     Returns {"rows", "chosen" (the rule's pick, -1 if none), "promoted" (row or None), "version"}."""
     validate_front(cfg)
-    tracking.check_server(cfg.tracking.uri, OmegaConf.select(cfg, "tracking.server_wait_s"))
+    tracking.check_configured_server(cfg)
     rows, chosen = pareto_table(front_rows(cfg), cfg.rule, cfg.selection.min_val_accuracy)
     name, alias = registration_names(cfg)
     promoted = pick(cfg, rows, chosen) if cfg.action == "promote" else None  # every check before any change

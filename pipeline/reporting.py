@@ -317,7 +317,7 @@ def cut_accuracy_rows(cfg: DictConfig, ev: Evaluation) -> list[dict]:
 
 def run_evaluate(cfg: DictConfig) -> dict[str, float]:
     validate_evaluation(cfg)
-    tracking.check_server(cfg.tracking.uri, OmegaConf.select(cfg, "tracking.server_wait_s"))
+    tracking.check_configured_server(cfg)
     validate_training(cfg)
     models = load_models(cfg)
     from .stages import load_data

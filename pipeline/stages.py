@@ -206,7 +206,7 @@ def log_models(dense: SplitCNN, pruned: SplitCNN) -> None:
 def run_train(cfg: DictConfig) -> dict[str, float]:
     """``train.py``: one MLflow run holding params, per-epoch curves, final metrics and artifacts."""
     validate_training(cfg)
-    tracking.check_server(cfg.tracking.uri, OmegaConf.select(cfg, "tracking.server_wait_s"))
+    tracking.check_configured_server(cfg)
     data = load_data(cfg)  # fails before any run is opened when data are missing
     gradual_pruning(cfg, len(data.train))  # a schedule past train.max_steps too
     experiment_id = tracking.configure(cfg.tracking.uri, cfg.tracking.experiment, cfg.tracking.artifact_location,

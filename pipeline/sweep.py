@@ -133,7 +133,7 @@ def study_definition(cfg: DictConfig) -> dict:
     status 2 with nothing recorded. The sweeper refuses a re-run whose definition differs.
     """
     validate_sweep(cfg)
-    tracking.check_server(cfg.tracking.uri, OmegaConf.select(cfg, "tracking.server_wait_s"))  # before the study is opened
+    tracking.check_configured_server(cfg)  # before the study is opened
     searched = _searched_keys(cfg)
     skipped = searched | inactive_sparsity_keys(cfg)  # a study from before these settings still matches
     definition = {"seed": cfg.seed}
@@ -694,17 +694,15 @@ def on_complete(study: optuna.Study, cfg: DictConfig) -> None:
             version, aliased = registration.result()
     if chosen >= 0:
         sel = rows[chosen]
-        model = f"models:/{name}"
+        picked = (f"selected trial {sel['trial']} ({ENERGY_KEY}={sel[ENERGY_KEY]:.4g} J, "
+                  f"{ACCURACY_KEY}={sel[ACCURACY_KEY]:.4f})")
         if not name:
-            log.info("selected trial %s (%s=%.4g J, %s=%.4f); selection.registered_model is not set: not registered",
-                     sel["trial"], ENERGY_KEY, sel[ENERGY_KEY], ACCURACY_KEY, sel[ACCURACY_KEY])
+            log.info("%s; selection.registered_model is not set: not registered", picked)
         elif aliased:
-            log.info("selected trial %s (%s=%.4g J, %s=%.4f) registered as %s@%s (version %s)", sel["trial"],
-                     ENERGY_KEY, sel[ENERGY_KEY], ACCURACY_KEY, sel[ACCURACY_KEY], model, alias, version)
+            log.info("%s registered as models:/%s@%s (version %s)", picked, name, alias, version)
         else:
-            log.info("selected trial %s (%s=%.4g J, %s=%.4f) is %s/%s, registered by this sweep before; @%s was "
-                     "moved since (python -m pipeline.front): left where it points", sel["trial"], ENERGY_KEY,
-                     sel[ENERGY_KEY], ACCURACY_KEY, sel[ACCURACY_KEY], model, version, alias)
+            log.info("%s is models:/%s/%s, registered by this sweep before; @%s was moved since "
+                     "(python -m pipeline.front): left where it points", picked, name, version, alias)
     else:
         log.warning("no trial meets selection.min_val_accuracy=%s: nothing registered", cfg.selection.min_val_accuracy)
     if unfinished:

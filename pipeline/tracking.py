@@ -95,6 +95,12 @@ def check_server(uri: str, wait_s: float | None) -> None:
                               "tracking.uri to one that runs, or wait longer") from None
 
 
+def check_configured_server(cfg) -> None:
+    """``check_server`` for a command's config (``tracking.uri``, ``tracking.server_wait_s``)."""
+    from omegaconf import OmegaConf
+    check_server(cfg.tracking.uri, OmegaConf.select(cfg, "tracking.server_wait_s"))
+
+
 def run_url(run_id: str, experiment_id: str) -> str | None:
     """The run's page in the tracking server's UI, as MLflow prints it when a run ends (with its
     ``?workspace=`` for a workspace other than the default), without the URI's user and password;
