@@ -63,6 +63,32 @@ def use(uri: str, sqlite_wal: bool = True) -> None:
     if mask_secrets(uri) != uri:
         quiet_run_urls()  # MLflow would print "View run ... at <tracking uri>/#/...", password included
     mlflow.set_tracking_uri(uri)
+    path = _sqlite_file(uri)
+    if path not in ("", ":memory:") and (uri, os.path.realpath(path)) not in _OPENED:
+        with _schema_lock(path):
+            MlflowClient(uri)  # opens MLflow's store: creates or migrates its tables; cached for the process
+        _OPENED.add((uri, os.path.realpath(path)))
+
+
+_OPENED: set[tuple[str, str]] = set()  # SQLite stores this process has opened under ``_schema_lock``
+
+
+@contextlib.contextmanager
+def _schema_lock(path: str):
+    """One process at a time opens an SQLite tracking store: MLflow creates a new file's tables
+    (and migrates an old one) in several transactions, with no lock of its own, so two commands
+    started together on a fresh ``mlflow.db`` both create them and one fails ("duplicate column
+    name: step"). The lock file is in the temporary folder, keyed by the store's real path, so
+    nothing is added beside the store; SQLite stores are on one machine anyway (``wal_for``)."""
+    import fcntl
+    import hashlib
+    key = hashlib.sha256(os.path.realpath(path).encode()).hexdigest()[:16]
+    with open(Path(tempfile.gettempdir()) / f"ecosplit-mlflow-store-{key}.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def check_server(uri: str, wait_s: float | None) -> None:

@@ -310,6 +310,7 @@ def test_ctrl_c_in_train_is_one_line_exit_130_and_its_run_ends_killed(tmp_path, 
     env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
     env["PYTHONPATH"] = str(REPO)
     uri = f"sqlite:///{tmp_path}/runs.db"
+    MlflowClient(uri)  # the store made first: polling it while train.py creates its tables would race it
     proc = subprocess.Popen([sys.executable, str(REPO / "train.py"), "experiment=smoke", f"data.root={fake_mnist}",
                              "data.download=false", "train.epochs=500", f"tracking.uri={uri}",
                              f"tracking.artifact_location={tmp_path}/art", f"hydra.run.dir={tmp_path}/out"],
@@ -319,11 +320,7 @@ def test_ctrl_c_in_train_is_one_line_exit_130_and_its_run_ends_killed(tmp_path, 
     running = []
     while not running and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.2)
-        if (tmp_path / "runs.db").exists():
-            try:
-                running = MlflowClient(uri).search_runs(["1"], "attributes.status = 'RUNNING'")
-            except Exception:  # the schema is being created
-                pass
+        running = MlflowClient(uri).search_runs(["1"], "attributes.status = 'RUNNING'")
     assert running, proc.communicate()[1][-3000:]
     time.sleep(1)  # training
     proc.send_signal(signal.SIGINT)

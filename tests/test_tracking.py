@@ -299,3 +299,23 @@ def test_a_command_waits_for_a_tracking_server_up_to_server_wait_s_then_refuses_
     tracking.check_server(uri, 30)  # answered within the wait: no error
     thread.join(timeout=10)
     assert not thread.is_alive()
+
+
+def test_commands_started_together_on_a_fresh_sqlite_store_all_open_it(tmp_path):
+    """MLflow creates a new SQLite store's tables in several transactions with no lock: without
+    ``tracking._schema_lock`` two of three processes failed ("duplicate column name: step")."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    go = tmp_path / "go"
+    code = (f"import os, time\nfrom pipeline import tracking\nwhile not os.path.exists({str(go)!r}): time.sleep(0.005)\n"
+            f"tracking.configure('sqlite:///{tmp_path}/mlflow.db', 'together')\n")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    procs = [subprocess.Popen([sys.executable, "-c", code], env=env, stderr=subprocess.PIPE, text=True)
+             for _ in range(3)]
+    time.sleep(4)  # every process has imported MLflow and waits for the go
+    go.touch()
+    errors = [p.communicate(timeout=120)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], [e[-600:] for e in errors]
