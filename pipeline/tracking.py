@@ -80,15 +80,20 @@ def _schema_lock(path: str):
     started together on a fresh ``mlflow.db`` both create them and one fails ("duplicate column
     name: step"). The lock file is in the temporary folder, keyed by the store's real path, so
     nothing is added beside the store; SQLite stores are on one machine anyway (``wal_for``)."""
-    import fcntl
+    try:
+        import fcntl
+    except ImportError:  # Windows: no flock; open the store as MLflow does
+        yield
+        return
     import hashlib
     key = hashlib.sha256(os.path.realpath(path).encode()).hexdigest()[:16]
-    with open(Path(tempfile.gettempdir()) / f"ecosplit-mlflow-store-{key}.lock", "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    # read-only: another user's lock file (made with their umask) still locks
+    fd = os.open(Path(tempfile.gettempdir()) / f"ecosplit-mlflow-store-{key}.lock", os.O_RDONLY | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def check_server(uri: str, wait_s: float | None) -> None:
