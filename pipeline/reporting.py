@@ -138,6 +138,33 @@ def load_models(cfg: DictConfig) -> Models:
                       "model_uri=models:/<name>@<alias> or checkpoint=<path>")
 
 
+# the settings that choose a run's validation images (``data.split_train_val``; train_repeat tiles
+# after the split, test_subset is the test set's)
+SPLIT_KEYS = ("data.val_fraction", "data.split_seed", "data.train_per_class", "data.train_subset")
+
+
+def held_out_as_trained(cfg: DictConfig, run_id: str) -> None:
+    """Make ``cfg``'s validation images the ones the run held out: its logged ``SPLIT_KEYS`` replace
+    differing values, with a warning naming them. Otherwise another split (e.g. ``data.split_seed=7``,
+    or a preset's ``data.train_subset`` missing) would measure "validation" accuracy, which
+    ``selection.max_accuracy_drop`` acts on, on images the model was trained on."""
+    import yaml
+    from mlflow.tracking import MlflowClient
+
+    params = MlflowClient().get_run(run_id).data.params
+    changed = []
+    for key in SPLIT_KEYS:
+        if key not in params:  # a run from before the key existed: its default
+            continue
+        logged = None if params[key] == "None" else yaml.safe_load(params[key])
+        if logged != OmegaConf.select(cfg, key):
+            changed.append(f"{key}={OmegaConf.select(cfg, key)} -> {logged}")
+            OmegaConf.update(cfg, key, logged, force_add=True)
+    if changed:
+        log.warning("data: the validation images are those run %s held out, so its split settings are used: %s",
+                    run_id, ", ".join(changed))
+
+
 # -- the evaluation itself ------------------------------------------------------------------
 @dataclass
 class Evaluation:
@@ -320,6 +347,8 @@ def run_evaluate(cfg: DictConfig) -> dict[str, float]:
     tracking.check_configured_server(cfg)
     validate_training(cfg)
     models = load_models(cfg)
+    if models.train_run_id:
+        held_out_as_trained(cfg, models.train_run_id)
     from .stages import load_data
     data = load_data(cfg)
     # accuracy measured, never assumed: both models as deployed, on the test images along the route

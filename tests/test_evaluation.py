@@ -103,7 +103,8 @@ def test_evaluate_bad_input(eval_cfg, override, message):
         run_evaluate(cfg)
 
 
-def test_evaluate_reads_the_training_run_from_the_configured_tracking_uri(small_train_cfg, tmp_path, monkeypatch):
+def test_evaluate_reads_the_training_run_from_the_configured_tracking_uri(small_train_cfg, tmp_path, monkeypatch,
+                                                                           caplog):
     trained = run_train(small_train_cfg)  # into sqlite:///<tmp>/mlflow.db, not MLflow's default store
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
@@ -111,6 +112,7 @@ def test_evaluate_reads_the_training_run_from_the_configured_tracking_uri(small_
     mlflow.set_tracking_uri(f"sqlite:///{elsewhere}/mlflow.db")  # what a fresh process starts with
     cfg = compose_cfg("evaluate", [
         f"train_run_id={trained['run_id']}", f"data.root={small_train_cfg.data.root}", "data.download=false",
+        "data.split_seed=7", "data.val_fraction=0.3",  # another split: its "validation" images were trained on
         f"tracking.uri={small_train_cfg.tracking.uri}", f"tracking.artifact_location={tmp_path}/art",
         "trajectory.duration_s=20", "fig5_thresholds=[0.0,0.05]", "evaluation.realisations=2",
         "evaluation.sensitivity.path_loss_exponents=[3.0]", "evaluation.sensitivity.reference_distances_m=[100.0]",
@@ -120,6 +122,9 @@ def test_evaluate_reads_the_training_run_from_the_configured_tracking_uri(small_
     assert run.data.tags["ecosplit.train_run_id"] == trained["run_id"]
     assert run.data.metrics["compression_ratio"] == pytest.approx(trained["compression_ratio"])
     assert not (elsewhere / "mlflow.db").exists()
+    # validated on the images the run held out: its split, and the warning says so
+    assert (run.data.params["data.split_seed"], run.data.params["data.val_fraction"]) == ("0", "0.1")
+    assert "data.val_fraction=0.3 -> 0.1, data.split_seed=7 -> 0" in caplog.text
 
 
 def test_evaluate_refuses_a_tracking_uri_that_does_not_exist(small_train_cfg, tmp_path):
