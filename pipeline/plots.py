@@ -54,20 +54,25 @@ def fig4_trajectory(positions_m, server_m, locations: dict, choice, cut_names, t
     ax.legend(loc="lower right")
     ax.set_aspect("equal")
     methods = list(per_location)
-    loc_names = list(locations)
+    loc_names = [loc for loc in locations if any(loc in per_location[m] for m in methods)]  # the route passes
     x = np.arange(len(loc_names))
     width = 0.8 / max(len(methods), 1)
     for ax, key, title in ((axes[0, 1], "energy_total_j", "(b) total energy"),
                            (axes[0, 2], "energy_processing_j", "(c) processing energy"),
                            (axes[1, 0], "energy_transmission_j", "(d) transmission energy")):
+        ax.set_title(title)
+        if not loc_names:  # nothing to draw on a log axis
+            ax.text(0.5, 0.5, "the route passes no named location\n(trajectory.locations, location_radius_m)",
+                    ha="center", va="center", transform=ax.transAxes)
+            continue
         for i, m in enumerate(methods):
             vals = [per_location[m].get(loc, {}).get(key, np.nan) * 1e6 for loc in loc_names]
             ax.bar(x + (i - (len(methods) - 1) / 2) * width, vals, width, label=METHOD_LABELS.get(m, m))
         ax.set_xticks(x, loc_names)
         ax.set_yscale("log")
         ax.set_ylabel("µJ per inference")
-        ax.set_title(title)
-    axes[0, 1].legend(fontsize=8)
+    if loc_names:
+        axes[0, 1].legend(fontsize=8)
     ax = axes[1, 1]
     ax.scatter(times_s, choice, s=2, alpha=0.4)  # fading flips the cut from one inference to the next
     ax.set_yticks(range(len(cut_names)), cut_names, fontsize=7)

@@ -477,6 +477,9 @@ def _fig4(cfg: DictConfig, out: Path, ev: Evaluation) -> Path:
     per_loc = {m: {name: {k2: float(np.mean([r.means(idx == k)[k2] for r in runs])) for k2 in STAT_KEYS}
                    for k, name in enumerate(locs) if (idx == k).any()}
                for m, runs in ev.results[bw].items()}
+    if missed := [name for k, name in enumerate(locs) if not (idx == k).any()]:
+        log.warning("trajectory.locations %s: the route passes none within trajectory.location_radius_m=%g m; "
+                    "left out of fig. 4 and locations.csv", ", ".join(missed), cfg.trajectory.location_radius_m)
     return fig4_trajectory(ev.scenario.positions_m, cfg.trajectory.server_m, locs, ev.results[bw]["ps"][0].choice,
                            ev.compressed.names, ev.scenario.times_s, per_loc, bw, out / "fig4_trajectory.png")
 

@@ -138,3 +138,18 @@ def test_bandwidth_label_in_metric_names():
     from pipeline.reporting import bandwidth_label
     assert [bandwidth_label(hz) for hz in (15e3, 5e6, 15e6, 2.4e9, 500.0, 1.5e3)] == [
         "15khz", "5mhz", "15mhz", "2.4ghz", "500hz", "1.5khz"]
+
+
+def test_fig4_is_drawn_when_the_route_passes_no_named_location(tmp_path):
+    """A route that misses every named location (e.g. a changed trajectory.waypoints_m with the
+    default P1-P4) left nothing to draw on fig. 4's log axes: matplotlib raised after the whole
+    evaluation had run, and nothing was recorded."""
+    from pipeline.plots import fig4_trajectory
+
+    positions_m = np.array([[50.0, 0.0], [100.0, 0.0]])
+    stats = {"energy_total_j": 2e-6, "energy_processing_j": 1e-6, "energy_transmission_j": 1e-6}
+    for per_location in ({"ps": {}, "full": {}}, {"ps": {"P2": stats}, "full": {}}):
+        path = fig4_trajectory(positions_m, [0.0, 0.0], {"P1": (5000.0, 5000.0), "P2": (100.0, 0.0)}, np.array([0, 1]),
+                               ["input", "conv1"], np.array([0.0, 0.5]), per_location, 5e6, tmp_path / "fig4.png")
+        assert path.stat().st_size > 0
+        path.unlink()
