@@ -60,7 +60,7 @@ def cache_experiment_id(cfg: DictConfig) -> str:
     """The id of the MLflow experiment holding the cache's trained-model runs, ``cache.experiment``
     in the store at ``tracking.uri`` (created if missing; looked up once per process)."""
     return tracking.configure(cfg.tracking.uri, cfg.cache.experiment, cfg.tracking.artifact_location,
-                              cfg.tracking.sqlite_wal)
+                              cfg.tracking.sqlite_wal, setting="cache.experiment")
 
 
 def _sha256(splits: list[TensorSplit]) -> str:

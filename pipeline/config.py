@@ -295,6 +295,12 @@ def validate_tracking(cfg: DictConfig) -> None:
         return
     _one_of(cfg, "tracking.sqlite_wal", [True, False])
     check_range(cfg, "tracking.server_wait_s", 0)
+    for key in ("tracking.experiment", "cache.experiment"):
+        section, name = key.split(".")
+        if name in (OmegaConf.select(cfg, section) or {}):
+            value = _get(cfg, key)
+            if not isinstance(value, str) or not value.strip():
+                raise ConfigError(f"{key} must be an MLflow experiment's name, a non-empty text (got {value!r})")
     from mlflow.environment_variables import MLFLOW_ALLOW_FILE_STORE
     from mlflow.utils.uri import get_uri_scheme  # as MLflow picks a store for a URI ("postgresql+psycopg" -> postgresql)
 

@@ -349,6 +349,9 @@ def run_evaluate(cfg: DictConfig) -> dict[str, float]:
     models = load_models(cfg)
     if models.train_run_id:
         held_out_as_trained(cfg, models.train_run_id)
+    # before the work: a deleted experiment is refused now, not after it
+    experiment_id = tracking.configure(cfg.tracking.uri, cfg.tracking.experiment, cfg.tracking.artifact_location,
+                                        cfg.tracking.sqlite_wal)
     from .stages import load_data
     data = load_data(cfg)
     # accuracy measured, never assumed: both models as deployed, on the test images along the route
@@ -385,8 +388,6 @@ def run_evaluate(cfg: DictConfig) -> dict[str, float]:
     files.append(_fig4(cfg, out, ev))
     files.extend(_fig5(cfg, out, models, data))
 
-    experiment_id = tracking.configure(cfg.tracking.uri, cfg.tracking.experiment, cfg.tracking.artifact_location,
-                                        cfg.tracking.sqlite_wal)
     tags = {"stage": "evaluate", "ecosplit.train_run_id": models.train_run_id or "",
             **({"ecosplit.model_uri": cfg.model_uri} if cfg.model_uri else {})}
     with tracking.run(experiment_id, cfg.tracking.run_name or "evaluate", tags, parent_run_id=models.train_run_id) as active:

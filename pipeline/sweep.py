@@ -230,13 +230,13 @@ def _experiment_ids(cfg: DictConfig, create: bool = True) -> list[str]:
     """The ids of the sweep's experiment and of the cache's (``cache.experiment``), where trial
     runs and cache claims live; created when missing unless ``create`` is False (then those that
     exist; none without the sweep's)."""
-    names = [cfg.tracking.experiment]
+    settings = {"tracking.experiment": cfg.tracking.experiment}
     if cfg.cache.enabled and cfg.cache.mlflow:
-        names.append(cfg.cache.experiment)
+        settings["cache.experiment"] = cfg.cache.experiment
     if create:
-        return [tracking.configure(cfg.tracking.uri, n, cfg.tracking.artifact_location, cfg.tracking.sqlite_wal)
-                for n in names]
-    ids = [tracking.existing_experiment(cfg.tracking.uri, n, cfg.tracking.sqlite_wal) for n in names]
+        return [tracking.configure(cfg.tracking.uri, n, cfg.tracking.artifact_location, cfg.tracking.sqlite_wal, key)
+                for key, n in settings.items()]
+    ids = [tracking.existing_experiment(cfg.tracking.uri, n, cfg.tracking.sqlite_wal) for n in settings.values()]
     return [i for i in ids if i is not None] if ids[0] is not None else []
 
 

@@ -230,8 +230,11 @@ def server_with_local_artifacts(uri: str, artifact_location: str | None) -> str 
             "disk; set tracking.artifact_location=null for the server's artifact store, or give a shared URI")
 
 
-def configure(uri: str, experiment: str, artifact_location: str | None = None, sqlite_wal: bool = True) -> str:
+def configure(uri: str, experiment: str, artifact_location: str | None = None, sqlite_wal: bool = True,
+              setting: str = "tracking.experiment") -> str:
     """Point MLflow at ``uri`` (``use``) and return the id of ``experiment`` (created if missing).
+    An experiment deleted in MLflow (its UI's delete) is one line naming ``setting``: MLflow refuses
+    runs in it only when the first one is created, after a command's work.
 
     Called once in the parent process before trials start, so parallel workers never race to
     create the database schema or the experiment.
@@ -244,6 +247,10 @@ def configure(uri: str, experiment: str, artifact_location: str | None = None, s
         return _EXPERIMENTS[(uri, experiment)]
     client = MlflowClient()
     found = client.get_experiment_by_name(experiment)
+    if found is not None and found.lifecycle_stage == "deleted":
+        from .config import ConfigError
+        raise ConfigError(f"{setting}={experiment}: the experiment is deleted in {mask_secrets(uri)}; restore it "
+                          f"(mlflow experiments restore --experiment-id {found.experiment_id}) or choose another name")
     if found is not None:
         experiment_id = found.experiment_id
     else:

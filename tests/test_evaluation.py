@@ -92,6 +92,8 @@ def test_evaluate_writes_table3_figures_and_run(eval_cfg, tmp_path, monkeypatch)
     ("selection.candidates=all", r"selection.candidates must be one of layers, layers\+input"),
     ("evaluation.realisations=0", r"evaluation.realisations must be in \[1, inf\)"),
     ("energy.memory_model=cache", "energy.memory_model must be one of"),
+    ("tracking.experiment=''", "tracking.experiment must be an MLflow experiment's name, a non-empty text"),
+    ("tracking.experiment=null", "tracking.experiment must be an MLflow experiment's name, a non-empty text"),
 ])
 def test_evaluate_bad_input(eval_cfg, override, message):
     from omegaconf import OmegaConf
@@ -153,3 +155,28 @@ def test_fig4_is_drawn_when_the_route_passes_no_named_location(tmp_path):
                                ["input", "conv1"], np.array([0.0, 0.5]), per_location, 5e6, tmp_path / "fig4.png")
         assert path.stat().st_size > 0
         path.unlink()
+
+
+def test_a_deleted_experiment_is_one_line_before_any_work(small_train_cfg, eval_cfg, tmp_path, monkeypatch):
+    """Deleting an experiment in the MLflow UI is ordinary clean-up; MLflow then refused the
+    command's run with a traceback, and evaluate.py only after its whole evaluation."""
+    from omegaconf import OmegaConf
+    monkeypatch.chdir(tmp_path)
+    client = MlflowClient(small_train_cfg.tracking.uri)
+    for name in ("gone", "gone-cache"):
+        client.delete_experiment(client.create_experiment(name))
+    cfg = eval_cfg.copy()
+    OmegaConf.update(cfg, "tracking.experiment", "gone")
+    with pytest.raises(ConfigError, match=r"tracking.experiment=gone: the experiment is deleted in sqlite:///.*; restore "
+                                          r"it \(mlflow experiments restore --experiment-id \d+\) or choose another name"):
+        run_evaluate(cfg)
+    assert not (tmp_path / "table3.csv").exists()
+    cfg = small_train_cfg.copy()
+    OmegaConf.update(cfg, "tracking.experiment", "gone")
+    with pytest.raises(ConfigError, match=r"tracking.experiment=gone: the experiment is deleted"):
+        run_train(cfg)
+    from pipeline.sweep import _experiment_ids  # as a sweep starts: its experiment and the cache's
+    cfg = compose_cfg("sweep", [f"tracking.uri={small_train_cfg.tracking.uri}", "cache.experiment=gone-cache"])
+    with pytest.raises(ConfigError, match=r"cache.experiment=gone-cache: the experiment is deleted"):
+        _experiment_ids(cfg)
+    assert [r for r in client.search_runs([e.experiment_id for e in client.search_experiments()])] == []
