@@ -30,6 +30,8 @@ COMPOSITION_ERRORS = (ConfigCompositionException, OverrideParseException, OmegaC
 USER_ERROR_EXIT = 2  # the exit status of every user error (usage error, as argparse)
 INTERRUPTED_EXIT = 130  # 128 + SIGINT, as a shell reports a command stopped by Ctrl-C
 INTERRUPTED = "interrupted (Ctrl-C); the MLflow run it was recording, if any, ended KILLED"
+TERMINATED_EXIT = 143  # 128 + SIGTERM
+TERMINATED = "terminated (SIGTERM); the MLflow run it was recording, if any, ended KILLED"
 
 
 def refuse(message: str, cause: BaseException | None = None, quiet: bool = False):
@@ -125,17 +127,18 @@ def run_script(main: Callable[[], object]) -> object:
     end (the interpreter's exit would walk it all: ~1.2 s at the end of every sweep worker;
     0.1 s frozen). Exit handlers still run (MLflow's and logging's flushes) and files are still
     closed. ``freeze_heap`` freezes once more where the script's work says so. Ctrl-C ends it with
-    one line and exit status 130."""
+    one line and exit status 130, SIGTERM likewise with 143."""
     global _in_script
     _in_script = True
     gc.freeze()
     try:
-        with interrupts.counting():
+        with interrupts.counting(), interrupts.terminating():
             return run_cli(main)
     except KeyboardInterrupt as exc:
         # the run it was recording has ended KILLED (tracking._ending); one line, not a traceback
-        print(INTERRUPTED, file=sys.stderr)
-        raise SystemExit(INTERRUPTED_EXIT) from exc
+        term = isinstance(exc, interrupts.Terminated)
+        print(TERMINATED if term else INTERRUPTED, file=sys.stderr)
+        raise SystemExit(TERMINATED_EXIT if term else INTERRUPTED_EXIT) from exc
     finally:
         gc.freeze()
 

@@ -304,7 +304,11 @@ def test_a_tracking_server_that_does_not_answer_is_one_line_exit_2_at_once(tmp_p
     assert time.monotonic() - started < 60 and stores(tmp_path) == {}
 
 
-def test_ctrl_c_in_train_is_one_line_exit_130_and_its_run_ends_killed(tmp_path, fake_mnist):
+@pytest.mark.parametrize("sig,status,line", [
+    ("SIGINT", 130, "interrupted (Ctrl-C); the MLflow run it was recording, if any, ended KILLED"),
+    # kill, timeout, a batch scheduler, docker stop: the run stayed RUNNING, with no line
+    ("SIGTERM", 143, "terminated (SIGTERM); the MLflow run it was recording, if any, ended KILLED")])
+def test_ctrl_c_in_train_is_one_line_exit_130_and_its_run_ends_killed(sig, status, line, tmp_path, fake_mnist):
     import signal
 
     env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
@@ -323,9 +327,8 @@ def test_ctrl_c_in_train_is_one_line_exit_130_and_its_run_ends_killed(tmp_path, 
         running = MlflowClient(uri).search_runs(["1"], "attributes.status = 'RUNNING'")
     assert running, proc.communicate()[1][-3000:]
     time.sleep(1)  # training
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(getattr(signal, sig))
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err[-3000:]
-    assert [x for x in err.splitlines() if x.strip()][-1] == (
-        "interrupted (Ctrl-C); the MLflow run it was recording, if any, ended KILLED") and "Traceback" not in err, err[-3000:]
+    assert proc.returncode == status, err[-3000:]
+    assert [x for x in err.splitlines() if x.strip()][-1] == line and "Traceback" not in err, err[-3000:]
     assert MlflowClient(uri).get_run(running[0].info.run_id).info.status == "KILLED"

@@ -341,15 +341,19 @@ def test_bad_data_root_stops_with_one_line_and_exit_2_then_the_right_root_comple
     assert version.run_id in {r.info.run_id for r in good.runs("trial", "FINISHED")}
 
 
-def test_sigint_fails_and_requeues_the_running_trial_and_the_rerun_completes(tmp_path, fake_mnist, mlflow_db_template):
+@pytest.mark.parametrize("sig,status,line", [(signal.SIGINT, 130, "interrupted:"),
+                                             # kill, timeout, a batch scheduler, docker stop: as Ctrl-C
+                                             (signal.SIGTERM, 143, "terminated (SIGTERM):")])
+def test_sigint_fails_and_requeues_the_running_trial_and_the_rerun_completes(sig, status, line, tmp_path, fake_mnist,
+                                                                            mlflow_db_template):
     sweep = Sweep(tmp_path, fake_mnist, 2, mlflow_db_template=mlflow_db_template)
     first = sweep.start(fault="pause")
     paused = first.wait_paused()
     assert paused["trial"] == 1 and paused["pid"] == first.pid  # the job runs in the sweeper process
-    first.proc.send_signal(signal.SIGINT)
-    assert first.wait(60) == 130, first.tail()
+    first.proc.send_signal(sig)
+    assert first.wait(60) == status, first.tail()
     last = [line for line in first.stderr.splitlines() if line.strip()][-1]
-    assert last.startswith("interrupted:") and not first.error_lines(), first.tail()
+    assert last.startswith(line) and not first.error_lines(), first.tail()
     interrupted = sweep.trial(1)
     assert interrupted.state == TrialState.FAIL and interrupted.user_attrs["fail_reason"] == "interrupted"
     assert interrupted.system_attrs[FAIL_KIND] == "interrupted"

@@ -28,6 +28,35 @@ def _on_sigint(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, ``timeout``, a batch scheduler or ``docker stop``), handled as Ctrl-C is:
+    the runs being recorded end KILLED, a sweep's running trials are re-queued."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    global _count
+    _count += 1
+    raise Terminated
+
+
+@contextlib.contextmanager
+def terminating() -> Iterator[None]:
+    """Raise ``Terminated`` on SIGTERM during the block (counted as a SIGINT is), where SIGTERM
+    would otherwise end the process at once with its runs left RUNNING. Only the default action
+    is replaced, only in the main thread; put back after. For an entry script's process, not a
+    launcher's workers (their pool ends them with SIGTERM)."""
+    main = threading.current_thread() is threading.main_thread()
+    if not main or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        yield
+        return
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        yield
+    finally:
+        if signal.getsignal(signal.SIGTERM) is _on_sigterm:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def count() -> int:
     """SIGINTs handled in this process so far (while ``counting`` was active)."""
     return _count
@@ -57,11 +86,11 @@ def counting() -> Iterator[None]:
 
 @contextlib.contextmanager
 def deferred() -> Iterator[None]:
-    """Hold SIGINT (Ctrl-C) back until the block is done; it is delivered right after. For steps
-    that must not be cut in two (a run created but its id not yet kept)."""
+    """Hold SIGINT (Ctrl-C) and SIGTERM back until the block is done; they are delivered right
+    after. For steps that must not be cut in two (a run created but its id not yet kept)."""
     main = threading.current_thread() is threading.main_thread()
     if main and hasattr(signal, "pthread_sigmask"):
-        old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
         try:
             yield
         finally:

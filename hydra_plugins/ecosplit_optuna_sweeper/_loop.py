@@ -132,7 +132,7 @@ class EcosplitOptunaSweeperImpl(Sweeper):
         assert self.config is not None and self.launcher is not None
         previous_factory = install_log_masking()
         try:
-            with _interrupt.counting():
+            with _interrupt.counting(), _interrupt.terminating():  # SIGTERM as Ctrl-C
                 return self._sweep(arguments)
         finally:
             logging.setLogRecordFactory(previous_factory)

@@ -52,9 +52,11 @@ class EcosplitOptunaSweeper(Sweeper):
             _exit(2, f"error: {e}")
         except (SweepAbortedError, LauncherError) as e:
             _exit(1, f"error: {e}")
-        except KeyboardInterrupt:
-            _exit(130, "interrupted: the running trials were failed and re-queued; re-run the "
-                       "same command to continue the study")
+        except KeyboardInterrupt as e:
+            from ._interrupt import Terminated
+            _exit(143 if isinstance(e, Terminated) else 130,
+                  f"{'terminated (SIGTERM)' if isinstance(e, Terminated) else 'interrupted'}: the running trials "
+                  "were failed and re-queued; re-run the same command to continue the study")
         except Exception as e:
             if is_connection_error(e):
                 _exit(1, f"error: the Optuna storage is unreachable ({type(e).__name__}: "
