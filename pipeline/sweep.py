@@ -217,6 +217,9 @@ def _parent_run_id(experiment_id: str, study_name: str) -> str | None:
     return _PARENT_IDS[key]
 
 
+STUDY_UUID_TAG = "ecosplit.study_uuid"  # the parent run's study: its STUDY_UUID
+
+
 def find_parent_run(experiment_id: str, study_name: str):
     """The sweep's parent run: the oldest run tagged with this study (oldest wins a creation race;
     the run id breaks a tie in start time, so every worker picks the same one)."""
@@ -224,6 +227,32 @@ def find_parent_run(experiment_id: str, study_name: str):
         [experiment_id], filter_string=f"tags.`ecosplit.role` = 'sweep' and tags.`ecosplit.study` = '{study_name}'",
         order_by=["attributes.start_time ASC"], max_results=20)
     return min(runs, key=lambda r: (r.info.start_time, r.info.run_id)) if runs else None
+
+
+def _study_uuid(study: optuna.Study) -> str | None:
+    from hydra_plugins.ecosplit_optuna_sweeper._study import STUDY_UUID
+    return study.user_attrs.get(STUDY_UUID)
+
+
+def owns(parent, study: optuna.Study) -> bool:
+    """Whether ``parent`` (a sweep run of the study's name) is this study's, not an earlier
+    study's of the same name (deleted with ``optuna delete-study`` and made again, another
+    ``sweep.storage``, an in-memory one): its tag names the study. A run from before the tag is
+    the study's unless the study is new and the run has trials."""
+    tagged = parent.data.tags.get(STUDY_UUID_TAG)
+    if tagged is not None:
+        return tagged == _study_uuid(study)
+    if study.get_trials(deepcopy=False):
+        return True
+    children = MlflowClient().search_runs([parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'",
+                                          max_results=1)
+    return not children
+
+
+def own_parent_run(experiment_id: str, study: optuna.Study):
+    """``find_parent_run`` when it is this study's (``owns``), else None."""
+    parent = find_parent_run(experiment_id, study.study_name)
+    return parent if parent is not None and owns(parent, study) else None
 
 
 def _experiment_ids(cfg: DictConfig, create: bool = True) -> list[str]:
@@ -240,6 +269,7 @@ def _experiment_ids(cfg: DictConfig, create: bool = True) -> list[str]:
     return [i for i in ids if i is not None] if ids[0] is not None else []
 
 
+@user_errors_exit
 def on_start(study: optuna.Study, cfg: DictConfig) -> None:
     """Create the tracking store, the experiments (the sweep's and the cache's) and the parent run
     in the sweeper process, before trials.
@@ -255,6 +285,17 @@ def on_start(study: optuna.Study, cfg: DictConfig) -> None:
     sweeper = cfg.hydra.sweeper
     parent = find_parent_run(experiment_id, study.study_name)
     client = MlflowClient()
+    if parent is not None and not owns(parent, study):
+        raise ConfigError(
+            f"sweep.name={cfg.sweep.name}: study '{study.study_name}' in "
+            f"{tracking.mask_secrets(str(sweeper.storage)) if sweeper.storage else 'memory (sweep.storage=null)'} is "
+            f"not the one experiment '{cfg.tracking.experiment}' recorded under that name (sweep run "
+            f"{parent.info.run_id}, storage {parent.data.tags.get('optuna.storage', '?')}): the study was made again "
+            "(deleted, another sweep.storage, or in memory) and its trials would mix with the earlier ones'. Choose "
+            "another sweep.name, or delete the earlier sweep's runs in MLflow (tags.ecosplit.study = "
+            f"'{study.study_name}')")
+    if parent is not None and parent.data.tags.get(STUDY_UUID_TAG) is None and _study_uuid(study):
+        client.set_tag(parent.info.run_id, STUDY_UUID_TAG, _study_uuid(study))  # a run from before the tag
     if parent is not None and parent.info.status != "RUNNING":
         log.info("parent run %s was %s: RUNNING again, the study resumes", parent.info.run_id, parent.info.status)
         client.update_run(parent.info.run_id, status="RUNNING")
@@ -263,6 +304,7 @@ def on_start(study: optuna.Study, cfg: DictConfig) -> None:
     if parent is None:
         run = client.create_run(experiment_id, run_name=f"sweep-{study.study_name}", tags={
             "ecosplit.role": "sweep", "ecosplit.study": study.study_name,
+            **({STUDY_UUID_TAG: _study_uuid(study)} if _study_uuid(study) else {}),
             "optuna.storage": tracking.mask_secrets(str(sweeper.storage)),
             "optuna.sampler": type(study.sampler).__name__, "git_commit": _git_commit(),
         })
@@ -340,7 +382,9 @@ def on_abort(study: optuna.Study, cfg: DictConfig, status: str, reason: str) -> 
     experiment_ids = _experiment_ids(cfg, create=False)
     if not experiment_ids:  # stopped before on_start: nothing recorded, nothing to end
         return
-    parent = find_parent_run(experiment_ids[0], study.study_name)
+    parent = own_parent_run(experiment_ids[0], study)  # an earlier study's of the name is left alone
+    if parent is None and find_parent_run(experiment_ids[0], study.study_name) is not None:
+        return  # refused as it started (on_start): its trials never ran
     try:
         reconcile_runs(study, experiment_ids, status)
         # WAITING trials (re-queued by this very abort) have no worker: only RUNNING ones keep it open

@@ -890,3 +890,37 @@ def test_two_workers_ending_together_both_log_the_sweeps_dataset_without_failing
     assert [d.dataset.digest for d in client.get_run(parent_id).inputs.dataset_inputs] == ["d1"]
     with pytest.raises(mlflow.exceptions.MlflowException):  # a refusal that left them missing
         _log_sweep_data(Racing(lands=False), client.get_run(client.create_run(exp_id).info.run_id), trials)
+
+
+def test_a_study_made_again_under_a_recorded_name_is_refused_and_the_earlier_sweep_left_alone(hook_env, tmp_path,
+                                                                                             capsys):
+    """README's `optuna delete-study` then the same command, or another sweep.storage, or an
+    in-memory study run twice: the new study's trials went under the earlier sweep's run (two
+    trial-0 runs, one front over both), which then stayed RUNNING."""
+    from hydra_plugins.ecosplit_optuna_sweeper._study import STUDY_UUID
+    cfg, study, client, exp_id = hook_env  # a study and sweep run from before the uuid
+    parent = find_parent_run(exp_id, study.study_name)
+    client.create_run(exp_id, tags={"mlflow.parentRunId": parent.info.run_id, "ecosplit.role": "trial"})
+    client.set_terminated(parent.info.run_id, "FINISHED")
+    again = sweep_cfg("experiment=smoke", f"tracking.uri={cfg.tracking.uri}", f"tracking.artifact_location={tmp_path}/art",
+                      f"sweep.storage=sqlite:///{tmp_path}/elsewhere.db")
+    new = optuna.create_study(study_name=study.study_name, storage=again.hydra.sweeper.storage)
+    new.set_user_attr(STUDY_UUID, "b" * 32)
+    for _ in range(2):
+        with pytest.raises(SystemExit) as exc:
+            on_start(new, again)
+        assert exc.value.code == 2
+        assert capsys.readouterr().err.startswith(
+            f"error: sweep.name=smoke: study 'smoke-scalar' in sqlite:///{tmp_path}/elsewhere.db is not the one "
+            f"experiment 'ecosplit' recorded under that name (sweep run {parent.info.run_id}, storage "
+            f"sqlite:///{tmp_path}/optuna.db)")
+        on_abort(new, again, "FAILED", "refused")  # as the sweeper calls it then
+        earlier = client.get_run(parent.info.run_id)
+        assert earlier.info.status == "FINISHED" and "failure_reason" not in earlier.data.tags
+        # the earlier study resumed (it has trials) takes its run and tags it: a new study then still refused
+        study.set_user_attr(STUDY_UUID, "a" * 32)
+        study.ask()
+        on_start(study, cfg)
+        assert client.get_run(parent.info.run_id).data.tags["ecosplit.study_uuid"] == "a" * 32
+        client.set_terminated(parent.info.run_id, "FINISHED")
+    assert len(client.search_runs([exp_id], "tags.`ecosplit.role` = 'sweep'")) == 1

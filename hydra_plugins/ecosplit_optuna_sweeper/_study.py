@@ -27,6 +27,9 @@ log = logging.getLogger("hydra_plugins.ecosplit_optuna_sweeper")
 
 DEFINITION = "ecosplit_optuna:definition"
 DEFINITION_HASH = "ecosplit_optuna:definition_sha256"
+# what tells this study from an earlier one of the same name (deleted and made again, or in
+# another storage): made with the study, so records kept elsewhere (MLflow runs) can name it
+STUDY_UUID = "ecosplit_optuna:study_uuid"
 
 
 def definition(settings: Settings, space: SearchSpace, app: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
@@ -113,6 +116,9 @@ def open_study(
             f"start a new study with hydra.sweeper.study_name={study.study_name}-2 (or "
             f"another new name)"
         )
+    if STUDY_UUID not in attrs:  # a new study, or one from before the attribute
+        import uuid
+        study.set_user_attr(STUDY_UUID, uuid.uuid4().hex)
     if settings.objective_names and list(study.metric_names or []) != settings.objective_names:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
