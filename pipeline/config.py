@@ -19,7 +19,7 @@ from .channel import RATE_MODELS
 from .deployment import arithmetic
 from .evaluation import CANDIDATES
 from .quantisation import ACTIVATION_BITS, ACTIVATION_CODINGS, GRANULARITIES
-from .model import CUT_ALIASES, SplitCNN
+from .model import SplitCNN
 from .simulation import LATE_UPLOADS, Link, Route, Timing
 
 
@@ -46,7 +46,7 @@ def check_range(cfg, key: str, low=None, high=None, low_open=False, high_open=Fa
     value = _number(cfg, key)
     if value is None and not required:
         return
-    if integer and value is not None and int(value) != value:
+    if integer and value is not None and not isinstance(value, int):  # 32.0 too: the code indexes with it
         raise ConfigError(f"{key} must be an integer (got {value!r})")
     ok = value is not None
     if ok and low is not None:
@@ -67,17 +67,6 @@ def _layer_names() -> tuple[tuple[str, ...], tuple[str, ...]]:
     ``benchmarks/bench_trial_tracking.py --breakdown`` at b950d62 and 0593a24)."""
     model = SplitCNN()
     return tuple(model.cut_names), tuple(name for name, _ in model.weighted_layers())
-
-
-def check_layer_names(cfg, key: str, allow_input: bool = True) -> None:
-    value = _get(cfg, key)
-    if value is None:
-        return
-    names = list(value.keys()) if isinstance(value, DictConfig) else ([value] if isinstance(value, str) else list(value))
-    valid = _layer_names()[0][(0 if allow_input else 1) :]
-    for name in names:
-        if CUT_ALIASES.get(name, name) not in valid:
-            raise ConfigError(f"{key}: unknown cut point {name!r}; valid: {', '.join(valid)}")
 
 
 def check_choice(cfg, key: str, valid: tuple[str, ...]) -> None:
@@ -105,6 +94,12 @@ def validate_training(cfg: DictConfig) -> None:
             raise ConfigError(str(exc)) from None
     check_range(cfg, "train.batch_size", 1, integer=True)
     check_range(cfg, "train.lr", 0, low_open=True)
+    check_range(cfg, "train.num_threads", 1, integer=True)  # null: torch's default (results then vary by machine)
+    check_range(cfg, "seed", 0, 2**32 - 1, integer=True)
+    check_range(cfg, "data.split_seed", 0, 2**63 - 1, integer=True)
+    _one_of(cfg, "data.download", [True, False])
+    check_range(cfg, "prune.finetune_lr", 0, low_open=True)
+    _check_widths(cfg)
     check_range(cfg, "data.val_fraction", 0, 1, low_open=True, high_open=True)
     check_range(cfg, "data.train_subset", 2, integer=True)
     check_range(cfg, "data.train_per_class", 1, integer=True)
@@ -120,11 +115,28 @@ def validate_training(cfg: DictConfig) -> None:
             v for v in path if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < 1]
         if bad:
             raise ConfigError(f"train.path must be null or a list of 1 - mu values in (0, 1) (got {bad[0]!r})")
-    check_layer_names(cfg, "prune.per_layer", allow_input=False)
     per_layer = _get(cfg, "prune.per_layer") or {}
+    weighted = _layer_names()[1]
+    for name in per_layer:  # a cut name that holds no weights (pool1, softmax) would be ignored
+        if name not in weighted:
+            raise ConfigError(f"prune.per_layer: {name!r} is no layer with weights; valid: {', '.join(weighted)}")
     for name in per_layer:
         check_range(cfg, f"prune.per_layer.{name}", 0)  # null (= global threshold) passes
     validate_sparsity(cfg)
+
+
+def _check_widths(cfg: DictConfig) -> None:
+    """``model.conv_channels`` (4 convolutions) and ``model.fc_units`` (5 layers, the last MNIST's 10 classes)."""
+    for key, n in (("model.conv_channels", 4), ("model.fc_units", 5)):
+        widths = _get(cfg, key)
+        if widths is None:
+            continue
+        if not isinstance(widths, (list, ListConfig)) or len(widths) != n:
+            raise ConfigError(f"{key} must be a list of {n} layer widths (got {widths!r})")
+        for i in range(n):
+            check_range(cfg, f"{key}.{i}", 1, integer=True)
+    if (fc := _get(cfg, "model.fc_units")) is not None and fc[-1] != 10:
+        raise ConfigError(f"model.fc_units must end with 10, MNIST's classes (got {list(fc)!r})")
 
 
 # Settings added after trained models were cached and studies were run, at the values that give the
@@ -351,6 +363,8 @@ def validate_evaluation(cfg: DictConfig) -> None:
     validate_energy(cfg)
     for key in ("channel.power_w", "channel.noise_psd_w_per_hz", "channel.bandwidth_hz"):
         check_range(cfg, key, 0, low_open=True)
+    if not isinstance(c.bandwidths_hz, (list, ListConfig)) or not c.bandwidths_hz:
+        raise ConfigError(f"channel.bandwidths_hz must be a list of one or more bandwidths in Hz (got {c.bandwidths_hz!r})")
     for i, _ in enumerate(c.bandwidths_hz):
         check_range(cfg, f"channel.bandwidths_hz.{i}", 0, low_open=True)
     _one_of(cfg, "channel.activation_bits", list(ACTIVATION_BITS))
@@ -373,8 +387,14 @@ def validate_evaluation(cfg: DictConfig) -> None:
     # one radio: an upload that meets its deadline ends before the next inference starts
     check_range(cfg, "channel.deadline_s", 0, 1 / float(t.inference_rate_hz), low_open=True)
     check_range(cfg, "trajectory.path_loss_exponent", 0)
+    _check_points(cfg, "trajectory.waypoints_m", many=True)
+    _check_points(cfg, "trajectory.server_m")
+    for name in t.get("locations") or {}:
+        _check_points(cfg, f"trajectory.locations.{name}")
     if len(t.waypoints_m) < 2:
         raise ConfigError(f"trajectory.waypoints_m needs at least 2 points (got {len(t.waypoints_m)})")
+    check_range(cfg, "trajectory.seed", 0, integer=True)
+    _check_route_size(t)
     _one_of(cfg, "selection.candidates", list(CANDIDATES))
     _one_of(cfg, "selection.enforce_deadline", [True, False])
     _required_range(cfg, "selection.max_accuracy_drop", 0, 1)
@@ -388,6 +408,37 @@ def validate_evaluation(cfg: DictConfig) -> None:
     check_range(cfg, f"co2.carbon_kg_per_kwh.{cfg.co2.region}", 0)
     for i, _ in enumerate(cfg.get("fig5_thresholds") or []):
         check_range(cfg, f"fig5_thresholds.{i}", 0)
+
+
+def _check_points(cfg: DictConfig, key: str, many: bool = False) -> None:
+    """``key`` is an [x, y] point in metres, or with ``many`` a list of them."""
+    value = _get(cfg, key)
+    points = value if many and isinstance(value, (list, ListConfig)) else [value]
+    for p in points:
+        if (not isinstance(p, (list, ListConfig)) or len(p) != 2
+                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in p)):
+            what = "a list of [x, y] points in metres" if many else "an [x, y] point in metres"
+            raise ConfigError(f"{key} must be {what} (got {OmegaConf.to_container(value) if isinstance(value, (DictConfig, ListConfig)) else value!r})")
+
+
+MAX_INFERENCES = 10**7  # per realisation: ~100 MB per array of them; 11.6 days at 10 Hz
+MAX_FADING_BLOCKS = 10**8
+
+
+def _check_route_size(t: DictConfig) -> None:
+    """At least one inference along the route and no more than memory holds: its duration
+    (``trajectory.duration_s``, or one pass of the waypoints at ``speed_mps``) against
+    ``inference_rate_hz`` and ``coherence_time_s``, before arrays of that size are made."""
+    from .trajectory import route_length_m
+    duration_s = t.duration_s or route_length_m(np.asarray(t.waypoints_m, float)) / t.speed_mps
+    source = "trajectory.duration_s" if t.duration_s else "the route's length / trajectory.speed_mps"
+    inferences = duration_s * t.inference_rate_hz
+    if not 1 - 1e-9 <= inferences <= MAX_INFERENCES:
+        raise ConfigError(f"{source} ({duration_s:g} s) x trajectory.inference_rate_hz ({t.inference_rate_hz:g} Hz) "
+                          f"must give 1 to {MAX_INFERENCES:.0e} inferences (got {inferences:g})")
+    if duration_s / t.coherence_time_s > MAX_FADING_BLOCKS:
+        raise ConfigError(f"{source} ({duration_s:g} s) / trajectory.coherence_time_s ({t.coherence_time_s:g} s) "
+                          f"must give at most {MAX_FADING_BLOCKS:.0e} fading blocks (got {duration_s / t.coherence_time_s:g})")
 
 
 def route_from_config(t: DictConfig) -> Route:

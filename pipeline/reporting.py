@@ -279,7 +279,7 @@ def bandwidth_label(hz: float) -> str:
     """15e3 -> "15khz", 5e6 -> "5mhz": the bandwidth as it appears in a metric name."""
     for unit, scale in (("ghz", 1e9), ("mhz", 1e6), ("khz", 1e3)):
         if hz >= scale:
-            return f"{hz / scale:g}{unit}"
+            return f"{hz / scale:g}{unit}".replace("+", "")  # 1e+21ghz: MLflow refuses '+' in a name
     return f"{hz:g}hz"
 
 

@@ -92,6 +92,18 @@ def test_evaluate_writes_table3_figures_and_run(eval_cfg, tmp_path, monkeypatch)
     ("selection.candidates=all", r"selection.candidates must be one of layers, layers\+input"),
     ("evaluation.realisations=0", r"evaluation.realisations must be in \[1, inf\)"),
     ("energy.memory_model=cache", "energy.memory_model must be one of"),
+    # each of these was a traceback, some after the whole evaluation or a 74 GiB allocation
+    ("trajectory.duration_s=0.01", r"trajectory.duration_s \(0.01 s\) x trajectory.inference_rate_hz \(10 Hz\) must give 1 "
+                                   r"to 1e\+07 inferences \(got 0.1\)"),
+    ("trajectory.duration_s=1.0e+9", r"must give 1 to 1e\+07 inferences \(got 1e\+10\)"),
+    ("trajectory.coherence_time_s=1.0e-9", r"trajectory.duration_s \(20 s\) / trajectory.coherence_time_s \(1e-09 s\) "
+                                         r"must give at most 1e\+08 fading blocks"),
+    ("trajectory.seed=-1", r"trajectory.seed must be in \[0, inf\) \(got -1\)"),
+    ("channel.bandwidths_hz=[]", r"channel.bandwidths_hz must be a list of one or more bandwidths in Hz \(got \[\]\)"),
+    ("channel.bandwidths_hz=5000000.0", r"channel.bandwidths_hz must be a list of one or more bandwidths in Hz \(got 5000000.0\)"),
+    ("trajectory.server_m=[0,0,0]", r"trajectory.server_m must be an \[x, y\] point in metres \(got \[0, 0, 0\]\)"),
+    ("trajectory.waypoints_m=[[0,0],[1,abc]]", r"trajectory.waypoints_m must be a list of \[x, y\] points in metres"),
+    ("trajectory.locations.P1=[1]", r"trajectory.locations.P1 must be an \[x, y\] point in metres \(got \[1\]\)"),
     ("tracking.experiment=''", "tracking.experiment must be an MLflow experiment's name, a non-empty text"),
     ("tracking.experiment=null", "tracking.experiment must be an MLflow experiment's name, a non-empty text"),
 ])
@@ -138,8 +150,8 @@ def test_evaluate_refuses_a_tracking_uri_that_does_not_exist(small_train_cfg, tm
 
 def test_bandwidth_label_in_metric_names():
     from pipeline.reporting import bandwidth_label
-    assert [bandwidth_label(hz) for hz in (15e3, 5e6, 15e6, 2.4e9, 500.0, 1.5e3)] == [
-        "15khz", "5mhz", "15mhz", "2.4ghz", "500hz", "1.5khz"]
+    assert [bandwidth_label(hz) for hz in (15e3, 5e6, 15e6, 2.4e9, 500.0, 1.5e3, 1e30, 1e-300)] == [
+        "15khz", "5mhz", "15mhz", "2.4ghz", "500hz", "1.5khz", "1e21ghz", "1e-300hz"]  # MLflow refuses '+' in a name
 
 
 def test_fig4_is_drawn_when_the_route_passes_no_named_location(tmp_path):

@@ -82,7 +82,7 @@ BAD = [
     ("train.batch_size=-4", r"train.batch_size must be in \[1, inf\)"),
     ("data.val_fraction=1.0", r"data.val_fraction must be in \(0, 1\)"),
     ("data.val_fraction=0", r"data.val_fraction must be in \(0, 1\)"),
-    ("+prune.per_layer.fc9=0.1", r"prune.per_layer: unknown cut point 'fc9'"),
+    ("+prune.per_layer.fc9=0.1", r"prune.per_layer: 'fc9' is no layer with weights; valid: conv1, conv2, conv3"),
 ]
 
 
@@ -111,6 +111,22 @@ CHOICES = [
     ("train.path=[1e-5,1.5]", r"train.path must be null or a list of 1 - mu values in \(0, 1\) \(got 1.5\)"),
     ("train.path=0.5", r"train.path must be null or a list of 1 - mu values in \(0, 1\) \(got 0.5\)"),
     ("train.path=[abc]", r"train.path must be null or a list of 1 - mu values in \(0, 1\) \(got 'abc'\)"),
+    # each of these was a traceback (several after the MLflow run had opened, one after training)
+    ("prune.per_layer.softmax=5", r"prune.per_layer: 'softmax' is no layer with weights"),  # was ignored
+    ("prune.per_layer.pool1=5", r"prune.per_layer: 'pool1' is no layer with weights"),
+    ("prune.finetune_lr=-1", r"prune.finetune_lr must be in \(0, inf\) \(got -1\)"),
+    ("prune.finetune_lr=abc", r"prune.finetune_lr must be a finite number \(got 'abc'\)"),
+    ("train.num_threads=-1", r"train.num_threads must be in \[1, inf\) \(got -1\)"),
+    ("train.num_threads=0", r"train.num_threads must be in \[1, inf\) \(got 0\)"),  # was torch's default
+    ("seed=abc", r"seed must be a finite number \(got 'abc'\)"),
+    ("seed=-1", r"seed must be in \[0, 4294967295\] \(got -1\)"),
+    ("data.split_seed=1.5", r"data.split_seed must be an integer \(got 1.5\)"),
+    ("data.download=maybe", r"data.download must be one of True, False \(got 'maybe'\)"),  # a text counted as true
+    ("train.batch_size=32.0", r"train.batch_size must be an integer \(got 32.0\)"),
+    ("data.train_subset=300.0", r"data.train_subset must be an integer \(got 300.0\)"),
+    ("model.fc_units=[512,256,128,64,5]", r"model.fc_units must end with 10, MNIST's classes \(got \[512, 256, 128, 64, 5\]\)"),
+    ("model.fc_units=[512,256,128,64]", r"model.fc_units must be a list of 5 layer widths"),
+    ("model.conv_channels=[0,32,48,64]", r"model.conv_channels.0 must be in \[1, inf\) \(got 0\)"),
 ]
 
 
