@@ -21,11 +21,11 @@ from hydra_plugins.ecosplit_optuna_sweeper import _interrupt as interrupts
 
 from .config import ConfigError
 from .data import DataUnavailableError
-from .model import UnknownCutError
+from .model import CheckpointError, UnknownCutError
 
 log = logging.getLogger("ecosplit")
 
-USER_ERRORS = (ConfigError, DataUnavailableError, UnknownCutError)
+USER_ERRORS = (ConfigError, DataUnavailableError, UnknownCutError, CheckpointError)
 COMPOSITION_ERRORS = (ConfigCompositionException, OverrideParseException, OmegaConfBaseException)
 USER_ERROR_EXIT = 2  # the exit status of every user error (usage error, as argparse)
 INTERRUPTED_EXIT = 130  # 128 + SIGINT, as a shell reports a command stopped by Ctrl-C

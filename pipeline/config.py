@@ -307,6 +307,12 @@ def validate_tracking(cfg: DictConfig) -> None:
         return
     _one_of(cfg, "tracking.sqlite_wal", [True, False])
     check_range(cfg, "tracking.server_wait_s", 0)
+    if OmegaConf.select(cfg, "cache") is not None:
+        _one_of(cfg, "cache.enabled", [True, False])
+        _one_of(cfg, "cache.mlflow", [True, False])
+        folder = _get(cfg, "cache.dir")
+        if folder is not None and (not isinstance(folder, str) or not folder.strip()):
+            raise ConfigError(f"cache.dir must be a folder for the reuse cache's local copies (got {folder!r})")
     for key in ("tracking.experiment", "cache.experiment"):
         section, name = key.split(".")
         if name in (OmegaConf.select(cfg, section) or {}):

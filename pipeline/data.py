@@ -107,9 +107,16 @@ def _read_split(root: Path, train: bool) -> _Split | None:
     images, labels = mnist / "raw" / f"{prefix}-images-idx3-ubyte", mnist / "raw" / f"{prefix}-labels-idx1-ubyte"
     if not (images.is_file() and labels.is_file()):
         return None
-    data, targets = read_idx(images), read_idx(labels)
-    if data.dtype != torch.uint8 or data.dim() != 3 or targets.dtype != torch.uint8 or targets.dim() != 1:
-        raise ValueError(f"{mnist / 'raw'}: expected uint8 images (N, H, W) and uint8 labels (N,)")
+    try:
+        data, targets = read_idx(images), read_idx(labels)
+    except (RuntimeError, ValueError, IndexError) as exc:  # a truncated or foreign file
+        raise DataUnavailableError(f"{mnist / 'raw'}: {images.name} or {labels.name} is not a whole MNIST file "
+                                   f"({type(exc).__name__}: {exc}); set data.root to a folder with intact files, or "
+                                   "delete them to download them again") from None
+    if (data.dtype != torch.uint8 or data.dim() != 3 or targets.dtype != torch.uint8 or targets.dim() != 1
+            or len(data) != len(targets)):
+        raise DataUnavailableError(f"{mnist / 'raw'}: expected uint8 images (N, H, W) and as many uint8 labels (N,) "
+                                   "(set data.root to a folder with MNIST's files)")
     return _Split(data, targets.long())
 
 
@@ -146,7 +153,8 @@ def split_train_val(split: TensorSplit, val_fraction: float, seed: int) -> tuple
     n = len(split)
     n_val = max(1, int(round(n * val_fraction)))
     if n_val >= n:
-        raise ValueError(f"data.val_fraction={val_fraction} leaves no training samples out of {n}")
+        from .config import ConfigError
+        raise ConfigError(f"data.val_fraction={val_fraction} leaves no training samples out of {n}")
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     val_idx, train_idx = order[:n_val], order[n_val:]
     return (

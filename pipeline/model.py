@@ -174,7 +174,16 @@ def save_checkpoint(model: SplitCNN, path) -> None:
 
 
 def load_checkpoint(path) -> SplitCNN:
-    blob = torch.load(path, map_location="cpu", weights_only=True)
-    model = SplitCNN(**blob["widths"])
-    model.load_state_dict(blob["state_dict"])
+    """A model ``save_checkpoint`` wrote; any other file is a ``CheckpointError`` naming it."""
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+        model = SplitCNN(**blob["widths"])
+        model.load_state_dict(blob["state_dict"])
+    except Exception as exc:  # not a torch file, another layout, other widths
+        raise CheckpointError(f"{path}: not a checkpoint of this project's model ({type(exc).__name__}: "
+                              f"{str(exc).splitlines()[0][:200] if str(exc) else ''})") from None
     return model
+
+
+class CheckpointError(ValueError):
+    """A file that is no checkpoint ``save_checkpoint`` wrote (a user error: the path given is wrong)."""

@@ -22,7 +22,7 @@ from .evaluation import (METHODS, STAT_KEYS, CutTable, accurate_cuts, cut_share_
                          route_images, simulate, table_rows, versus_paper)
 from .quantisation import CODING_FORMATS
 from .layer_costs import processing_table
-from .model import SplitCNN, count_nonzero, count_parameters, load_checkpoint, uncompressed_reference
+from .model import CheckpointError, SplitCNN, count_nonzero, count_parameters, load_checkpoint, uncompressed_reference
 from .pruning import compression_ratio, prune
 from .simulation import Scenario, build_scenario
 from .trajectory import nearest_location
@@ -127,12 +127,15 @@ def load_models(cfg: DictConfig) -> Models:
         return Models(*front.registered_models(cfg.model_uri, cfg.cache.dir))
     if cfg.checkpoint:
         path = Path(cfg.checkpoint).expanduser()
-        if path.is_dir() and (path / "dense.pt").exists() and (path / "pruned.pt").exists():
-            return Models(load_checkpoint(path / "dense.pt"), load_checkpoint(path / "pruned.pt"), None)
-        if path.is_file():
-            from .stages import load_data, prune_model
-            dense = load_checkpoint(path)
-            return Models(dense, prune_model(cfg, dense, load_data(cfg)), None)
+        try:
+            if path.is_dir() and (path / "dense.pt").exists() and (path / "pruned.pt").exists():
+                return Models(load_checkpoint(path / "dense.pt"), load_checkpoint(path / "pruned.pt"), None)
+            if path.is_file():
+                from .stages import load_data, prune_model
+                dense = load_checkpoint(path)
+                return Models(dense, prune_model(cfg, dense, load_data(cfg)), None)
+        except CheckpointError as exc:
+            raise ConfigError(f"checkpoint={exc}") from None
         raise ConfigError(f"checkpoint={path}: not a checkpoint file nor a folder with dense.pt and pruned.pt")
     raise ConfigError("give the model to evaluate: train_run_id=<MLflow run id of train.py or of a sweep trial>, "
                       "model_uri=models:/<name>@<alias> or checkpoint=<path>")

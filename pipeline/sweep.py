@@ -135,6 +135,9 @@ def study_definition(cfg: DictConfig) -> dict:
     validate_sweep(cfg)
     tracking.check_configured_server(cfg)  # before the study is opened
     searched = _searched_keys(cfg)
+    if searched & {"objective", "objective.mode"}:  # one study is one mode: its directions and what it ranks
+        raise ConfigError("objective: the objective mode (scalar: eq. (8), or multi: the front) sets the study's "
+                          "directions and cannot be searched; run one sweep per mode (objective=scalar, objective=multi)")
     skipped = searched | inactive_sparsity_keys(cfg)  # a study from before these settings still matches
     definition = {"seed": cfg.seed}
     for section in DEFINING_SECTIONS:

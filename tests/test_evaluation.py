@@ -169,6 +169,32 @@ def test_fig4_is_drawn_when_the_route_passes_no_named_location(tmp_path):
         path.unlink()
 
 
+def test_a_file_that_is_no_checkpoint_is_one_line(eval_cfg, tmp_path):
+    from omegaconf import OmegaConf
+    (tmp_path / "notes.pt").write_text("not a model")
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "other.pt")  # a torch file of another layout
+    for name, why in (("notes.pt", "UnpicklingError"), ("other.pt", "KeyError: 'widths'")):
+        cfg = eval_cfg.copy()
+        OmegaConf.update(cfg, "checkpoint", str(tmp_path / name))
+        with pytest.raises(ConfigError, match=rf"checkpoint={tmp_path / name}: not a checkpoint of this project's "
+                                              rf"model \({why}"):
+            run_evaluate(cfg)
+
+
+def test_truncated_mnist_files_and_a_split_without_training_images_are_one_line(fake_mnist, tmp_path):
+    import shutil
+    from pipeline.data import DataUnavailableError, load_mnist
+    with pytest.raises(ConfigError, match=r"data.val_fraction=0.9 leaves no training samples out of 2"):
+        load_mnist(fake_mnist, val_fraction=0.9, download=False, train_subset=2)
+    root = tmp_path / "mnist"
+    shutil.copytree(fake_mnist, root)
+    images = root / "MNIST" / "raw" / "train-images-idx3-ubyte"
+    images.write_bytes(images.read_bytes()[:1000])  # a download or copy cut short
+    with pytest.raises(DataUnavailableError, match=r"train-images-idx3-ubyte or train-labels-idx1-ubyte is not a whole "
+                                                   r"MNIST file \(RuntimeError"):
+        load_mnist(root, download=False)
+
+
 def test_a_deleted_experiment_is_one_line_before_any_work(small_train_cfg, eval_cfg, tmp_path, monkeypatch):
     """Deleting an experiment in the MLflow UI is ordinary clean-up; MLflow then refused the
     command's run with a traceback, and evaluate.py only after its whole evaluation."""

@@ -375,6 +375,12 @@ def test_study_definition_is_what_changes_a_trial_not_where_it_runs():
 @pytest.mark.parametrize("override,message", [
     ("objective.lam=2", "objective.lam must be in [0, 1] (got 2)"),
     ("sweep.warmup_epochs=-1", "sweep.warmup_epochs must be in [0, inf) (got -1)"),
+    # a searched mode ran one single-objective study, its "multi" trials ranked by eq. (8)
+    ("+hydra.sweeper.params.objective='choice(scalar,multi)'", "objective: the objective mode (scalar: eq. (8), or multi: "
+     "the front) sets the study's directions and cannot be searched; run one sweep per mode (objective=scalar, "
+     "objective=multi)"),
+    ("cache.enabled=maybe", "cache.enabled must be one of True, False (got 'maybe')"),  # was taken as true
+    ("cache.dir=''", "cache.dir must be a folder for the reuse cache's local copies (got '')"),  # wrote into ./
 ])
 def test_study_definition_refuses_a_bad_setting_with_one_line(capsys, override, message):
     with pytest.raises(SystemExit) as exc:
