@@ -1306,3 +1306,24 @@ def test_a_killed_joblib_worker_fails_the_batch_with_one_line_and_the_rerun_comp
     again = _run(tmp_path, *common)
     assert again.returncode == 0, again.stdout + again.stderr
     assert sum(t.state == TrialState.COMPLETE for t in trials_of(storage, "worker")) == 4
+
+
+def test_a_sampler_pruner_or_storage_url_that_is_refused_is_one_config_error(tmp_path):
+    """Each was Hydra's or SQLAlchemy's traceback and exit 1; a missing SQLite folder was reported
+    as an unreachable storage to wait for."""
+    from omegaconf import OmegaConf
+
+    from hydra_plugins.ecosplit_optuna_sweeper._factory import make_pruner, make_sampler
+    from hydra_plugins.ecosplit_optuna_sweeper._outcome import ConfigError
+    from hydra_plugins.ecosplit_optuna_sweeper._storage import rdb_storage
+    with pytest.raises(ConfigError, match=r"^hydra.sweeper.pruner: PercentilePruner refused its settings: Percentile "
+                                          r"must be between 0 and 100"):
+        make_pruner(OmegaConf.create({"_target_": "optuna.pruners.PercentilePruner", "percentile": 150}), 1)
+    with pytest.raises(ConfigError, match=r"^hydra.sweeper.sampler: TPESampler refused its settings: Seed must be"):
+        make_sampler(OmegaConf.create({"_target_": "optuna.samplers.TPESampler", "seed": -1}), None, 1)
+    for url in ("optuna.db", "sqlite:/x.db"):
+        with pytest.raises(ConfigError, match=rf"^hydra.sweeper.storage='{url}' is no database URL"):
+            rdb_storage(url)
+    with pytest.raises(ConfigError, match=rf"the folder {tmp_path}/no does not exist"):
+        rdb_storage(f"sqlite:///{tmp_path}/no/optuna.db")
+    assert not (tmp_path / "no").exists()

@@ -49,19 +49,33 @@ def make_sampler(
         if size < n_trials:
             log.info("grid sampler: n_trials capped at the grid size %d", size)
             n_trials = size
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        sampler = instantiate(cfg, _convert_="all", **kwargs)
+    sampler = _instantiate("hydra.sweeper.sampler", cfg, **kwargs)
     return sampler, n_trials
+
+
+def _instantiate(setting: str, cfg: DictConfig, **kwargs: Any) -> Any:
+    """The sampler or pruner ``cfg`` describes; one it refuses (a seed out of range, a percentile
+    of 150) is a ``ConfigError`` naming ``setting`` and Optuna's reason, not Hydra's traceback."""
+    from hydra.errors import InstantiationException
+
+    from ._outcome import ConfigError
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return instantiate(cfg, _convert_="all", **kwargs)
+    except InstantiationException as e:
+        cause = e.__cause__
+        if not isinstance(cause, (ValueError, TypeError)):
+            raise
+        target = str(cfg.get("_target_", "")).rsplit(".", 1)[-1]
+        raise ConfigError(f"{setting}: {target} refused its settings: {str(cause).splitlines()[0] if str(cause) else type(cause).__name__}") from None
 
 
 def make_pruner(cfg: DictConfig, n_objectives: int) -> optuna.pruners.BasePruner:
     """Optuna cannot prune multi-objective trials (``trial.report`` raises): no pruner then."""
     if n_objectives > 1:
         return optuna.pruners.NopPruner()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return instantiate(cfg, _convert_="all")
+    return _instantiate("hydra.sweeper.pruner", cfg)
 
 
 def from_job_config(sweeper_cfg: Any, n_objectives: int) -> Tuple[Any, Any]:

@@ -58,6 +58,7 @@ def rdb_storage(
     An SQLite file gets write-ahead logging (``sqlite_wal``, see :func:`_use_wal`)."""
     from sqlalchemy.exc import IntegrityError, ProgrammingError
 
+    check_url(url)
     kwargs: Dict[str, Any] = {"engine_kwargs": dict(engine_kwargs or {})}
     if not url.startswith("sqlite"):
         kwargs["engine_kwargs"].setdefault("pool_pre_ping", True)
@@ -79,6 +80,27 @@ def rdb_storage(
                      type(getattr(e, "orig", e)).__name__)
             time.sleep(0.5 * attempt)
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def check_url(url: str) -> None:
+    """A storage URL that cannot name a database (``optuna.db``, ``sqlite:/x.db``) or an SQLite
+    file in a folder that does not exist is a ``ConfigError`` naming ``hydra.sweeper.storage``,
+    not SQLAlchemy's traceback or an "unreachable, re-run later" that waiting will not mend."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    from ._outcome import ConfigError
+    from .masking import redact_url
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise ConfigError(f"hydra.sweeper.storage={redact_url(url)!r} is no database URL: e.g. "
+                          "sqlite:///optuna.db (a file beside the command) or postgresql://user@host/db") from None
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        folder = os.path.dirname(os.path.abspath(parsed.database))
+        if not os.path.isdir(folder):
+            raise ConfigError(f"hydra.sweeper.storage={redact_url(url)}: the folder {folder} does not exist "
+                              "(create it, or give an SQLite file in a folder that does)")
 
 
 def _use_wal(engine: Any) -> None:
