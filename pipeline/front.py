@@ -274,14 +274,22 @@ def _version_of_run(client: MlflowClient, name: str, trial_run_id: str) -> str |
     return str(max(ours)) if ours else None
 
 
-def register(trial_run_id: str, name: str, alias: str, row: dict, cache_dir: str | Path | None) -> str:
+def register(trial_run_id: str, name: str, alias: str, row: dict, cache_dir: str | Path | None,
+             need_dense: bool = False) -> str:
     """Point ``models:/<name>@<alias>`` at the pruned model of ``trial_run_id``; its first promotion
-    logs the model (pickle + ``extra_files/dense.pt``) in that run and registers a version."""
+    logs the model (pickle + ``extra_files/dense.pt``) in that run and registers a version. With
+    ``need_dense`` a trial whose dense model is in no cache is refused (``ConfigError``) instead of
+    registered without it."""
     import mlflow.pytorch
     client = MlflowClient()
     version = _version_of_run(client, name, trial_run_id)
     if version is None:
         dense, pruned = run_models(trial_run_id, cache_dir, setting="trial run", need_dense=False)
+        if dense is None and need_dense:
+            raise ConfigError(
+                f"trial {row.get('study')}:{row.get('trial')}: its dense model (the PSNC baseline; evaluate.py needs it) "
+                f"is neither in its run, nor in cache.dir={cache_dir}, nor in a cache run of the tracking store: set "
+                "cache.dir to the sweep's (cache-smoke for experiment=smoke), or force=true registers it without")
         tags = {"trial": str(row.get("trial")), "study": str(row.get("study")), "ecosplit.trial_run_id": trial_run_id,
                 FORMAT_TAG: FORMAT}
         with tempfile.TemporaryDirectory() as tmp:
@@ -600,7 +608,7 @@ def run_front(cfg: DictConfig) -> dict:
     promoted = pick(cfg, rows, chosen) if cfg.action == "promote" else None  # every check before any change
     version = None
     if promoted is not None:
-        version = register(promoted["mlflow_run_id"], name, alias, promoted, cfg.cache.dir)
+        version = register(promoted["mlflow_run_id"], name, alias, promoted, cfg.cache.dir, need_dense=not cfg.force)
     notes = {i: f"<- {cfg.rule}" for i in [chosen] if i >= 0}
     try:
         current = MlflowClient().get_model_version_by_alias(name, alias)

@@ -468,3 +468,20 @@ def test_a_sweep_name_in_two_listed_experiments_is_told_apart_by_listing_one():
                                           r"experiments \(list only the one to promote from, experiments=\[<name>\]\) "
                                           r"or one sweep recorded twice in one$"):
         front._find_trial(rows, "s:0")
+
+
+def test_promoting_a_trial_whose_dense_model_is_nowhere_is_refused_unless_forced(store, capsys):
+    """It registered a version evaluate.py then refused, and said so only in a log line the
+    command does not print (conf/front.yaml: no job logging)."""
+    client = MlflowClient(store["uri"])
+    exp = client.create_experiment("lost-promote", artifact_location=str(store["dir"] / "art-lost-promote"))
+    _trial_run(client, exp, "se", 0, 30, 0.95, 0.3, 0.05, "COMPLETE", "FINISHED", store["dir"] / "pruned.pt",
+               key="1" * 64)
+    args = ("experiments=[lost-promote]", "action=promote", "trial=0", "selection.alias=lost")
+    line = refused(store, capsys, *args)
+    assert line.startswith("error: trial se:0: its dense model (the PSNC baseline; evaluate.py needs it) is neither in "
+                           f"its run, nor in cache.dir={store['dir']}/no-cache"), line
+    assert alias_run(store, alias="lost") is None
+    run(store, *args, "force=true")  # registered without it, as asked
+    version = client.get_model_version_by_alias("ecosplit-selected", "lost")
+    assert version.tags["ecosplit.dense"] == "missing"
