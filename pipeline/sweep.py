@@ -17,6 +17,7 @@ whole front.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 import math
@@ -79,15 +80,51 @@ NOT_DEFINING = {*(f"data.{k}" for k in DATA_KEYS_IGNORED), "train.num_threads", 
                 "selection.rule", "selection.registered_model", "selection.alias"}
 
 
+def _search_lines(cfg: DictConfig) -> list[str]:
+    """The sweep's override lines: hydra.sweeper.params, then the command line."""
+    from hydra_plugins.ecosplit_optuna_sweeper._search_space import params_config_to_lines
+    params = OmegaConf.to_container(OmegaConf.select(cfg, "hydra.sweeper.params") or OmegaConf.create({}))
+    return params_config_to_lines(params) + list(OmegaConf.select(cfg, "hydra.overrides.task") or [])
+
+
+def check_searched_values(cfg: DictConfig) -> None:
+    """Every value a searched setting can take passes ``validate_sweep``: each choice, a range's
+    first and last, an interval's ends. A value that fails every trial drawing it (a typo such as
+    ``prune.finetune_epochs=choice(-1,-2)``) is refused before the study is made: at its first
+    trial the study would already be defined with that space, and the name taken by it."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, RangeSweep
+
+    for override in OverridesParser.create().parse_overrides(_search_lines(cfg)):
+        key, value = override.key_or_group.lstrip("+~"), override.value()
+        if not override.is_sweep_override() or isinstance(OmegaConf.select(cfg, key), DictConfig) or "." not in key:
+            continue  # a config group (objective=..., experiment=...): composed per trial
+        if isinstance(value, ChoiceSweep):
+            candidates = list(value.list)
+        elif isinstance(value, RangeSweep):  # its first value and, for integers, its last
+            values = (range(value.start, value.stop, value.step or 1)
+                      if all(isinstance(v, int) for v in (value.start, value.stop, value.step or 1)) else [value.start])
+            candidates = [values[0], values[-1]] if len(values) else []
+        elif isinstance(value, IntervalSweep):
+            candidates = [value.start, value.end]
+        else:
+            continue
+        trial_cfg = copy.deepcopy(cfg)
+        for candidate in candidates:
+            OmegaConf.update(trial_cfg, key, candidate, force_add=True)
+            try:
+                validate_sweep(trial_cfg)
+            except ConfigError as exc:
+                raise ConfigError(f"{override.input_line}: every trial drawing {key}={candidate!r} would fail: {exc}") from None
+
+
 def _sweep_keys(cfg: DictConfig) -> tuple[set[str], dict[str, object]]:
     """(keys the sweeper searches, {key: value} of keys a plain value fixes for every trial), from
     hydra.sweeper.params then the command line, a later line for a key replacing an earlier one
     (a plain value in params fixes its key for the jobs only, as experiment=max_compression does)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    from hydra_plugins.ecosplit_optuna_sweeper._search_space import params_config_to_lines
-    params = OmegaConf.to_container(OmegaConf.select(cfg, "hydra.sweeper.params") or OmegaConf.create({}))
-    lines = params_config_to_lines(params) + list(OmegaConf.select(cfg, "hydra.overrides.task") or [])
+    lines = _search_lines(cfg)
     searched: set[str] = set()
     fixed: dict[str, object] = {}
     for override in OverridesParser.create().parse_overrides(lines):
@@ -138,6 +175,7 @@ def study_definition(cfg: DictConfig) -> dict:
     if searched & {"objective", "objective.mode"}:  # one study is one mode: its directions and what it ranks
         raise ConfigError("objective: the objective mode (scalar: eq. (8), or multi: the front) sets the study's "
                           "directions and cannot be searched; run one sweep per mode (objective=scalar, objective=multi)")
+    check_searched_values(cfg)
     skipped = searched | inactive_sparsity_keys(cfg)  # a study from before these settings still matches
     definition = {"seed": cfg.seed}
     for section in DEFINING_SECTIONS:

@@ -930,3 +930,27 @@ def test_a_study_made_again_under_a_recorded_name_is_refused_and_the_earlier_swe
         assert client.get_run(parent.info.run_id).data.tags["ecosplit.study_uuid"] == "a" * 32
         client.set_terminated(parent.info.run_id, "FINISHED")
     assert len(client.search_runs([exp_id], "tags.`ecosplit.role` = 'sweep'")) == 1
+
+
+@pytest.mark.parametrize("line,message", [
+    ("prune.finetune_epochs=choice(0,-1)", "prune.finetune_epochs=choice(0,-1): every trial drawing "
+     "prune.finetune_epochs=-1 would fail: prune.finetune_epochs must be in [0, inf) (got -1)"),
+    ("prune.threshold=interval(-1,2)", "prune.threshold=interval(-1,2): every trial drawing prune.threshold=-1.0 "
+     "would fail: prune.threshold must be in [0, inf) (got -1.0)"),
+    ("train.batch_size=range(0,64,16)", "train.batch_size=range(0,64,16): every trial drawing train.batch_size=0 "
+     "would fail: train.batch_size must be in [1, inf) (got 0)"),
+    ("search.one_minus_mu=choice(1.0e-5,2)", "search.one_minus_mu=choice(1.0e-5,2): every trial drawing "
+     "search.one_minus_mu=2 would fail: train.mu must be in (0, 1] (got -1"),  # through its interpolation
+])
+def test_a_searched_value_no_trial_could_run_is_refused_before_the_study_is_made(capsys, line, message):
+    """It failed the first trial with one line, but the study was then defined with that space:
+    the same command with the typo mended was refused as a study 'defined differently'."""
+    cfg = sweep_cfg("experiment=smoke")
+    with open_dict(cfg):
+        OmegaConf.set_readonly(cfg.hydra, False)
+        cfg.hydra.overrides.task = [*cfg.hydra.overrides.task, line]
+    with pytest.raises(SystemExit) as exc:
+        study_definition(cfg)
+    assert exc.value.code == 2
+    assert capsys.readouterr().err.startswith(f"error: {message}")
+    assert study_definition(sweep_cfg("experiment=smoke"))  # the default space: every value valid
