@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 import os
 import re
 import tempfile
@@ -119,7 +120,9 @@ def run_row(run) -> dict:
            "prune.threshold": _number(params.get("prune.threshold")),
            "prune.finetune_epochs": _number(params.get("prune.finetune_epochs"), int),
            "objective.lam": _number(params.get("objective.lam"))}
-    row.update({k: v for k, v in metrics.items() if k not in row})
+    # MLflow stores an infinite value as the largest float (C_r when pruning removed every weight)
+    row.update({k: math.copysign(math.inf, v) if abs(v) >= sys.float_info.max else v
+                for k, v in metrics.items() if k not in row})
     return row
 
 
@@ -582,8 +585,10 @@ COLUMNS = (  # header, row keys tried in order, format
 
 def _cell(row: dict, keys, fmt: str) -> str:
     value = next((row[k] for k in keys if row.get(k) is not None), None)
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+    if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
+    if isinstance(value, float) and math.isinf(value):
+        return "inf" if value > 0 else "-inf"
     if keys[0] == ENERGY_KEY:
         value = 1e6 * value
     return "yes" if value is True else "no" if value is False else fmt.format(value)

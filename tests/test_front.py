@@ -4,6 +4,7 @@ registered model's alias, and evaluate.py on a trial run and on a registered ver
 The store is hand-made: trial runs with chosen metrics and tiny models, as the sweep records them
 (tags ecosplit.role/study, optuna.trial_number, optuna.state, ecosplit.cache_key; pruned.pt), and
 the cache's dense model in an experiment of its own."""
+import math
 import csv
 import os
 import subprocess
@@ -485,3 +486,17 @@ def test_promoting_a_trial_whose_dense_model_is_nowhere_is_refused_unless_forced
     run(store, *args, "force=true")  # registered without it, as asked
     version = client.get_model_version_by_alias("ecosplit-selected", "lost")
     assert version.tags["ecosplit.dense"] == "missing"
+
+
+def test_an_infinite_metric_mlflow_stored_as_the_largest_float_is_infinite_again():
+    """Pruning that removes every weight gives C_r = inf; MLflow stores 1.8e308, which the front
+    table printed as a 309-digit number."""
+    import sys
+    from types import SimpleNamespace
+    run = SimpleNamespace(info=SimpleNamespace(run_id="r"), data=SimpleNamespace(
+        tags={"optuna.trial_number": "3", "ecosplit.study": "s"}, params={},
+        metrics={"compression_ratio": sys.float_info.max, "val_accuracy": 0.1, "objective": -sys.float_info.max}))
+    row = front.run_row(run)
+    assert (row["compression_ratio"], row["objective"], row["val_accuracy"]) == (math.inf, -math.inf, 0.1)
+    table = front.format_table([row], {})
+    assert "| inf |" in table and "| -inf |" in table and "e+308" not in table and "7976931" not in table
