@@ -4,8 +4,8 @@ registered model's alias, and evaluate.py on a trial run and on a registered ver
 The store is hand-made: trial runs with chosen metrics and tiny models, as the sweep records them
 (tags ecosplit.role/study, optuna.trial_number, optuna.state, ecosplit.cache_key; pruned.pt), and
 the cache's dense model in an experiment of its own."""
-import math
 import csv
+import math
 import os
 import subprocess
 import sys
