@@ -307,9 +307,11 @@ def validate_tracking(cfg: DictConfig) -> None:
         return
     _one_of(cfg, "tracking.sqlite_wal", [True, False])
     check_range(cfg, "tracking.server_wait_s", 0)
-    if OmegaConf.select(cfg, "cache") is not None:
-        _one_of(cfg, "cache.enabled", [True, False])
-        _one_of(cfg, "cache.mlflow", [True, False])
+    cache = OmegaConf.select(cfg, "cache") or {}  # train.py has none, but a preset's cache.dir
+    for key in ("enabled", "mlflow"):
+        if key in cache:
+            _one_of(cfg, f"cache.{key}", [True, False])
+    if cache:
         folder = _get(cfg, "cache.dir")
         if folder is not None and (not isinstance(folder, str) or not folder.strip()):
             raise ConfigError(f"cache.dir must be a folder for the reuse cache's local copies (got {folder!r})")

@@ -332,3 +332,21 @@ def test_ctrl_c_in_train_is_one_line_exit_130_and_its_run_ends_killed(sig, statu
     assert proc.returncode == status, err[-3000:]
     assert [x for x in err.splitlines() if x.strip()][-1] == line and "Traceback" not in err, err[-3000:]
     assert MlflowClient(uri).get_run(running[0].info.run_id).info.status == "KILLED"
+
+
+@pytest.mark.parametrize("preset", [None, "smoke", "beyond", "max_compression"])
+def test_every_entry_point_accepts_every_preset(preset):
+    """Each shipped config passes the checks its command runs first (a check that read a key the
+    smoke preset adds only partly - cache.dir without cache.enabled - refused train.py)."""
+    from pipeline.config import validate_evaluation, validate_training
+    from pipeline.sweep import study_definition
+    from tests.conftest import compose_cfg
+    extra = [f"experiment={preset}"] if preset else []
+    validate_training(compose_cfg("train", extra))
+    cfg = compose_cfg("evaluate", extra)
+    validate_training(cfg)
+    validate_evaluation(cfg)
+    from hydra import compose, initialize_config_dir
+    with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "conf")):
+        sweep = compose("sweep", extra, return_hydra_config=True)
+    assert study_definition(sweep)  # validate_sweep and every searched value
