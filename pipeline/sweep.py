@@ -87,55 +87,87 @@ def _search_lines(cfg: DictConfig) -> list[str]:
     return params_config_to_lines(params) + list(OmegaConf.select(cfg, "hydra.overrides.task") or [])
 
 
-def check_searched_values(cfg: DictConfig) -> None:
-    """Every value a searched setting can take passes ``validate_sweep``: each choice, a range's
-    first and last, an interval's ends. A value that fails every trial drawing it (a typo such as
-    ``prune.finetune_epochs=choice(-1,-2)``) is refused before the study is made: at its first
-    trial the study would already be defined with that space, and the name taken by it."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, RangeSweep
+MAX_SEARCH_COMBINATIONS = 64  # of the other searched settings' candidates, tried for one value
 
-    for override in OverridesParser.create().parse_overrides(_search_lines(cfg)):
-        key, value = override.key_or_group.lstrip("+~"), override.value()
-        if not override.is_sweep_override() or isinstance(OmegaConf.select(cfg, key), DictConfig) or "." not in key:
-            continue  # a config group (objective=..., experiment=...): composed per trial
-        if isinstance(value, ChoiceSweep):
-            candidates = list(value.list)
-        elif isinstance(value, RangeSweep):  # its first value and, for integers, its last
-            values = (range(value.start, value.stop, value.step or 1)
-                      if all(isinstance(v, int) for v in (value.start, value.stop, value.step or 1)) else [value.start])
-            candidates = [values[0], values[-1]] if len(values) else []
-        elif isinstance(value, IntervalSweep):
-            candidates = [value.start, value.end]
-        else:
+
+def _candidates(value) -> list | None:
+    """The values a sweep override's space is checked at: every choice, a range's first and (of
+    integers) last, an interval's ends; None for anything else."""
+    from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, RangeSweep
+    if isinstance(value, ChoiceSweep):
+        return list(value.list)
+    if isinstance(value, RangeSweep):
+        steps = (value.start, value.stop, value.step or 1)
+        values = range(*steps) if all(isinstance(v, int) for v in steps) else [value.start]
+        return [values[0], values[-1]] if len(values) else None
+    if isinstance(value, IntervalSweep):
+        return [value.start, value.end]
+    return None
+
+
+def check_searched_values(cfg: DictConfig) -> None:
+    """Every value a searched setting can take passes ``validate_sweep`` with some values of the
+    other searched settings (``_candidates`` of each, at most ``MAX_SEARCH_COMBINATIONS`` tried;
+    beyond that the value is not checked), the plain values the sweeper gives every job applied.
+    A value that fails every trial drawing it (a typo such as ``prune.finetune_epochs=choice(-1,-2)``)
+    is refused before the study is made: at its first trial the study would already be defined
+    with that space, and the name taken by it."""
+    import itertools
+
+    searched, fixed = _search_overrides(cfg)
+
+    def settable(key: str) -> bool:  # a setting, not a config group (objective=..., experiment=...)
+        return "/" not in key and not isinstance(OmegaConf.select(cfg, key), DictConfig)
+
+    trial_cfg = copy.deepcopy(cfg)
+    for key, value in fixed.items():
+        if settable(key) and OmegaConf.select(cfg, key) is not None:
+            OmegaConf.update(trial_cfg, key, value)
+    spaces = {k: (o.input_line, c) for k, o in searched.items() if settable(k) and (c := _candidates(o.value()))}
+    for key, (line, candidates) in spaces.items():
+        others = [(k, c) for k, (_, c) in spaces.items() if k != key]
+        combos = list(itertools.islice(itertools.product(*[c for _, c in others]), MAX_SEARCH_COMBINATIONS + 1))
+        if len(combos) > MAX_SEARCH_COMBINATIONS:
             continue
-        trial_cfg = copy.deepcopy(cfg)
         for candidate in candidates:
-            OmegaConf.update(trial_cfg, key, candidate, force_add=True)
-            try:
-                validate_sweep(trial_cfg)
-            except ConfigError as exc:
-                raise ConfigError(f"{override.input_line}: every trial drawing {key}={candidate!r} would fail: {exc}") from None
+            error = None
+            for combo in combos:
+                for (other, _), value in zip(others, combo):
+                    OmegaConf.update(trial_cfg, other, value, force_add=True)
+                OmegaConf.update(trial_cfg, key, candidate, force_add=True)
+                try:
+                    validate_sweep(trial_cfg)
+                    break
+                except ConfigError as exc:
+                    error = error or exc
+            else:
+                raise ConfigError(f"{line}: every trial drawing {key}={candidate!r} would fail: {error}")
+
+
+def _search_overrides(cfg: DictConfig) -> tuple[dict, dict[str, object]]:
+    """({key: its sweep override} the sweeper searches, {key: value} of keys a plain value fixes
+    for every trial), from hydra.sweeper.params then the command line, a later line for a key
+    replacing an earlier one, as the sweeper reads them (a plain value in params fixes its key for
+    the jobs only, as experiment=max_compression does)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    searched: dict = {}
+    fixed: dict[str, object] = {}
+    for override in OverridesParser.create().parse_overrides(_search_lines(cfg)):
+        key = override.key_or_group.lstrip("+~")
+        if override.is_sweep_override():
+            searched[key] = override
+            fixed.pop(key, None)
+        else:
+            searched.pop(key, None)
+            fixed[key] = override.value()
+    return searched, fixed
 
 
 def _sweep_keys(cfg: DictConfig) -> tuple[set[str], dict[str, object]]:
-    """(keys the sweeper searches, {key: value} of keys a plain value fixes for every trial), from
-    hydra.sweeper.params then the command line, a later line for a key replacing an earlier one
-    (a plain value in params fixes its key for the jobs only, as experiment=max_compression does)."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    lines = _search_lines(cfg)
-    searched: set[str] = set()
-    fixed: dict[str, object] = {}
-    for override in OverridesParser.create().parse_overrides(lines):
-        key = override.key_or_group.lstrip("+~")
-        if override.is_sweep_override():
-            searched.add(key)
-            fixed.pop(key, None)
-        else:
-            searched.discard(key)
-            fixed[key] = override.value()
-    return searched, fixed
+    """(keys the sweeper searches, {key: value} of the keys a plain value fixes): ``_search_overrides``."""
+    searched, fixed = _search_overrides(cfg)
+    return set(searched), fixed
 
 
 def _searched_keys(cfg: DictConfig) -> set[str]:

@@ -939,6 +939,8 @@ def test_a_study_made_again_under_a_recorded_name_is_refused_and_the_earlier_swe
      "would fail: prune.threshold must be in [0, inf) (got -1.0)"),
     ("train.batch_size=range(0,64,16)", "train.batch_size=range(0,64,16): every trial drawing train.batch_size=0 "
      "would fail: train.batch_size must be in [1, inf) (got 0)"),
+    ("seed=choice(-1,0)", "seed=choice(-1,0): every trial drawing seed=-1 would fail: seed must be in [0, 4294967295] "
+     "(got -1)"),  # a top-level setting
     ("search.one_minus_mu=choice(1.0e-5,2)", "search.one_minus_mu=choice(1.0e-5,2): every trial drawing "
      "search.one_minus_mu=2 would fail: train.mu must be in (0, 1] (got -1"),  # through its interpolation
 ])
@@ -954,3 +956,17 @@ def test_a_searched_value_no_trial_could_run_is_refused_before_the_study_is_made
     assert exc.value.code == 2
     assert capsys.readouterr().err.startswith(f"error: {message}")
     assert study_definition(sweep_cfg("experiment=smoke"))  # the default space: every value valid
+
+
+@pytest.mark.parametrize("overrides", [
+    # the command line fixes what the preset searches: the preset's space is not the sweep's
+    ("experiment=max_compression", "prune.gradual.initial_sparsity=0.97", "prune.gradual.final_sparsity=0.99"),
+    # values valid together with some value of another searched setting (end_epoch 35 needs epochs >= 35)
+    ("experiment=max_compression", "train.epochs=choice(40,50)", "prune.gradual.end_epoch=choice(35,40)"),
+])
+def test_a_search_space_every_trial_of_which_can_run_is_accepted(overrides):
+    cfg = sweep_cfg(*[o for o in overrides if "choice(" not in o])
+    with open_dict(cfg):
+        OmegaConf.set_readonly(cfg.hydra, False)
+        cfg.hydra.overrides.task = [*cfg.hydra.overrides.task, *[o for o in overrides if "choice(" in o]]
+    assert study_definition(cfg)
