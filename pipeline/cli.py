@@ -64,7 +64,7 @@ def user_errors_exit(fn):
             return fn(*args, **kwargs)
         except Exception as exc:
             if interrupts.interrupted_since(mark):  # a Ctrl-C behind another error (see _interrupt)
-                raise KeyboardInterrupt from exc
+                raise interrupts.raised() from exc
             if isinstance(exc, USER_ERRORS):
                 refuse(str(exc), exc, quiet=in_sweeper_trial())
             raise

@@ -87,8 +87,13 @@ def _schema_lock(path: str):
         return
     import hashlib
     key = hashlib.sha256(os.path.realpath(path).encode()).hexdigest()[:16]
-    # read-only: another user's lock file (made with their umask) still locks
-    fd = os.open(Path(tempfile.gettempdir()) / f"ecosplit-mlflow-store-{key}.lock", os.O_RDONLY | os.O_CREAT, 0o644)
+    path = Path(tempfile.gettempdir()) / f"ecosplit-mlflow-store-{key}.lock"
+    try:  # read-only: another user's lock file (made with their umask) still locks where it is readable
+        fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o644)
+    except OSError as exc:  # theirs unreadable (umask 077), or /tmp's protected_regular: open as MLflow does
+        log.debug("no lock on %s (%s): the store is opened without it", path, exc)
+        yield
+        return
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
@@ -433,7 +438,7 @@ def _ending(batch: RunLog, end: Callable[[str], None], failed_tags: Mapping[str,
     except BaseException as caught:  # SystemExit and KeyboardInterrupt too: never leave it RUNNING
         # a Ctrl-C behind another error (see _interrupt) ends the run KILLED and is raised as one
         masked = interrupts.interrupted_since(mark) and not isinstance(caught, KeyboardInterrupt)
-        exc = KeyboardInterrupt() if masked else caught
+        exc = interrupts.raised() if masked else caught
         status = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
         try:
             batch.join()
@@ -463,7 +468,7 @@ def failure_reason(exc: BaseException) -> str:
     """Why a run ended early, in one line: the user error behind an exit status 2 (its cause), an
     interruption, or the exception's type and message."""
     if isinstance(exc, KeyboardInterrupt):
-        return "interrupted (KeyboardInterrupt)"
+        return interrupts.reason(exc)
     if isinstance(exc, SystemExit):
         cause = exc.__cause__
         return failure_reason(cause) if cause is not None else f"exit status {exc.code}"

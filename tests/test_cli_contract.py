@@ -249,6 +249,7 @@ def test_a_ctrl_c_that_a_library_turned_into_another_error_is_still_an_interrupt
     import gc
     import signal
 
+    from hydra_plugins.ecosplit_optuna_sweeper import _interrupt as interrupts
     from pipeline import cli
 
     def masked():
@@ -269,6 +270,18 @@ def test_a_ctrl_c_that_a_library_turned_into_another_error_is_still_an_interrupt
             cli.run_script(cli.user_errors_exit(masked))
         assert interrupted.value.code == 130 and isinstance(interrupted.value.__cause__, KeyboardInterrupt)
         assert isinstance(interrupted.value.__cause__.__cause__, ValueError)
+
+        def masked_term():  # the same behind SIGTERM: still SIGTERM's line and status, not Ctrl-C's
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(1)
+            except KeyboardInterrupt:
+                raise ValueError("hidden") from None
+            pytest.fail("SIGTERM did not raise")
+        with pytest.raises(SystemExit) as terminated:
+            cli.run_script(cli.user_errors_exit(masked_term))
+        assert terminated.value.code == 143 and isinstance(terminated.value.__cause__, interrupts.Terminated)
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
         with pytest.raises(ValueError, match="a bug"):
             cli.run_script(cli.user_errors_exit(bug))
         assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

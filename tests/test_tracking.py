@@ -310,12 +310,15 @@ def test_commands_started_together_on_a_fresh_sqlite_store_all_open_it(tmp_path)
     from pathlib import Path
 
     go = tmp_path / "go"
-    code = (f"import os, time\nfrom pipeline import tracking\nwhile not os.path.exists({str(go)!r}): time.sleep(0.005)\n"
+    code = (f"import os, pathlib, sys, time\nfrom pipeline import tracking\npathlib.Path(sys.argv[1]).touch()\n"
+            f"while not os.path.exists({str(go)!r}): time.sleep(0.002)\n"
             f"tracking.configure('sqlite:///{tmp_path}/mlflow.db', 'together')\n")
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    procs = [subprocess.Popen([sys.executable, "-c", code], env=env, stderr=subprocess.PIPE, text=True)
-             for _ in range(3)]
-    time.sleep(4)  # every process has imported MLflow and waits for the go
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path / f"ready-{i}")], env=env,
+                              stderr=subprocess.PIPE, text=True) for i in range(3)]
+    deadline = time.monotonic() + 120
+    while not all((tmp_path / f"ready-{i}").exists() for i in range(3)) and time.monotonic() < deadline:
+        time.sleep(0.01)  # every process has imported MLflow and waits for the go
     go.touch()
     errors = [p.communicate(timeout=120)[1] for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0], [e[-600:] for e in errors]

@@ -23,8 +23,9 @@ _count = 0
 
 
 def _on_sigint(signum: int, frame: object) -> None:
-    global _count
+    global _count, _last
     _count += 1
+    _last = KeyboardInterrupt
     raise KeyboardInterrupt
 
 
@@ -34,9 +35,19 @@ class Terminated(KeyboardInterrupt):
 
 
 def _on_sigterm(signum: int, frame: object) -> None:
-    global _count
+    global _count, _last
     _count += 1
+    _last = Terminated
     raise Terminated
+
+
+_last: type = KeyboardInterrupt  # what the latest counted signal raised
+
+
+def raised() -> KeyboardInterrupt:
+    """The interrupt the latest counted signal raised (Ctrl-C or SIGTERM), for code that finds it
+    behind another error (``interrupted_since``) and raises it again."""
+    return _last()
 
 
 @contextlib.contextmanager
@@ -55,6 +66,11 @@ def terminating() -> Iterator[None]:
     finally:
         if signal.getsignal(signal.SIGTERM) is _on_sigterm:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def reason(exc: BaseException) -> str:
+    """How a run or trial the interrupt stopped records it."""
+    return "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted (KeyboardInterrupt)"
 
 
 def count() -> int:

@@ -219,7 +219,7 @@ class EcosplitOptunaSweeperImpl(Sweeper):
         except BaseException as e:
             self._release_owned(study, e)
             status = "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED"
-            reason = "interrupted (KeyboardInterrupt)" if status == "KILLED" else describe_exception(e)
+            reason = _interrupt.reason(e) if status == "KILLED" else describe_exception(e)
             self._call_on_abort(hooks["on_abort"], study, status, reason)
             raise
         finally:
@@ -435,12 +435,12 @@ class EcosplitOptunaSweeperImpl(Sweeper):
             if _interrupt.interrupted_since(mark) and any(
                     r.status == JobStatus.FAILED and not isinstance(r._return_value, optuna.TrialPruned)
                     for r in returns):
-                raise KeyboardInterrupt
+                raise _interrupt.raised()
         except KeyboardInterrupt:
             raise  # _release_owned re-queues the batch
         except BaseException as e:
             if _interrupt.interrupted_since(mark):  # e.g. OmegaConf's error while it composed a job
-                raise KeyboardInterrupt from e
+                raise _interrupt.raised() from e
             self._launch_failed(study, batch, e)
         finally:
             for t, _ in batch:
