@@ -1327,3 +1327,24 @@ def test_a_sampler_pruner_or_storage_url_that_is_refused_is_one_config_error(tmp
     with pytest.raises(ConfigError, match=rf"the folder {tmp_path}/no does not exist"):
         rdb_storage(f"sqlite:///{tmp_path}/no/optuna.db")
     assert not (tmp_path / "no").exists()
+
+
+def test_only_the_process_that_makes_a_study_gives_it_its_uuid(tmp_path):
+    """Workers opening a new study together each wrote a uuid of their own, the last one winning:
+    one whose sweep run was already tagged with the first was then refused as a study made again."""
+    from types import SimpleNamespace
+
+    from hydra_plugins.ecosplit_optuna_sweeper._study import STUDY_UUID, open_study
+    url = f"sqlite:///{tmp_path}/optuna.db"
+    settings = SimpleNamespace(study_name="s", directions=["minimize"], storage_url=url, objective_names=None)
+    made = open_study(settings, url, None, None, {"a": 1})
+    first = made.user_attrs[STUDY_UUID]
+    assert len(first) == 32
+    assert open_study(settings, url, None, None, {"a": 1}).user_attrs[STUDY_UUID] == first  # loaded: kept
+    # a study from before the attribute, with a trial: every worker derives the same one
+    old = optuna.create_study(study_name="old", storage=url)
+    old.enqueue_trial({})
+    again = SimpleNamespace(**{**vars(settings), "study_name": "old"})
+    uuids = {open_study(again, url, None, None, {"a": 1}).user_attrs[STUDY_UUID] for _ in range(2)}
+    import hashlib
+    assert uuids == {hashlib.sha256(f"{old._study_id}:old".encode()).hexdigest()[:32]}

@@ -80,20 +80,40 @@ def differences(old: Any, new: Any, prefix: str = "") -> List[str]:
     return []
 
 
+def _set_uuid(study: optuna.Study, created: bool) -> None:
+    """Only the process that made the study gives it its uuid: workers started together never
+    write two. A study loaded without one is given one derived from what every worker reads the
+    same (its id and name): one made before the attribute, once a moment has shown that no
+    creator is about to write it."""
+    import time
+    import uuid
+
+    if created:
+        study.set_user_attr(STUDY_UUID, uuid.uuid4().hex)
+        return
+    deadline = time.monotonic() + (0 if study.get_trials(deepcopy=False) else 5.0)
+    while STUDY_UUID not in study.user_attrs:
+        if time.monotonic() >= deadline:
+            key = f"{study._study_id}:{study.study_name}".encode()
+            study.set_user_attr(STUDY_UUID, hashlib.sha256(key).hexdigest()[:32])
+            return
+        time.sleep(0.1)
+
+
 def open_study(
     settings: Settings, storage: Any, sampler: Any, pruner: Any, defn: Dict[str, Any]
 ) -> optuna.Study:
     """Create the study, or load it and check that it is the same experiment."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        study = optuna.create_study(
-            storage=storage,
-            sampler=sampler,
-            pruner=pruner,
-            study_name=settings.study_name,
-            directions=settings.directions,
-            load_if_exists=True,
-        )
+        kwargs = dict(storage=storage, sampler=sampler, pruner=pruner, study_name=settings.study_name,
+                      directions=settings.directions)
+        try:
+            study = optuna.create_study(**kwargs)
+            created = True
+        except optuna.exceptions.DuplicatedStudyError:  # made before, or by a worker started together
+            study = optuna.create_study(**kwargs, load_if_exists=True)
+            created = False
     where = redact_url(settings.storage_url)
     have = [d.name.lower() for d in study.directions]
     if have != settings.directions:
@@ -116,9 +136,7 @@ def open_study(
             f"start a new study with hydra.sweeper.study_name={study.study_name}-2 (or "
             f"another new name)"
         )
-    if STUDY_UUID not in attrs:  # a new study, or one from before the attribute
-        import uuid
-        study.set_user_attr(STUDY_UUID, uuid.uuid4().hex)
+    _set_uuid(study, created)
     if settings.objective_names and list(study.metric_names or []) != settings.objective_names:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
