@@ -280,7 +280,7 @@ def energy_costs(energy_cfg: DictConfig) -> energy.EnergyCosts:
 # -- evaluation: channel, timing, trajectory, statistics, CO2 -------------------------------
 def _one_of(cfg, key: str, options) -> None:
     value = OmegaConf.select(cfg, key)
-    if value not in options:
+    if not any(value == o and type(value) is type(o) for o in options):  # 16.0 is no 16, 1 no True
         raise ConfigError(f"{key} must be one of {', '.join(map(str, options))} (got {value!r})")
 
 
@@ -391,10 +391,11 @@ def validate_evaluation(cfg: DictConfig) -> None:
     for key in ("trajectory.speed_mps", "trajectory.inference_rate_hz", "trajectory.coherence_time_s",
                 "trajectory.reference_distance_m", "trajectory.min_distance_m", "trajectory.location_radius_m",
                 "trajectory.duration_s"):
-        check_range(cfg, key, 0, low_open=True)
+        # null: only duration_s (one pass of the waypoints)
+        check_range(cfg, key, 0, low_open=True, required=key != "trajectory.duration_s")
     # one radio: an upload that meets its deadline ends before the next inference starts
     check_range(cfg, "channel.deadline_s", 0, 1 / float(t.inference_rate_hz), low_open=True)
-    check_range(cfg, "trajectory.path_loss_exponent", 0)
+    check_range(cfg, "trajectory.path_loss_exponent", 0, required=True)
     _check_points(cfg, "trajectory.waypoints_m", many=True)
     _check_points(cfg, "trajectory.server_m")
     for name in t.get("locations") or {}:

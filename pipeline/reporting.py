@@ -151,7 +151,6 @@ def held_out_as_trained(cfg: DictConfig, run_id: str) -> None:
     differing values, with a warning naming them. Otherwise another split (e.g. ``data.split_seed=7``,
     or a preset's ``data.train_subset`` missing) would measure "validation" accuracy, which
     ``selection.max_accuracy_drop`` acts on, on images the model was trained on."""
-    import yaml
     from mlflow.tracking import MlflowClient
 
     params = MlflowClient().get_run(run_id).data.params
@@ -159,13 +158,27 @@ def held_out_as_trained(cfg: DictConfig, run_id: str) -> None:
     for key in SPLIT_KEYS:
         if key not in params:  # a run from before the key existed: its default
             continue
-        logged = None if params[key] == "None" else yaml.safe_load(params[key])
+        logged = _param_value(params[key])
         if logged != OmegaConf.select(cfg, key):
             changed.append(f"{key}={OmegaConf.select(cfg, key)} -> {logged}")
             OmegaConf.update(cfg, key, logged, force_add=True)
     if changed:
+        validate_training(cfg)  # the run's values, checked as the command's own are
         log.warning("data: the validation images are those run %s held out, so its split settings are used: %s",
                     run_id, ", ".join(changed))
+
+
+def _param_value(text: str):
+    """A logged param back as the value it was: None, an int, a float (1e-05 too, which YAML 1.1
+    reads as text), else the text."""
+    if text == "None":
+        return None
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
 
 
 # -- the evaluation itself ------------------------------------------------------------------

@@ -218,3 +218,9 @@ def test_a_deleted_experiment_is_one_line_before_any_work(small_train_cfg, eval_
     with pytest.raises(ConfigError, match=r"cache.experiment=gone-cache: the experiment is deleted"):
         _experiment_ids(cfg)
     assert [r for r in client.search_runs([e.experiment_id for e in client.search_experiments()])] == []
+
+
+def test_a_logged_split_setting_is_read_back_as_the_value_it_was():
+    from pipeline.reporting import _param_value
+    assert [_param_value(t) for t in ("None", "0", "0.1", "1e-05", "500", "abc")] == [None, 0, 0.1, 1e-05, 500, "abc"]
+    assert isinstance(_param_value("0"), int) and isinstance(_param_value("1e-05"), float)  # YAML 1.1: "1e-05" is text
