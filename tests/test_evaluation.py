@@ -99,6 +99,9 @@ def test_evaluate_writes_table3_figures_and_run(eval_cfg, tmp_path, monkeypatch)
     ("trajectory.coherence_time_s=1.0e-9", r"trajectory.duration_s \(20 s\) / trajectory.coherence_time_s \(1e-09 s\) "
                                          r"must give at most 1e\+08 fading blocks"),
     ("trajectory.seed=-1", r"trajectory.seed must be in \[0, inf\) \(got -1\)"),
+    ("trajectory.coherence_time_s=null", r"trajectory.coherence_time_s must be in \(0, inf\) \(got None\)"),
+    ("trajectory.speed_mps=null", r"trajectory.speed_mps must be in \(0, inf\) \(got None\)"),
+    ("channel.activation_bits=16.0", r"channel.activation_bits must be one of .* \(got 16.0\)"),
     ("channel.bandwidths_hz=[]", r"channel.bandwidths_hz must be a list of one or more bandwidths in Hz \(got \[\]\)"),
     ("channel.bandwidths_hz=5000000.0", r"channel.bandwidths_hz must be a list of one or more bandwidths in Hz \(got 5000000.0\)"),
     ("trajectory.server_m=[0,0,0]", r"trajectory.server_m must be an \[x, y\] point in metres \(got \[0, 0, 0\]\)"),
