@@ -23,7 +23,7 @@ run: install
 
 # The test suite, the end-to-end smoke sweep among it.
 test: install
-	$(PY) -m pytest -q tests $(ARGS)
+	$(PY) -m pytest -q tests --durations=15 $(ARGS)
 
 bench: install
 	$(PY) benchmarks/bench_data.py

@@ -310,9 +310,10 @@ def test_a_tracking_server_that_does_not_answer_is_one_line_exit_2_at_once(tmp_p
         port = s.getsockname()[1]
     started = time.monotonic()
     proc = run(entry, tmp_path, "experiment=smoke", f"data.root={fake_mnist}", "data.download=false",
-               f"tracking.uri=http://127.0.0.1:{port}", f"hydra.run.dir={tmp_path}/out")
+               f"tracking.uri=http://127.0.0.1:{port}", "tracking.server_wait_s=1",  # the default 10 s: 10 s more
+               f"hydra.run.dir={tmp_path}/out")
     assert_refused(proc, f"error: tracking.uri=http://127.0.0.1:{port}: no MLflow tracking server answered there "
-                         "within tracking.server_wait_s=10 s (ConnectionError); start it, set tracking.uri to one that "
+                         "within tracking.server_wait_s=1 s (ConnectionError); start it, set tracking.uri to one that "
                          "runs, or wait longer")
     assert time.monotonic() - started < 60 and stores(tmp_path) == {}
 

@@ -362,6 +362,8 @@ def test_sigint_fails_and_requeues_the_running_trial_and_the_rerun_completes(sig
     assert sweep.trial_run(1).info.status == "KILLED"
     assert sweep.parent().info.status == "KILLED"  # on_abort
     assert not sweep.runs(status="RUNNING")
+    if sig == signal.SIGTERM:
+        return  # the re-run is the same as after a Ctrl-C
     before = sweep.complete_values()
 
     again = sweep.run()
