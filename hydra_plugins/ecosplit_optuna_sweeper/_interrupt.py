@@ -51,21 +51,27 @@ def raised() -> KeyboardInterrupt:
 
 
 @contextlib.contextmanager
-def terminating() -> Iterator[None]:
-    """Raise ``Terminated`` on SIGTERM during the block (counted as a SIGINT is), where SIGTERM
-    would otherwise end the process at once with its runs left RUNNING. Only the default action
-    is replaced, only in the main thread; put back after. For an entry script's process, not a
-    launcher's workers (their pool ends them with SIGTERM)."""
+def _handling(signum: int, default: object, handler: object) -> Iterator[None]:
+    """``handler`` for ``signum`` during the block, only where Python's ``default`` is in place
+    (an ignored signal stays ignored, a handler someone else installed stays theirs), only in the
+    main thread; the default is put back after unless another handler was installed meanwhile."""
     main = threading.current_thread() is threading.main_thread()
-    if not main or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+    if not main or signal.getsignal(signum) is not default:
         yield
         return
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    signal.signal(signum, handler)
     try:
         yield
     finally:
-        if signal.getsignal(signal.SIGTERM) is _on_sigterm:
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        if signal.getsignal(signum) is handler:  # one installed meanwhile stays
+            signal.signal(signum, default)
+
+
+def terminating() -> contextlib.AbstractContextManager:
+    """Raise ``Terminated`` on SIGTERM during the block (counted as a SIGINT is), where SIGTERM
+    would otherwise end the process at once with its runs left RUNNING. For an entry script's
+    process, not a launcher's workers (their pool ends them with SIGTERM)."""
+    return _handling(signal.SIGTERM, signal.SIG_DFL, _on_sigterm)
 
 
 def reason(exc: BaseException) -> str:
@@ -83,21 +89,10 @@ def interrupted_since(mark: int) -> bool:
     return _count > mark
 
 
-@contextlib.contextmanager
-def counting() -> Iterator[None]:
+def counting() -> contextlib.AbstractContextManager:
     """Count SIGINTs during the block, raising KeyboardInterrupt as Python's default handler
-    does. Only Python's default handler is replaced (an ignored SIGINT stays ignored, a handler
-    someone else installed stays theirs), only in the main thread, and it is put back after."""
-    main = threading.current_thread() is threading.main_thread()
-    if not main or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
-        yield
-        return
-    signal.signal(signal.SIGINT, _on_sigint)
-    try:
-        yield
-    finally:
-        if signal.getsignal(signal.SIGINT) is _on_sigint:  # one installed meanwhile stays
-            signal.signal(signal.SIGINT, signal.default_int_handler)
+    does (``_handling``)."""
+    return _handling(signal.SIGINT, signal.default_int_handler, _on_sigint)
 
 
 @contextlib.contextmanager
