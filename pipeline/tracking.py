@@ -64,10 +64,11 @@ def use(uri: str, sqlite_wal: bool = True) -> None:
         quiet_run_urls()  # MLflow would print "View run ... at <tracking uri>/#/...", password included
     mlflow.set_tracking_uri(uri)
     path = _sqlite_file(uri)
-    if path not in ("", ":memory:") and (uri, os.path.realpath(path)) not in _OPENED:
+    store = (uri, os.path.realpath(path))
+    if path not in ("", ":memory:") and store not in _OPENED:
         with _schema_lock(path):
             MlflowClient(uri)  # opens MLflow's store: creates or migrates its tables; cached for the process
-        _OPENED.add((uri, os.path.realpath(path)))
+        _OPENED.add(store)
 
 
 _OPENED: set[tuple[str, str]] = set()  # SQLite stores this process has opened under ``_schema_lock``
