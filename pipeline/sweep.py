@@ -120,8 +120,9 @@ def check_searched_values(cfg: DictConfig) -> None:
         return "/" not in key and not isinstance(OmegaConf.select(cfg, key), DictConfig)
 
     trial_cfg = copy.deepcopy(cfg)
-    for key, value in fixed.items():
-        if settable(key) and OmegaConf.select(cfg, key) is not None:
+    absent = object()
+    for key, value in fixed.items():  # a setting of the config, null ones too (train.max_steps)
+        if settable(key) and OmegaConf.select(cfg, key, default=absent) is not absent:
             OmegaConf.update(trial_cfg, key, value)
     spaces = {k: (o.input_line, c) for k, o in searched.items() if settable(k) and (c := _candidates(o.value()))}
     for key, (line, candidates) in spaces.items():
