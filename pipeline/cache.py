@@ -11,12 +11,17 @@ experiment holds only the sweep and its trials, and a shared tracking server sti
 models.
 
 Workers on other machines (other local folders) coordinate through the tracking server with a
-best-effort claim: a worker without the model opens a RUNNING ``trained-model`` run for the key
-and keeps it alive with a beat (a metric bumped every CLAIM_BEAT_S); then one search of the key's
-runs says whether the model is published (FINISHED: download it, delete the claim) and whose turn
-it is. The oldest live claim trains; the others wait for its model. A claim whose beat has not moved for CLAIM_STALE_S (its
-process died) is marked KILLED and the next one takes over. Two workers may still both train
-(e.g. clock skew between machines): a duplicate, not an error.
+claim: a worker without the model opens a RUNNING ``trained-model`` run for the key and keeps it
+alive with a beat (a metric bumped every CLAIM_BEAT_S); then one search of the key's runs says
+whether the model is published (FINISHED: download it, delete the claim) and whether another live
+claim is training it (tag TRAINING_TAG: wait for its model). A claim is made with that tag, and
+the worker trains only if the search after it finds no other live claim tagged; otherwise it
+removes its tag and waits (when both saw each other, both try again after a random pause). Tag
+first, then read: of two workers at least one sees the other's tag, so two never both train,
+whatever the order their claims became visible in (ordering claims by start time did not do that: a start time is stamped
+by the client before the server stores the run, and under load an older claim showed up after a
+younger one had started training). A claim whose beat has not moved for CLAIM_STALE_S (its
+process died) is marked KILLED and the next worker takes over.
 """
 from __future__ import annotations
 
@@ -24,6 +29,7 @@ import hashlib
 import json
 import logging
 import os
+import random
 import shutil
 import tempfile
 import threading
@@ -54,6 +60,7 @@ CLAIM_BEAT_S = 2.0     # a claim's beat metric moves this often (waiting or trai
 CLAIM_STALE_S = 15.0   # a claim whose beat did not move for this long is dead
 CLAIM_POLL_S = 1.0     # how often a waiting worker looks again
 BEAT_METRIC = "claim_beat"
+TRAINING_TAG = "ecosplit.claim_training"  # on the claim that trains (see the module docstring)
 
 
 def cache_experiment_id(cfg: DictConfig) -> str:
@@ -200,20 +207,20 @@ class ModelCache:
         # train.mu as a tag: which model of a sweep's train.path a run holds, at a glance in the UI
         run = MlflowClient().create_run(self.experiment_id, run_name=f"trained-{key[:12]}",
                                         tags={**self.tags, "ecosplit.cache_key": key, "ecosplit.role": ROLE,
-                                              "ecosplit.train_mu": repr(float(cfg.train.mu))})
+                                              "ecosplit.train_mu": repr(float(cfg.train.mu)),
+                                              TRAINING_TAG: "true"})  # tagged, then the caller reads
         self._artifact_uris[run.info.run_id] = run.info.artifact_uri  # for _publish: no look-up
         return run.info.run_id
 
-    def _owner(self, key: str, mine: str, runs) -> str:
-        """The oldest live claim among the key's ``runs`` (ours if no older one is alive); dead ones
-        are KILLED."""
+    def _trainers(self, key: str, mine: str, runs) -> list[str]:
+        """Other workers' live claims among the key's ``runs`` tagged as training, oldest first;
+        claims whose beat stopped for CLAIM_STALE_S are KILLED."""
         client = MlflowClient()
         now = time.monotonic()
-        claims = sorted((r for r in runs if r.info.status == "RUNNING"), key=lambda r: (r.info.start_time, r.info.run_id))
-        for run in claims:
+        live = []
+        for run in sorted((r for r in runs if r.info.status == "RUNNING" and r.info.run_id != mine),
+                          key=lambda r: (r.info.start_time, r.info.run_id)):
             run_id = run.info.run_id
-            if run_id == mine:
-                return mine
             beat = run.data.metrics.get(BEAT_METRIC, -1.0)
             seen, moved = self._beats.get(run_id, (None, now))
             if beat != seen:
@@ -223,8 +230,9 @@ class ModelCache:
                 client.set_tag(run_id, "failure_reason", f"claim stale: no beat for {CLAIM_STALE_S:.0f} s")
                 client.set_terminated(run_id, "KILLED")
                 continue
-            return run_id
-        return mine  # not visible yet to the search: behave as the owner
+            if run.data.tags.get(TRAINING_TAG) == "true":
+                live.append(run_id)
+        return live
 
     def _save_local(self, path: Path, model: SplitCNN) -> None:
         tmp = path.with_suffix(".tmp")
@@ -272,6 +280,7 @@ class ModelCache:
                         with interrupts.deferred():  # a claim whose id is lost would wait to go stale
                             claim = self._claim(key, cfg)
                             beat = _Beat(client, claim)
+                        tagged = True
                     runs = self._runs(key)
                     published = [r for r in runs if r.info.status == "FINISHED"]
                     if published:
@@ -286,10 +295,18 @@ class ModelCache:
                         shutil.rmtree(remote.parent, ignore_errors=True)  # the download's temp dir
                         self._save_local(path, model)
                         return model, "mlflow"
-                    owner = self._owner(key, claim, runs)
-                    if owner == claim:
-                        break
-                    log.info("waiting for another worker to train %s (claim %s)", key[:12], owner)
+                    others = self._trainers(key, claim, runs)
+                    if not others:
+                        if tagged:  # tagged, then read: no other live claim is tagged
+                            break
+                        client.set_tag(claim, TRAINING_TAG, "true")
+                        tagged = True
+                        continue  # read again before training
+                    if tagged:  # another claim trains (or was tagged at the same time): step back
+                        client.delete_tag(claim, TRAINING_TAG)
+                        tagged = False
+                        time.sleep(random.uniform(0, CLAIM_POLL_S))
+                    log.info("waiting for another worker to train %s (claim %s)", key[:12], others[0])
                     time.sleep(CLAIM_POLL_S)
                 model = train_fn()
                 self._save_local(path, model)

@@ -257,15 +257,21 @@ def test_cache_hits_locally_and_through_mlflow(tmp_path, small_train_cfg, monkey
     assert torch.equal(first(x), again(x)) and torch.equal(first(x), other_machine(x))
 
 
-def _older_claim(exp_id: str, key: str) -> str:
-    """A RUNNING trained-model run for key, as another worker's claim (a second older than now)."""
-    run = MlflowClient().create_run(exp_id, start_time=int(time.time() * 1000) - 1000,
-                                    tags={"ecosplit.cache_key": key, "ecosplit.role": "trained-model"})
+def _older_claim(exp_id: str, key: str, age_ms: int = 1000) -> str:
+    """A RUNNING trained-model run for key, as another worker's claim that trains (age_ms older
+    than now; negative: younger)."""
+    run = MlflowClient().create_run(exp_id, start_time=int(time.time() * 1000) - age_ms,
+                                    tags={"ecosplit.cache_key": key, "ecosplit.role": "trained-model",
+                                          "ecosplit.claim_training": "true"})
     return run.info.run_id
 
 
-def test_cache_waits_for_an_older_live_claim_and_takes_its_model(tmp_path, small_train_cfg, monkeypatch):
-    """One search after the claim says whose turn it is: a worker behind an older live claim
+# younger: under load a claim's start time (stamped by its client) can be older than that of a
+# claim the server stored first and whose worker already trains: age must not decide
+@pytest.mark.parametrize("age_ms", [1000, -60_000], ids=["older", "younger"])
+def test_cache_waits_for_a_live_claim_that_trains_and_takes_its_model(tmp_path, small_train_cfg, monkeypatch,
+                                                                      age_ms):
+    """One search after the claim says whose turn it is: a worker behind a live claim that trains
     waits, then downloads the model that claim publishes, never trains, and deletes its claim."""
     import threading
 
@@ -276,16 +282,16 @@ def test_cache_waits_for_an_older_live_claim_and_takes_its_model(tmp_path, small
     mlflow.set_tracking_uri(cfg.tracking.uri)
     exp_id = mlflow.create_experiment("cache", artifact_location=str(tmp_path / "art"))
     monkeypatch.setattr(cache, "CLAIM_POLL_S", 0.1)
-    older = _older_claim(exp_id, key)
+    older = _older_claim(exp_id, key, age_ms)
     got, trained, behind = {}, [], threading.Event()
-    owner = ModelCache._owner
+    trainers = ModelCache._trainers
 
-    def seen_owner(self, *args):
-        found = owner(self, *args)
-        if found == older:
+    def seen_trainers(self, *args):
+        found = trainers(self, *args)
+        if found == [older]:
             behind.set()
         return found
-    monkeypatch.setattr(ModelCache, "_owner", seen_owner)
+    monkeypatch.setattr(ModelCache, "_trainers", seen_trainers)
 
     def worker():
         got["model"], got["source"] = ModelCache(tmp_path / "b", exp_id).get_or_train(
@@ -302,8 +308,54 @@ def test_cache_waits_for_an_older_live_claim_and_takes_its_model(tmp_path, small
     assert got["source"] == "mlflow" and not trained
     x = torch.randn(2, 1, 28, 28)
     assert torch.equal(got["model"](x), model(x))
-    mine = next(r.info.run_id for r in study_claims if r.info.run_id != older)
-    assert MlflowClient().get_run(mine).info.lifecycle_stage == "deleted"
+    mine = MlflowClient().get_run(next(r.info.run_id for r in study_claims if r.info.run_id != older))
+    assert mine.info.lifecycle_stage == "deleted"
+    assert "ecosplit.claim_training" not in mine.data.tags  # it stepped back: others wait for `older` only
+
+
+def test_cache_two_claims_tagged_at_once_step_back_and_one_trains(tmp_path, small_train_cfg, monkeypatch):
+    """Two workers whose claims were tagged at the same moment both see the other's tag: both
+    step back (the tag removed), and after a random pause one tags again and trains while the other
+    waits for its model. Two threads here, each its own worker; their first searches are held
+    until both claims exist."""
+    import threading
+
+    from pipeline import cache
+
+    cfg = small_train_cfg
+    key = training_key(cfg, load_data(cfg))
+    mlflow.set_tracking_uri(cfg.tracking.uri)
+    exp_id = mlflow.create_experiment("cache", artifact_location=str(tmp_path / "art"))
+    monkeypatch.setattr(cache, "CLAIM_POLL_S", 0.2)
+    both_claimed = threading.Barrier(2, timeout=30)
+    runs, first = ModelCache._runs, threading.local()
+
+    def held_runs(self, *args):
+        if not getattr(first, "done", False):
+            first.done = True
+            both_claimed.wait()
+        return runs(self, *args)
+    monkeypatch.setattr(ModelCache, "_runs", held_runs)
+    stepped_back, delete_tag = [], MlflowClient.delete_tag
+    monkeypatch.setattr(MlflowClient, "delete_tag",
+                        lambda self, run_id, tag: stepped_back.append(run_id) or delete_tag(self, run_id, tag))
+    got, trained = {}, []
+
+    def worker(name):
+        def train():
+            trained.append(name)
+            torch.manual_seed(0)
+            return SplitCNN((2, 2, 2, 2), (4, 4, 4, 4, 10))
+        got[name] = ModelCache(tmp_path / name, exp_id).get_or_train(key, train, cfg)[1]
+    threads = [threading.Thread(target=worker, args=(name,), daemon=True) for name in ("a", "b")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert len(trained) == 1 and sorted(got.values()) == ["mlflow", "trained"], (trained, got)
+    assert len(set(stepped_back)) == 2  # both saw the other's tag at first
+    (published,) = MlflowClient().search_runs([exp_id])
+    assert published.info.status == "FINISHED"
 
 
 def test_cache_takes_over_a_claim_whose_beat_stopped(tmp_path, small_train_cfg, monkeypatch):
