@@ -21,9 +21,11 @@ $(STAMP): pyproject.toml
 run: install
 	$(PY) sweep.py -m $(ARGS)
 
-# The test suite, the end-to-end smoke sweep among it.
+# The test suite, the end-to-end smoke sweep among it, in TEST_WORKERS processes (pytest-xdist;
+# TEST_WORKERS=0: one process). Each test process starts its own PostgreSQL and mlflow server.
+TEST_WORKERS ?= 2
 test: install
-	$(PY) -m pytest -q tests --durations=15 $(ARGS)
+	$(PY) -m pytest -q tests -n $(TEST_WORKERS) --durations=15 $(ARGS)
 
 bench: install
 	$(PY) benchmarks/bench_data.py
