@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import hashlib
 import io
 import json
 import logging
@@ -64,14 +65,47 @@ def use(uri: str, sqlite_wal: bool = True) -> None:
         quiet_run_urls()  # MLflow would print "View run ... at <tracking uri>/#/...", password included
     mlflow.set_tracking_uri(uri)
     path = _sqlite_file(uri)
-    store = (uri, os.path.realpath(path))
-    if path not in ("", ":memory:") and store not in _OPENED:
-        with _schema_lock(path):
+    if path not in ("", ":memory:"):
+        store, lock = (uri, os.path.realpath(path)), _schema_lock
+    elif uri.startswith("postgresql"):
+        store, lock = (uri, ""), _postgres_schema_lock
+    else:  # a tracking server creates its tables once, as it starts
+        return
+    if store not in _OPENED:
+        with lock(path or uri):
             MlflowClient(uri)  # opens MLflow's store: creates or migrates its tables; cached for the process
         _OPENED.add(store)
 
 
-_OPENED: set[tuple[str, str]] = set()  # SQLite stores this process has opened under ``_schema_lock``
+_OPENED: set[tuple[str, str]] = set()  # database stores this process has opened under a schema lock
+# pg_advisory_lock's key for opening an MLflow store (per database): the first 8 bytes of
+# sha256(b"ecosplit mlflow schema"), as a signed 64-bit integer
+_PG_SCHEMA_LOCK_KEY = int.from_bytes(hashlib.sha256(b"ecosplit mlflow schema").digest()[:8], "big", signed=True)
+
+
+@contextlib.contextmanager
+def _postgres_schema_lock(uri: str):
+    """``_schema_lock`` for a PostgreSQL tracking database: MLflow's table creation races there
+    too (two of three processes opening a fresh database together failed on a duplicate
+    ``alembic_version`` key), so a session-level advisory lock of that database, on a connection
+    of its own, is held while MLflow opens the store. Without a connection for it the store is
+    opened as MLflow does, whose error then says what is wrong."""
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(uri, poolclass=sqlalchemy.pool.NullPool)
+    try:
+        conn = engine.connect()
+        conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"), {"key": _PG_SCHEMA_LOCK_KEY})
+    except Exception as exc:
+        log.debug("no schema lock on the tracking database (%s): the store is opened without it", type(exc).__name__)
+        engine.dispose()
+        yield
+        return
+    try:
+        yield
+    finally:
+        conn.close()  # ends the session: PostgreSQL releases its advisory locks
+        engine.dispose()
 
 
 @contextlib.contextmanager
@@ -86,7 +120,6 @@ def _schema_lock(path: str):
     except ImportError:  # Windows: no flock; open the store as MLflow does
         yield
         return
-    import hashlib
     key = hashlib.sha256(os.path.realpath(path).encode()).hexdigest()[:16]
     path = Path(tempfile.gettempdir()) / f"ecosplit-mlflow-store-{key}.lock"
     try:  # read-only: another user's lock file (made with their umask) still locks where it is readable

@@ -301,9 +301,8 @@ def test_a_command_waits_for_a_tracking_server_up_to_server_wait_s_then_refuses_
     assert not thread.is_alive()
 
 
-def test_commands_started_together_on_a_fresh_sqlite_store_all_open_it(tmp_path):
-    """MLflow creates a new SQLite store's tables in several transactions with no lock: without
-    ``tracking._schema_lock`` two of three processes failed ("duplicate column name: step")."""
+def _open_together(tmp_path, uri: str) -> None:
+    """Three processes that have imported MLflow open the tracking store ``uri`` at one moment."""
     import os
     import subprocess
     import sys
@@ -312,7 +311,7 @@ def test_commands_started_together_on_a_fresh_sqlite_store_all_open_it(tmp_path)
     go = tmp_path / "go"
     code = (f"import os, pathlib, sys, time\nfrom pipeline import tracking\npathlib.Path(sys.argv[1]).touch()\n"
             f"while not os.path.exists({str(go)!r}): time.sleep(0.002)\n"
-            f"tracking.configure('sqlite:///{tmp_path}/mlflow.db', 'together')\n")
+            f"tracking.configure({uri!r}, 'together')\n")
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path / f"ready-{i}")], env=env,
                               stderr=subprocess.PIPE, text=True) for i in range(3)]
@@ -322,3 +321,20 @@ def test_commands_started_together_on_a_fresh_sqlite_store_all_open_it(tmp_path)
     go.touch()
     errors = [p.communicate(timeout=120)[1] for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0], [e[-600:] for e in errors]
+
+
+def test_commands_started_together_on_a_fresh_sqlite_store_all_open_it(tmp_path):
+    """MLflow creates a new SQLite store's tables in several transactions with no lock: without
+    ``tracking._schema_lock`` two of three processes failed ("duplicate column name: step")."""
+    _open_together(tmp_path, f"sqlite:///{tmp_path}/mlflow.db")
+
+
+def test_commands_started_together_on_a_fresh_postgres_store_all_open_it(tmp_path, postgres):
+    """The same on a fresh PostgreSQL database (commands pointed at the database, no tracking
+    server): without ``tracking._postgres_schema_lock`` two of three failed (duplicate key in
+    ``alembic_version``)."""
+    import uuid
+
+    name = f"together_{uuid.uuid4().hex[:8]}"
+    postgres.create_database(name)
+    _open_together(tmp_path, postgres.url(name))
