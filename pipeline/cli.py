@@ -22,12 +22,17 @@ from hydra_plugins.ecosplit_optuna_sweeper import _interrupt as interrupts
 from .config import ConfigError
 from .data import DataUnavailableError
 from .model import CheckpointError, UnknownCutError
+from .training import TrainingDiverged
 
 log = logging.getLogger("ecosplit")
 
 USER_ERRORS = (ConfigError, DataUnavailableError, UnknownCutError, CheckpointError)
 COMPOSITION_ERRORS = (ConfigCompositionException, OverrideParseException, OmegaConfBaseException)
 USER_ERROR_EXIT = 2  # the exit status of every user error (usage error, as argparse)
+# a run that failed for a reason the user can act on: one line and exit status 1 (the run ended
+# FAILED, with the reason); in a sweep's trial the trial FAILs and the sweep goes on
+RUN_FAILURES = (TrainingDiverged,)
+RUN_FAILURE_EXIT = 1
 INTERRUPTED_EXIT = 130  # 128 + SIGINT, as a shell reports a command stopped by Ctrl-C
 INTERRUPTED = "interrupted (Ctrl-C); the MLflow run it was recording, if any, ended KILLED"
 TERMINATED_EXIT = 143  # 128 + SIGTERM
@@ -67,6 +72,9 @@ def user_errors_exit(fn):
                 raise interrupts.raised() from exc
             if isinstance(exc, USER_ERRORS):
                 refuse(str(exc), exc, quiet=in_sweeper_trial())
+            if isinstance(exc, RUN_FAILURES) and not in_sweeper_trial():
+                print(f"error: {exc}", file=sys.stderr)
+                raise SystemExit(RUN_FAILURE_EXIT) from exc
             raise
 
     return wrapper

@@ -134,7 +134,7 @@ def train_dense(
     if init is not None:
         model.load_state_dict(init.state_dict())
     t = cfg.train
-    fit(model, data.train, data.val, epochs=t.epochs, lr=t.lr, **_objective(cfg),
+    fit(model, data.train, data.val, epochs=t.epochs, lr=t.lr, lr_setting="train.lr", **_objective(cfg),
         batch_size=t.batch_size, seed=cfg.seed, on_epoch=None if on_epoch is None else lambda rec: on_epoch(rec, model),
         max_steps=t.get("max_steps"), lr_schedule=t.get("lr_schedule", "constant"),
         gradual=gradual_pruning(cfg, len(data.train)))
@@ -165,7 +165,7 @@ def prune_model(
         epoch_steps = p.get("finetune_epoch_steps")
         fit(pruned, data.train, data.val, epochs=p.finetune_epochs, mu=cfg.train.mu,
             max_steps=None if epoch_steps is None else epoch_steps * p.finetune_epochs,
-            ce_reduction=cfg.train.ce_reduction, lr=p.finetune_lr,
+            ce_reduction=cfg.train.ce_reduction, lr=p.finetune_lr, lr_setting="prune.finetune_lr",
             batch_size=cfg.train.batch_size, seed=cfg.seed + 1, masks=nonzero_masks(pruned), desc="finetune",
             on_epoch=on_epoch)
     return pruned

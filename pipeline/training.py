@@ -141,6 +141,11 @@ class TrainResult:
     history: list[EpochRecord] = field(default_factory=list)
 
 
+class TrainingDiverged(FloatingPointError):
+    """The training loss became non-finite: a run failure (the run ends FAILED, a sweep's trial
+    FAIL with this reason and the sweep goes on), not a setting outside its range."""
+
+
 def seed_everything(seed: int, num_threads: int | None = None) -> None:
     """Same config and seed -> same weights on CPU (fixed thread count: reductions are order-sensitive).
 
@@ -177,6 +182,7 @@ def fit(
     masks: dict[str, torch.Tensor] | None = None,
     on_epoch: Callable[[EpochRecord], None] | None = None,
     desc: str = "train",
+    lr_setting: str = "lr",
     max_steps: int | None = None,
     lr_schedule: str = "constant",
     l1_mode: str = "penalty",
@@ -194,6 +200,7 @@ def fit(
     (the paper's Adam at ``lr``) or ``cosine`` (lr * (1 + cos(pi s / S)) / 2 at step s of the S
     steps run, Loshchilov & Hutter 2017).
     ``on_epoch`` sees each epoch's record (MLflow logging, Optuna pruning); it may raise to stop.
+    A non-finite training loss raises TrainingDiverged, naming ``lr_setting`` (the setting ``lr`` came from).
     """
     if lr_schedule not in LR_SCHEDULES:
         raise ValueError(f"train.lr_schedule must be one of {', '.join(LR_SCHEDULES)} (got {lr_schedule!r})")
@@ -248,7 +255,9 @@ def fit(
             desc, epoch, epochs, record.train_loss, record.val_loss, record.val_accuracy,
         )
         if not math.isfinite(record.train_loss):
-            raise FloatingPointError(f"training diverged at epoch {epoch} (train_loss={record.train_loss})")
+            raise TrainingDiverged(f"{'fine-tuning' if masks is not None else 'training'} diverged at epoch {epoch} "
+                                   f"(train_loss={record.train_loss}) with {lr_setting}={lr:g}: a smaller "
+                                   "learning rate may converge")
         if on_epoch is not None:
             on_epoch(record)
     return result

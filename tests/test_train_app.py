@@ -150,3 +150,50 @@ def test_cli_exit_code_and_single_line_and_nothing_damaged(fake_mnist, tmp_path)
     client = MlflowClient(f"sqlite:///{db}")
     exp = client.get_experiment_by_name("ecosplit")
     assert [r.info.status for r in client.search_runs([exp.experiment_id])] == ["FINISHED"]
+
+
+def test_diverged_training_is_one_line_exit_1_and_its_run_ends_failed_with_the_reason(fake_mnist, tmp_path):
+    """A learning rate that blows the loss up is a run that failed, not a setting outside a known
+    range: one line naming the setting, exit status 1, the run FAILED with that reason."""
+    db = tmp_path / "mlflow.db"
+    args = [sys.executable, "train.py", f"data.root={fake_mnist}", "data.download=false", "train.epochs=1",
+            "train.lr=1e6", f"tracking.uri=sqlite:///{db}", f"tracking.artifact_location={tmp_path}/art",
+            f"hydra.run.dir={tmp_path}/o"]
+    proc = subprocess.run(args, cwd=REPO, capture_output=True, text=True)
+    line = ("training diverged at epoch 1 (train_loss=nan) with train.lr=1e+06: a smaller learning rate "
+            "may converge")
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr and proc.stderr.strip().splitlines()[-1] == f"error: {line}", proc.stderr
+    client = MlflowClient(f"sqlite:///{db}")
+    (run,) = client.search_runs([client.get_experiment_by_name("ecosplit").experiment_id])
+    assert run.info.status == "FAILED" and run.data.tags["failure_reason"] == f"TrainingDiverged: {line}"
+
+
+def test_diverged_fine_tuning_names_its_own_learning_rate(small_train_cfg):
+    from pipeline.stages import prune_model, train_dense
+    from pipeline.training import TrainingDiverged
+
+    cfg = OmegaConf.merge(small_train_cfg, {"prune": {"finetune_epochs": 1, "finetune_lr": 1e6}})
+    data = load_data(cfg)
+    with pytest.raises(TrainingDiverged, match=r"^fine-tuning diverged at epoch 1 \(train_loss=nan\) with "
+                                               r"prune.finetune_lr=1e\+06: a smaller learning rate may converge$"):
+        prune_model(cfg, train_dense(cfg, data), data)
+
+
+def test_diverged_training_in_a_sweep_trial_fails_the_trial_not_the_sweep(monkeypatch):
+    """Outside a sweep: exit status 1. In a sweeper's trial the error goes on to the sweeper, which
+    fails the trial with it and runs the next one (a user error would stop the sweep: exit 2)."""
+    from hydra_plugins.ecosplit_optuna_sweeper import ENV_TRIAL_ID
+    from pipeline.cli import user_errors_exit
+    from pipeline.training import TrainingDiverged
+
+    @user_errors_exit
+    def task():
+        raise TrainingDiverged("training diverged")
+    monkeypatch.delenv(ENV_TRIAL_ID, raising=False)
+    with pytest.raises(SystemExit) as exited:
+        task()
+    assert exited.value.code == 1
+    monkeypatch.setenv(ENV_TRIAL_ID, "7")
+    with pytest.raises(TrainingDiverged):
+        task()
