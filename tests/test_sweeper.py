@@ -720,7 +720,8 @@ def test_ctrl_c_fails_and_requeues_the_trial_and_rerun_continues(tmp_path, on_in
     first = _run(tmp_path, *common)
     assert first.returncode == 130, first.stdout + first.stderr
     errors = [line for line in first.stderr.splitlines() if line.startswith("interrupted:")]
-    assert len(errors) == 1 and "Traceback" not in first.stderr, first.stderr
+    assert errors == ["interrupted: trial 2 was failed and re-queued; re-run the same command to continue the "
+                      "study"] and "Traceback" not in first.stderr, first.stderr
     trials = trials_of(storage, "sigint")
     assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.COMPLETE, TrialState.FAIL, TrialState.WAITING]
     assert trials[2].user_attrs["fail_reason"] == "interrupted"
@@ -729,6 +730,16 @@ def test_ctrl_c_fails_and_requeues_the_trial_and_rerun_continues(tmp_path, on_in
     assert again.returncode == 0, again.stdout + again.stderr
     states = [t.state for t in trials_of(storage, "sigint")]
     assert states.count(TrialState.COMPLETE) == 4 and states.count(TrialState.FAIL) == 1
+
+
+def test_a_ctrl_c_as_the_sweep_ends_says_no_trial_was_running(tmp_path):
+    storage = sqlite(tmp_path)
+    p = _run(tmp_path, f"hydra.sweeper.storage={storage}", "hydra.sweeper.study_name=ending",
+             "hydra.sweeper.n_trials=2", "hydra.sweeper.on_complete=my_app.on_complete_ctrl_c")
+    assert p.returncode == 130, p.stdout + p.stderr
+    assert p.stderr.strip().splitlines()[-1] == ("interrupted: no trial was running; re-run the same command to "
+                                                 "continue the study"), p.stderr
+    assert [t.state for t in trials_of(storage, "ending")] == [TrialState.COMPLETE] * 2
 
 
 def test_a_ctrl_c_the_task_handles_itself_leaves_its_trial_and_the_sweep_alone(tmp_path):

@@ -112,6 +112,7 @@ class EcosplitOptunaSweeperImpl(Sweeper):
         self._read_outcome = OutcomeReader(self.settings)
         self._custom_fn: Any = None
         self._owned: Dict[int, Trial] = {}  # trial id -> trial this process has RUNNING
+        self.released: List[int] = []  # numbers of the trials re-queued as the last sweep stopped
         self._heartbeat: Optional[Heartbeat] = None
         self._owner: Dict[str, Any] = {}  # this process's owner record (one per sweep)
         self._fixed_attr: Dict[str, Any] = {}  # the fixed_params user attr (one per sweep)
@@ -245,6 +246,7 @@ class EcosplitOptunaSweeperImpl(Sweeper):
         for trial_id, trial in list(self._owned.items()):
             if fail_trial(study, trial_id, trial.number, reason, kind):
                 requeue(study, trial_id, trial.number, self.settings.max_retry)
+                self.released.append(trial.number)
             self._disown(trial_id)
 
     # ------------------------------------------------------------------ main loop

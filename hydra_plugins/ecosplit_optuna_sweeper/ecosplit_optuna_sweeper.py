@@ -54,9 +54,14 @@ class EcosplitOptunaSweeper(Sweeper):
             _exit(1, f"error: {e}")
         except KeyboardInterrupt as e:
             from ._interrupt import Terminated
+            released = self.sweeper.released
+            # e.g. during the end-of-sweep hook, when every trial had ended
+            what = (f"trial{'s' * (len(released) > 1)} {', '.join(map(str, released))} "
+                    f"{'were' if len(released) > 1 else 'was'} failed and re-queued" if released
+                    else "no trial was running")
             _exit(143 if isinstance(e, Terminated) else 130,
-                  f"{'terminated (SIGTERM)' if isinstance(e, Terminated) else 'interrupted'}: the running trials "
-                  "were failed and re-queued; re-run the same command to continue the study")
+                  f"{'terminated (SIGTERM)' if isinstance(e, Terminated) else 'interrupted'}: {what}; "
+                  "re-run the same command to continue the study")
         except Exception as e:
             if is_connection_error(e):
                 _exit(1, f"error: the Optuna storage is unreachable ({type(e).__name__}: "

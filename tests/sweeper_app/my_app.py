@@ -123,5 +123,10 @@ def on_complete(study: optuna.Study, cfg: DictConfig) -> None:
     out.write_text(json.dumps({"study": study.study_name, "complete": done}))
 
 
+def on_complete_ctrl_c(study: optuna.Study, cfg: DictConfig) -> None:
+    """on_complete hook: Ctrl-C while the sweep ends, every trial already ended."""
+    raise KeyboardInterrupt
+
+
 if __name__ == "__main__":
     main()
