@@ -21,7 +21,9 @@ first, then read: of two workers at least one sees the other's tag, so two never
 whatever the order their claims became visible in (ordering claims by start time did not do that: a start time is stamped
 by the client before the server stores the run, and under load an older claim showed up after a
 younger one had started training). A claim whose beat has not moved for CLAIM_STALE_S (its
-process died) is marked KILLED and the next worker takes over.
+process died) is marked KILLED and the next worker takes over; a worker that finds its own claim
+KILLED so claims again. Only a trainer whose beats did not reach the server for that long can be
+taken over while it trains: then two train, and only the taker's run publishes the model.
 """
 from __future__ import annotations
 
@@ -162,18 +164,29 @@ class _Beat:
 
     def __init__(self, client: MlflowClient, run_id: str):
         self.client, self.run_id = client, run_id
+        self._last_ok = time.monotonic()  # the claim's creation counts as its first beat
+        self.worst_gap_s = 0.0  # the longest time between two beats the server took
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="ecosplit-cache-claim", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
-        step = 0
+        step, failing = 0, False
         while not self._stop.wait(CLAIM_BEAT_S):  # a claim is fresh for CLAIM_STALE_S anyway
             try:
                 self.client.log_metric(self.run_id, BEAT_METRIC, step, step=step)
+                now = time.monotonic()
+                self.worst_gap_s, self._last_ok, failing = max(self.worst_gap_s, now - self._last_ok), now, False
             except Exception as e:  # a hiccup of the server: the next beat may get through
-                log.debug("cache claim beat failed: %s", e)
+                if not failing:  # once per streak: CLAIM_STALE_S without a beat and others take over
+                    log.warning("cache claim %s: beat failed (%s); retrying", self.run_id, e)
+                failing = True
             step += 1
+
+    def may_be_taken_over(self) -> bool:
+        """True if the server went long enough without a beat (a slow server, a paused process) that
+        another worker may have found the claim stale; never, with every beat in time."""
+        return max(self.worst_gap_s, time.monotonic() - self._last_ok) > CLAIM_STALE_S / 2
 
     def stop(self) -> None:
         self._stop.set()
@@ -244,6 +257,14 @@ class ModelCache:
         until the upload is done (a slow upload must not look like a dead worker)."""
         client = MlflowClient()
         try:
+            if beat.may_be_taken_over() and client.get_run(run_id).info.status != "RUNNING":
+                # another worker found the claim stale and trains the model too: its run, not
+                # this KILLED one made FINISHED again, publishes it; this copy stays local
+                beat.stop()
+                log.warning("cache claim %s was taken over as stale while this worker trained its model: "
+                            "the model is kept in the local cache only", run_id)
+                self._artifact_uris.pop(run_id, None)
+                return
             with tempfile.TemporaryDirectory() as tmp:  # one upload call for both files
                 save_checkpoint(model, Path(tmp) / "dense.pt")
                 (Path(tmp) / "config.yaml").write_text(tracking.mask_secrets(OmegaConf.to_yaml(cfg, resolve=True)))
@@ -282,6 +303,13 @@ class ModelCache:
                             beat = _Beat(client, claim)
                         tagged = True
                     runs = self._runs(key)
+                    if any(r.info.run_id == claim and r.info.status != "RUNNING" for r in runs):
+                        # found stale (the server missed its beats) and KILLED by another worker:
+                        # that run stays as it ended; this worker claims again
+                        beat.stop()
+                        self._artifact_uris.pop(claim, None)
+                        claim, beat = None, None
+                        continue
                     published = [r for r in runs if r.info.status == "FINISHED"]
                     if published:
                         beat.stop()

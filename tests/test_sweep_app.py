@@ -313,11 +313,72 @@ def test_cache_waits_for_a_live_claim_that_trains_and_takes_its_model(tmp_path, 
     assert "ecosplit.claim_training" not in mine.data.tags  # it stepped back: others wait for `older` only
 
 
+def test_cache_a_worker_whose_claim_was_killed_as_stale_claims_again(tmp_path, small_train_cfg, monkeypatch):
+    """A waiting worker whose claim another worker KILLED as stale (the server missed its beats)
+    makes a new claim: it never tags, trains into and publishes through the KILLED run."""
+    import threading
+
+    from pipeline import cache
+
+    cfg = small_train_cfg
+    key = training_key(cfg, load_data(cfg))
+    mlflow.set_tracking_uri(cfg.tracking.uri)
+    exp_id = mlflow.create_experiment("cache", artifact_location=str(tmp_path / "art"))
+    monkeypatch.setattr(cache, "CLAIM_POLL_S", 0.1)
+    trainer = _older_claim(exp_id, key)
+    behind = threading.Event()
+    trainers = ModelCache._trainers
+
+    def seen_trainers(self, *args):
+        found = trainers(self, *args)
+        if found == [trainer]:
+            behind.set()
+        return found
+    monkeypatch.setattr(ModelCache, "_trainers", seen_trainers)
+    got = {}
+
+    def worker():
+        got["source"] = ModelCache(tmp_path / "b", exp_id).get_or_train(
+            key, lambda: SplitCNN((2, 2, 2, 2), (4, 4, 4, 4, 10)), cfg)[1]
+    waiting = threading.Thread(target=worker, daemon=True)
+    waiting.start()
+    assert behind.wait(30)
+    client = MlflowClient()
+    (first,) = [r.info.run_id for r in client.search_runs([exp_id]) if r.info.run_id != trainer]
+    client.set_terminated(first, "KILLED")  # as another worker's stale check does
+    client.set_terminated(trainer, "FAILED")  # then the trainer fails: the worker's turn
+    waiting.join(30)
+    assert got["source"] == "trained"
+    (published,) = client.search_runs([exp_id], "attributes.status = 'FINISHED'")
+    assert published.info.run_id not in (first, trainer)
+    assert client.get_run(first).info.status == "KILLED"
+
+
+def test_cache_a_trainer_taken_over_as_stale_does_not_publish_through_the_killed_claim(
+        tmp_path, small_train_cfg, monkeypatch):
+    """Its beats did not reach the server for CLAIM_STALE_S and another worker KILLED its claim:
+    the model it trained stays local; the KILLED run is not made FINISHED (the taker publishes)."""
+    from pipeline import cache
+
+    cfg = small_train_cfg
+    mlflow.set_tracking_uri(cfg.tracking.uri)
+    exp_id = mlflow.create_experiment("cache", artifact_location=str(tmp_path / "art"))
+    monkeypatch.setattr(cache, "CLAIM_STALE_S", 0.4)
+    store = ModelCache(tmp_path / "a", exp_id)
+    claim = store._claim("k" * 64, cfg)
+    beat = cache._Beat(MlflowClient(), claim)
+    time.sleep(0.3)  # beats every CLAIM_BEAT_S (2 s): none yet, more than half the stale time
+    MlflowClient().set_terminated(claim, "KILLED")
+    store._publish(claim, beat, SplitCNN((2, 2, 2, 2), (4, 4, 4, 4, 10)), cfg)
+    assert MlflowClient().get_run(claim).info.status == "KILLED"
+    assert not MlflowClient().list_artifacts(claim)
+
+
 def test_cache_two_claims_tagged_at_once_step_back_and_one_trains(tmp_path, small_train_cfg, monkeypatch):
     """Two workers whose claims were tagged at the same moment both see the other's tag: both
     step back (the tag removed), and after a random pause one tags again and trains while the other
     waits for its model. Two threads here, each its own worker; their first searches are held
-    until both claims exist."""
+    until both claims exist, and their answers until both have read."""
     import threading
 
     from pipeline import cache
@@ -327,14 +388,17 @@ def test_cache_two_claims_tagged_at_once_step_back_and_one_trains(tmp_path, smal
     mlflow.set_tracking_uri(cfg.tracking.uri)
     exp_id = mlflow.create_experiment("cache", artifact_location=str(tmp_path / "art"))
     monkeypatch.setattr(cache, "CLAIM_POLL_S", 0.2)
-    both_claimed = threading.Barrier(2, timeout=30)
+    both_claimed, both_read = threading.Barrier(2, timeout=30), threading.Barrier(2, timeout=30)
     runs, first = ModelCache._runs, threading.local()
 
     def held_runs(self, *args):
-        if not getattr(first, "done", False):
-            first.done = True
-            both_claimed.wait()
-        return runs(self, *args)
+        if getattr(first, "done", False):
+            return runs(self, *args)
+        first.done = True
+        both_claimed.wait()  # both claims made (tagged) before either reads
+        found = runs(self, *args)
+        both_read.wait()  # and both read before either steps back
+        return found
     monkeypatch.setattr(ModelCache, "_runs", held_runs)
     stepped_back, delete_tag = [], MlflowClient.delete_tag
     monkeypatch.setattr(MlflowClient, "delete_tag",
