@@ -207,6 +207,7 @@ def fit(
     device = split_device(train)
     model.to(device)
     masks = {k: m.to(device) for k, m in masks.items()} if masks else None
+    what = "fine-tuning" if masks is not None else "training"  # gradual pruning makes masks of its own below
     optimiser = torch.optim.Adam(model.parameters(), lr=lr)
     generator = torch.Generator().manual_seed(seed)
     n_batches = math.ceil(len(train) / batch_size)
@@ -255,7 +256,7 @@ def fit(
             desc, epoch, epochs, record.train_loss, record.val_loss, record.val_accuracy,
         )
         if not math.isfinite(record.train_loss):
-            raise TrainingDiverged(f"{'fine-tuning' if masks is not None else 'training'} diverged at epoch {epoch} "
+            raise TrainingDiverged(f"{what} diverged at epoch {epoch} "
                                    f"(train_loss={record.train_loss}) with {lr_setting}={lr:g}: a smaller "
                                    "learning rate may converge")
         if on_epoch is not None:

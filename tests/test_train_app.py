@@ -180,6 +180,17 @@ def test_diverged_fine_tuning_names_its_own_learning_rate(small_train_cfg):
         prune_model(cfg, train_dense(cfg, data), data)
 
 
+def test_diverged_training_with_gradual_pruning_is_training_not_fine_tuning(small_train_cfg):
+    """Gradual pruning masks weights during training: still the training that diverged."""
+    from pipeline.stages import load_data, train_dense
+    from pipeline.training import TrainingDiverged
+
+    cfg = OmegaConf.merge(small_train_cfg, {"train": {"lr": 1e6}, "prune": {"schedule": "gradual", "gradual": {
+        "start_epoch": 0, "end_epoch": 1, "frequency_steps": 1}}})  # masks from the first step
+    with pytest.raises(TrainingDiverged, match=r"^training diverged at epoch 1 .* with train.lr=1e\+06"):
+        train_dense(cfg, load_data(cfg))
+
+
 def test_diverged_training_in_a_sweep_trial_fails_the_trial_not_the_sweep(monkeypatch):
     """Outside a sweep: exit status 1. In a sweeper's trial the error goes on to the sweeper, which
     fails the trial with it and runs the next one (a user error would stop the sweep: exit 2)."""
