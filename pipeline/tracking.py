@@ -72,8 +72,16 @@ def use(uri: str, sqlite_wal: bool = True) -> None:
     else:  # a tracking server creates its tables once, as it starts
         return
     if store not in _OPENED:
-        with lock(path or uri):
-            MlflowClient(uri)  # opens MLflow's store: creates or migrates its tables; cached for the process
+        import sqlalchemy
+
+        try:
+            with lock(path or uri):
+                MlflowClient(uri)  # opens MLflow's store: creates or migrates its tables; cached for the process
+        except (sqlalchemy.exc.SQLAlchemyError, ValueError) as exc:  # unreachable, refused, a malformed URL
+            from .config import ConfigError
+            detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            raise ConfigError(mask_secrets(f"tracking.uri={uri}: MLflow cannot open this tracking database "
+                                           f"({type(exc).__name__}: {detail})")) from exc
         _OPENED.add(store)
 
 
@@ -84,28 +92,50 @@ _PG_SCHEMA_LOCK_KEY = int.from_bytes(hashlib.sha256(b"ecosplit mlflow schema").d
 
 
 @contextlib.contextmanager
-def _postgres_schema_lock(uri: str):
+def _postgres_schema_lock(uri: str, wait_s: float = 120.0):
     """``_schema_lock`` for a PostgreSQL tracking database: MLflow's table creation races there
     too (two of three processes opening a fresh database together failed on a duplicate
     ``alembic_version`` key), so a session-level advisory lock of that database, on a connection
-    of its own, is held while MLflow opens the store. Without a connection for it the store is
-    opened as MLflow does, whose error then says what is wrong."""
+    of its own (autocommit: no transaction left open), is held while MLflow opens the store and
+    unlocked explicitly (a pooler such as PgBouncer keeps the session when the connection closes).
+    A holder that keeps it past ``wait_s`` (a few seconds is usual) is not waited for further, and
+    without a connection for it the store is opened as MLflow does: MLflow's error then says what
+    is wrong."""
     import sqlalchemy
 
-    engine = sqlalchemy.create_engine(uri, poolclass=sqlalchemy.pool.NullPool)
+    key = {"key": _PG_SCHEMA_LOCK_KEY}
+    conn = engine = None
+    locked = False
     try:
-        conn = engine.connect()
-        conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"), {"key": _PG_SCHEMA_LOCK_KEY})
-    except Exception as exc:
-        log.debug("no schema lock on the tracking database (%s): the store is opened without it", type(exc).__name__)
-        engine.dispose()
-        yield
-        return
-    try:
-        yield
+        try:
+            engine = sqlalchemy.create_engine(uri, poolclass=sqlalchemy.pool.NullPool, isolation_level="AUTOCOMMIT",
+                                              connect_args={"connect_timeout": 10})
+            conn = engine.connect()
+            started, told = time.monotonic(), False
+            while not (locked := bool(conn.execute(sqlalchemy.text("SELECT pg_try_advisory_lock(:key)"), key).scalar())):
+                waited = time.monotonic() - started
+                if waited > wait_s:
+                    log.warning("the tracking database's schema lock is still held after %.0f s: opening it "
+                                "without", wait_s)
+                    break
+                if waited > 5 and not told:
+                    log.info("waiting for another process to open the tracking database (schema lock)")
+                    told = True
+                time.sleep(0.1)
+        except Exception as exc:
+            log.debug("no schema lock on the tracking database (%s): the store is opened without it",
+                      type(exc).__name__)
+        yield  # outside the except: MLflow's own error is not chained to the lock's
     finally:
-        conn.close()  # ends the session: PostgreSQL releases its advisory locks
-        engine.dispose()
+        try:
+            if locked:
+                conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:key)"), key)
+            if conn is not None:
+                conn.close()
+        except Exception as exc:  # closing the session releases it anyway (without a pooler)
+            log.debug("schema unlock failed: %s", type(exc).__name__)
+        if engine is not None:
+            engine.dispose()
 
 
 @contextlib.contextmanager
@@ -141,7 +171,10 @@ def check_server(uri: str, wait_s: float | None) -> None:
     through MLflow's own client (its credentials and TLS settings). A server that never answers is
     one line naming ``tracking.uri``, not MLflow's retries (seven with back-off, ~4 min by MLflow's
     own estimate) then a traceback; any HTTP answer counts. ``wait_s`` None: no check. Later
-    requests, a sweep's trials among them, keep MLflow's retries (a restart mid-sweep is waited for)."""
+    requests, a sweep's trials among them, keep MLflow's retries (a restart mid-sweep is waited for).
+    A PostgreSQL tracking database likewise (``_check_database``): MLflow would retry ~100 s first."""
+    if wait_s is not None and uri.startswith("postgresql"):
+        _check_database(uri, wait_s)
     if wait_s is None or not uri.startswith(("http://", "https://")):
         return
     from mlflow.utils.credentials import get_default_host_creds
@@ -163,6 +196,36 @@ def check_server(uri: str, wait_s: float | None) -> None:
             raise ConfigError(f"tracking.uri={mask_secrets(uri)}: no MLflow tracking server answered there within "
                               f"tracking.server_wait_s={wait_s:g} s ({type(cause).__name__}); start it, set "
                               "tracking.uri to one that runs, or wait longer") from None
+
+
+def _check_database(uri: str, wait_s: float) -> None:
+    """``check_server`` for a PostgreSQL tracking database: connections until one opens or
+    ``wait_s`` has passed (a server still starting refuses them); a malformed URL at once."""
+    import sqlalchemy
+
+    from .config import ConfigError
+    deadline = time.monotonic() + wait_s
+    while True:
+        left = deadline - time.monotonic()
+        try:
+            engine = sqlalchemy.create_engine(uri, poolclass=sqlalchemy.pool.NullPool,
+                                              connect_args={"connect_timeout": max(1, int(left))})
+            try:
+                engine.connect().close()
+                return
+            finally:
+                engine.dispose()
+        except sqlalchemy.exc.OperationalError as e:
+            if time.monotonic() + 1.0 < deadline:
+                time.sleep(1.0)
+                continue
+            detail = str(e.orig if e.orig is not None else e).strip().splitlines()[0]
+            raise ConfigError(mask_secrets(f"tracking.uri={uri}: the tracking database did not answer within "
+                                           f"tracking.server_wait_s={wait_s:g} s ({detail}); start it, set "
+                                           "tracking.uri to one that runs, or wait longer")) from None
+        except (sqlalchemy.exc.SQLAlchemyError, ValueError) as e:  # a malformed URL, a missing driver
+            raise ConfigError(mask_secrets(f"tracking.uri={uri}: MLflow cannot open this tracking database "
+                                           f"({type(e).__name__}: {str(e).strip().splitlines()[0]})")) from None
 
 
 def check_configured_server(cfg) -> None:

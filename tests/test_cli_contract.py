@@ -318,6 +318,29 @@ def test_a_tracking_server_that_does_not_answer_is_one_line_exit_2_at_once(tmp_p
     assert time.monotonic() - started < 60 and stores(tmp_path) == {}
 
 
+@pytest.mark.parametrize("entry", ["train", "sweep"])
+def test_a_tracking_database_that_does_not_answer_is_one_line_exit_2_at_once(tmp_path, fake_mnist, entry):
+    """A PostgreSQL tracking.uri nothing listens on: not MLflow's ~100 s of retries then a
+    traceback; the password masked. A malformed one: at once."""
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    started = time.monotonic()
+    uri = f"postgresql://u:{{}}@127.0.0.1:{port}/mlflow"
+    proc = run(entry, tmp_path, "experiment=smoke", f"data.root={fake_mnist}", "data.download=false",
+               f"tracking.uri={uri.format('pw123')}", "tracking.server_wait_s=1", f"hydra.run.dir={tmp_path}/out")
+    assert_refused(proc, f"error: tracking.uri={uri.format('***')}: the tracking database did not answer within "
+                         f"tracking.server_wait_s=1 s (connection failed: connection to server at \"127.0.0.1\", port "
+                         f"{port} failed: Connection refused); start it, set tracking.uri to one that runs, or wait longer")
+    assert time.monotonic() - started < 60 and stores(tmp_path) == {}
+    proc = run(entry, tmp_path, "experiment=smoke", f"data.root={fake_mnist}", "data.download=false",
+               "tracking.uri=postgresql://u@127.0.0.1:abc/mlflow", f"hydra.run.dir={tmp_path}/out")
+    assert_refused(proc, "error: tracking.uri=postgresql://u@127.0.0.1:abc/mlflow: MLflow cannot open this tracking "
+                         "database (ValueError: invalid literal for int() with base 10: 'abc')")
+
+
 @pytest.mark.parametrize("sig,status,line", [
     ("SIGINT", 130, "interrupted (Ctrl-C); the MLflow run it was recording, if any, ended KILLED"),
     # kill, timeout, a batch scheduler, docker stop: the run stayed RUNNING, with no line
