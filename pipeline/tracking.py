@@ -78,10 +78,7 @@ def use(uri: str, sqlite_wal: bool = True) -> None:
             with lock(path or uri):
                 MlflowClient(uri)  # opens MLflow's store: creates or migrates its tables; cached for the process
         except (sqlalchemy.exc.SQLAlchemyError, ValueError) as exc:  # unreachable, refused, a malformed URL
-            from .config import ConfigError
-            detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            raise ConfigError(mask_secrets(f"tracking.uri={uri}: MLflow cannot open this tracking database "
-                                           f"({type(exc).__name__}: {detail})")) from exc
+            raise _cannot_open(uri, exc) from exc
         _OPENED.add(store)
 
 
@@ -224,8 +221,15 @@ def _check_database(uri: str, wait_s: float) -> None:
                                            f"tracking.server_wait_s={wait_s:g} s ({detail}); start it, set "
                                            "tracking.uri to one that runs, or wait longer")) from None
         except (sqlalchemy.exc.SQLAlchemyError, ValueError) as e:  # a malformed URL, a missing driver
-            raise ConfigError(mask_secrets(f"tracking.uri={uri}: MLflow cannot open this tracking database "
-                                           f"({type(e).__name__}: {str(e).strip().splitlines()[0]})")) from None
+            raise _cannot_open(uri, e) from None
+
+
+def _cannot_open(uri: str, exc: BaseException):
+    """The ConfigError naming ``tracking.uri`` for a database store MLflow cannot open."""
+    from .config import ConfigError
+    detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return ConfigError(mask_secrets(f"tracking.uri={uri}: MLflow cannot open this tracking database "
+                                    f"({type(exc).__name__}: {detail})"))
 
 
 def check_configured_server(cfg) -> None:

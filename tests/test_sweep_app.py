@@ -266,6 +266,21 @@ def _older_claim(exp_id: str, key: str, age_ms: int = 1000) -> str:
     return run.info.run_id
 
 
+def _behind(monkeypatch, trainer: str):
+    """An event set once a worker's search has found ``trainer`` the only claim training."""
+    import threading
+
+    behind, trainers = threading.Event(), ModelCache._trainers
+
+    def seen_trainers(self, *args):
+        found = trainers(self, *args)
+        if found == [trainer]:
+            behind.set()
+        return found
+    monkeypatch.setattr(ModelCache, "_trainers", seen_trainers)
+    return behind
+
+
 # younger: under load a claim's start time (stamped by its client) can be older than that of a
 # claim the server stored first and whose worker already trains: age must not decide
 @pytest.mark.parametrize("age_ms", [1000, -60_000], ids=["older", "younger"])
@@ -283,15 +298,7 @@ def test_cache_waits_for_a_live_claim_that_trains_and_takes_its_model(tmp_path, 
     exp_id = mlflow.create_experiment("cache", artifact_location=str(tmp_path / "art"))
     monkeypatch.setattr(cache, "CLAIM_POLL_S", 0.1)
     older = _older_claim(exp_id, key, age_ms)
-    got, trained, behind = {}, [], threading.Event()
-    trainers = ModelCache._trainers
-
-    def seen_trainers(self, *args):
-        found = trainers(self, *args)
-        if found == [older]:
-            behind.set()
-        return found
-    monkeypatch.setattr(ModelCache, "_trainers", seen_trainers)
+    got, trained, behind = {}, [], _behind(monkeypatch, older)
 
     def worker():
         got["model"], got["source"] = ModelCache(tmp_path / "b", exp_id).get_or_train(
@@ -326,15 +333,7 @@ def test_cache_a_worker_whose_claim_was_killed_as_stale_claims_again(tmp_path, s
     exp_id = mlflow.create_experiment("cache", artifact_location=str(tmp_path / "art"))
     monkeypatch.setattr(cache, "CLAIM_POLL_S", 0.1)
     trainer = _older_claim(exp_id, key)
-    behind = threading.Event()
-    trainers = ModelCache._trainers
-
-    def seen_trainers(self, *args):
-        found = trainers(self, *args)
-        if found == [trainer]:
-            behind.set()
-        return found
-    monkeypatch.setattr(ModelCache, "_trainers", seen_trainers)
+    behind = _behind(monkeypatch, trainer)
     got = {}
 
     def worker():
