@@ -335,10 +335,12 @@ def test_a_tracking_database_that_does_not_answer_is_one_line_exit_2_at_once(tmp
                          f"tracking.server_wait_s=1 s (connection failed: connection to server at \"127.0.0.1\", port "
                          f"{port} failed: Connection refused); start it, set tracking.uri to one that runs, or wait longer")
     assert time.monotonic() - started < 60 and stores(tmp_path) == {}
-    proc = run(entry, tmp_path, "experiment=smoke", f"data.root={fake_mnist}", "data.download=false",
-               "tracking.uri=postgresql://u@127.0.0.1:abc/mlflow", f"hydra.run.dir={tmp_path}/out")
-    assert_refused(proc, "error: tracking.uri=postgresql://u@127.0.0.1:abc/mlflow: MLflow cannot open this tracking "
-                         "database (ValueError: invalid literal for int() with base 10: 'abc')")
+    for wait in ("10", "null"):  # null: no check first; opening the store says the same
+        proc = run(entry, tmp_path, "experiment=smoke", f"data.root={fake_mnist}", "data.download=false",
+                   "tracking.uri=postgresql://u@127.0.0.1:abc/mlflow", f"tracking.server_wait_s={wait}",
+                   f"hydra.run.dir={tmp_path}/out")
+        assert_refused(proc, "error: tracking.uri=postgresql://u@127.0.0.1:abc/mlflow: MLflow cannot open this "
+                             "tracking database (ValueError: invalid literal for int() with base 10: 'abc')")
 
 
 @pytest.mark.parametrize("sig,status,line", [
