@@ -215,9 +215,6 @@ def study_definition(cfg: DictConfig) -> dict:
         if section not in searched:  # a whole group searched (objective=scalar,multi) is search space
             node = cfg[section]
             definition[section] = _defining_values(node, section, skipped) if isinstance(node, DictConfig) else node
-    # the store opened last, still before the study: one MLflow cannot open (e.g. a malformed
-    # database URL with tracking.server_wait_s=null) must not leave a study behind
-    tracking.use(cfg.tracking.uri, cfg.tracking.sqlite_wal)
     return definition
 
 
