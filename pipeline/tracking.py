@@ -77,7 +77,7 @@ def use(uri: str, sqlite_wal: bool = True) -> None:
         try:
             with lock(path or uri):
                 MlflowClient(uri)  # opens MLflow's store: creates or migrates its tables; cached for the process
-        except (sqlalchemy.exc.SQLAlchemyError, ValueError) as exc:  # unreachable, refused, a malformed URL
+        except (sqlalchemy.exc.SQLAlchemyError, ValueError, ImportError) as exc:  # unreachable, refused, malformed
             raise _cannot_open(uri, exc) from exc
         _OPENED.add(store)
 
@@ -169,7 +169,10 @@ def check_server(uri: str, wait_s: float | None) -> None:
     one line naming ``tracking.uri``, not MLflow's retries (seven with back-off, ~4 min by MLflow's
     own estimate) then a traceback; any HTTP answer counts. ``wait_s`` None: no check. Later
     requests, a sweep's trials among them, keep MLflow's retries (a restart mid-sweep is waited for).
-    A PostgreSQL tracking database likewise (``_check_database``): MLflow would retry ~100 s first."""
+    A PostgreSQL tracking database likewise (``_check_database``): MLflow would retry ~100 s first.
+    Any database URI is parsed first, ``wait_s`` None too (``_check_database_url``)."""
+    if uri.startswith(DATABASE_SCHEMES):
+        _check_database_url(uri)
     if wait_s is not None and uri.startswith("postgresql"):
         _check_database(uri, wait_s)
     if wait_s is None or not uri.startswith(("http://", "https://")):
@@ -193,6 +196,21 @@ def check_server(uri: str, wait_s: float | None) -> None:
             raise ConfigError(f"tracking.uri={mask_secrets(uri)}: no MLflow tracking server answered there within "
                               f"tracking.server_wait_s={wait_s:g} s ({type(cause).__name__}); start it, set "
                               "tracking.uri to one that runs, or wait longer") from None
+
+
+DATABASE_SCHEMES = ("postgresql", "mysql", "mssql", "sqlite")  # MLflow's database stores
+
+
+def _check_database_url(uri: str) -> None:
+    """A database URI that names no database MLflow could open (a malformed URL, a driver not
+    installed) as one line naming ``tracking.uri``, without connecting or creating a file: a
+    sweep says so before it opens its study, whatever ``tracking.server_wait_s``."""
+    import sqlalchemy
+
+    try:
+        sqlalchemy.create_engine(uri, poolclass=sqlalchemy.pool.NullPool).dispose()  # connects on first use only
+    except (sqlalchemy.exc.SQLAlchemyError, ValueError, ImportError) as e:
+        raise _cannot_open(uri, e) from None
 
 
 def _check_database(uri: str, wait_s: float) -> None:
@@ -220,7 +238,7 @@ def _check_database(uri: str, wait_s: float) -> None:
             raise ConfigError(mask_secrets(f"tracking.uri={uri}: the tracking database did not answer within "
                                            f"tracking.server_wait_s={wait_s:g} s ({detail}); start it, set "
                                            "tracking.uri to one that runs, or wait longer")) from None
-        except (sqlalchemy.exc.SQLAlchemyError, ValueError) as e:  # a malformed URL, a missing driver
+        except (sqlalchemy.exc.SQLAlchemyError, ValueError, ImportError) as e:  # a malformed URL, a missing driver
             raise _cannot_open(uri, e) from None
 
 

@@ -335,14 +335,15 @@ def test_a_tracking_database_that_does_not_answer_is_one_line_exit_2_at_once(tmp
                          f"tracking.server_wait_s=1 s (connection failed: connection to server at \"127.0.0.1\", port "
                          f"{port} failed: Connection refused); start it, set tracking.uri to one that runs, or wait longer")
     assert time.monotonic() - started < 60 and stores(tmp_path) == {}
-    # tracking.server_wait_s=null (no check first): train.py opening the store says the same; a sweep
-    # would say it only after it opened its study (see the closing note)
-    for wait in ("10", "null") if entry == "train" else ("10",):
-        proc = run(entry, tmp_path, "experiment=smoke", f"data.root={fake_mnist}", "data.download=false",
-                   "tracking.uri=postgresql://u@127.0.0.1:abc/mlflow", f"tracking.server_wait_s={wait}",
-                   f"hydra.run.dir={tmp_path}/out")
-        assert_refused(proc, "error: tracking.uri=postgresql://u@127.0.0.1:abc/mlflow: MLflow cannot open this "
-                             "tracking database (ValueError: invalid literal for int() with base 10: 'abc')")
+    # a URL no database can be opened by: said before anything is recorded (a sweep's Optuna study
+    # included), with tracking.server_wait_s=null (no connection tried) too
+    for wait in ("10", "null"):
+        for bad, why in [("postgresql://u@127.0.0.1:abc/mlflow", "ValueError: invalid literal for int() with base 10: 'abc'"),
+                         ("mysql://u@127.0.0.1/mlflow", "ModuleNotFoundError: No module named 'MySQLdb'")]:
+            proc = run(entry, tmp_path, "experiment=smoke", f"data.root={fake_mnist}", "data.download=false",
+                       f"tracking.uri={bad}", f"tracking.server_wait_s={wait}", f"hydra.run.dir={tmp_path}/out")
+            assert_refused(proc, f"error: tracking.uri={bad}: MLflow cannot open this tracking database ({why})")
+            assert stores(tmp_path) == {}
 
 
 @pytest.mark.parametrize("sig,status,line", [
