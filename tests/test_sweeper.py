@@ -181,6 +181,7 @@ def test_grid_values():
         ({"heartbeat_interval": 0}, "heartbeat_interval must be null (off) or an integer >= 1"),
         ({"max_retry": -1}, "max_retry must be null (unlimited) or an integer >= 0"),
         ({"sqlite_wal": "yes"}, "hydra.sweeper.sqlite_wal must be true or false, got 'yes'"),
+        ({"expected_failures": "ValueError"}, "hydra.sweeper.expected_failures must be null or a list of dotted"),
     ],
 )
 def test_invalid_settings_give_one_clear_message(kwargs, message):
@@ -214,6 +215,10 @@ def test_heartbeats_are_on_by_default_with_grace_three_intervals():
         (["hydra.sweeper.objectives=[{name:nope}]"], "error: trial 0: hydra.sweeper.objectives: ['nope'] missing"),
         (["hydra.sweeper.objectives=null"], "error: trial 0: hydra.sweeper.objectives is not set"),
         (["hydra.sweeper.on_complete=my_app.nope"], "error: hydra.sweeper.on_complete: cannot import 'my_app.nope'"),
+        (["hydra.sweeper.expected_failures=[builtins.Nope]"],
+         "error: hydra.sweeper.expected_failures: cannot import 'builtins.Nope'"),
+        (["hydra.sweeper.expected_failures=[builtins.len]"],
+         "error: hydra.sweeper.expected_failures: 'builtins.len' is not an exception class"),
         (["exit_code=2"], "error: trial 0: x="),
         (["xx=interval(0, 1)"], "error: hydra.sweeper.params: 'xx' is not a key of the config"),
         (["hydra.sweeper.params.y=0.5", "+hydra.sweeper.params.yy=1"], "error: hydra.sweeper.params: 'yy' is not a key"),
@@ -423,7 +428,7 @@ def test_failures_are_recorded_and_the_sweep_continues(tmp_path):
     storage = sqlite(tmp_path)
     # x=3 raises, x=-3 returns NaN; sampled x stays in (-1, 1) and never fails
     _enqueue(storage, "fails", [0.0, 3.0, -3.0])
-    run_app(
+    out = run_app(
         tmp_path,
         f"hydra.sweeper.storage={storage}",
         "hydra.sweeper.study_name=fails",
@@ -442,6 +447,23 @@ def test_failures_are_recorded_and_the_sweep_continues(tmp_path):
     assert all(t.system_attrs[FAIL_KIND] == "task" for t in failed)
     assert len(trials) == 6  # failures of the task itself are not retried
     assert results_yaml(tmp_path)["trial_states"]["FAIL"] == 2
+    # a bug's first traceback is logged in full
+    assert "trial 1 raised (first failure of this run):\nTraceback" in out and "ValueError: x=3.0 is too large" in out
+
+
+@pytest.mark.parametrize("expected", ["[builtins.ValueError]", "[builtins.ArithmeticError,builtins.Exception]"])
+def test_an_expected_failure_is_one_fail_line_without_traceback(tmp_path, expected):
+    """An exception of hydra.sweeper.expected_failures (or a subclass): an outcome of the trial's
+    parameters (e.g. a diverged training), its FAIL line says why; no traceback as for a bug."""
+    storage = sqlite(tmp_path)
+    _enqueue(storage, "expected", [0.0, 3.0])
+    out = run_app(tmp_path, f"hydra.sweeper.storage={storage}", "hydra.sweeper.study_name=expected",
+                  "x=interval(-1,1)", "fail_if_x_above=2", "hydra.sweeper.max_failure_rate=0.7",
+                  "hydra.sweeper.n_trials=3", f"hydra.sweeper.expected_failures={expected}")
+    failed = [t for t in trials_of(storage, "expected") if t.state == TrialState.FAIL]
+    assert [t.user_attrs["fail_reason"] for t in failed] == ["the task raised ValueError: x=3.0 is too large"]
+    assert "Traceback" not in out and "first failure" not in out, out
+    assert "trial 1 FAIL" in out and "reason: the task raised ValueError: x=3.0 is too large" in out, out
 
 
 def test_max_failure_rate_counts_this_runs_trials_only(tmp_path):

@@ -50,7 +50,7 @@ from ._outcome import FIXED_PARAMS, ConfigError, Outcome, describe_exception
 from ._progress import Progress
 from ._results import write_results
 from ._search_space import SearchSpace, SearchSpaceError, params_config_to_lines, parse_search_space
-from ._settings import HOOKS, Settings, load_hook
+from ._settings import HOOKS, Settings, load_exceptions, load_hook
 from ._storage import (
     FAIL_KIND,
     OWNER,
@@ -147,6 +147,7 @@ class EcosplitOptunaSweeperImpl(Sweeper):
         s = self.settings
         # everything that can be checked is checked before a storage is opened
         hooks = {h: load_hook(h, getattr(s, h)) for h in HOOKS}
+        self._read_outcome.expected = load_exceptions("expected_failures", s.expected_failures)
         self._custom_fn = hooks["custom_search_space"]
         if s.storage_url and s.study_name is None:
             log.warning(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Dict, List, Optional, Tuple
 
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
@@ -111,6 +111,14 @@ class Settings:
                 f"run's trials allowed to fail), got {rate!r}"
             )
         self.max_failure_rate = float(rate)
+        expected = v["expected_failures"] or []
+        if not isinstance(expected, Sequence) or isinstance(expected, str) or not all(
+                isinstance(x, str) and x.strip() for x in expected):
+            raise ConfigError(
+                "hydra.sweeper.expected_failures must be null or a list of dotted paths to exception "
+                f"classes (e.g. [my_pkg.train.Diverged]), got {v['expected_failures']!r}"
+            )
+        self.expected_failures: List[str] = list(expected)
 
         for name in ("heartbeat_interval", "grace_period"):
             if v[name] is not None and (not _is_int(v[name]) or v[name] < 1):
@@ -191,6 +199,23 @@ def load_hook(setting: str, path: Optional[str]) -> Any:
             f"hydra.sweeper.{setting}: cannot import {path!r} (a dotted path to a "
             f"function, e.g. my_pkg.hpo.{setting}): {e}"
         ) from e
+
+
+def load_exceptions(setting: str, paths: Sequence[str]) -> Tuple[type, ...]:
+    """The exception classes named by a list-of-dotted-paths setting."""
+    from hydra.utils import get_object
+
+    classes = []
+    for path in paths:
+        try:
+            cls = get_object(path)
+        except Exception as e:
+            raise ConfigError(f"hydra.sweeper.{setting}: cannot import {path!r} (a dotted path to an "
+                              f"exception class): {e}") from e
+        if not (isinstance(cls, type) and issubclass(cls, BaseException)):
+            raise ConfigError(f"hydra.sweeper.{setting}: {path!r} is not an exception class")
+        classes.append(cls)
+    return tuple(classes)
 
 
 def _resolve_group(group: str, value: Any, known: Dict[str, Any]) -> DictConfig:

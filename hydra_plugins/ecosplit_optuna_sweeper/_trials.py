@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import traceback
 from collections.abc import Mapping
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import optuna
 from hydra.core.utils import JobReturn, JobStatus
@@ -151,10 +151,12 @@ class GuardedTask:
 
 
 class OutcomeReader:
-    """JobReturn -> Outcome; logs the first traceback of the run in full."""
+    """JobReturn -> Outcome; logs the first traceback of the run in full, except for an
+    exception of ``expected`` (``hydra.sweeper.expected_failures``)."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.expected: Tuple[type, ...] = ()
         self._logged_traceback = False
 
     def __call__(self, trial: Trial, ret: JobReturn) -> Outcome:
@@ -175,7 +177,7 @@ class OutcomeReader:
             return Outcome("FAIL", fail_reason=f"the task exited with status {exc.code}: {exc.message}")
         if isinstance(exc, BaseException):
             tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-            if not self._logged_traceback:
+            if not self._logged_traceback and not isinstance(exc, self.expected):
                 self._logged_traceback = True
                 log.warning("trial %d raised (first failure of this run):\n%s", trial.number, tb)
             else:

@@ -228,6 +228,10 @@ class EcosplitOptunaSweeperConf:
     n_jobs: int = 1
     # abort when this run's failed trials exceed this x this run's budget (0..1; 0: at the first)
     max_failure_rate: float = 0.0
+    # exception classes (dotted paths, e.g. [my_pkg.train.Diverged]) a trial raises as an outcome
+    # of its parameters, not as a bug: its FAIL line gives the reason and no traceback is logged
+    # (the first other exception of a run is logged with its traceback)
+    expected_failures: Optional[List[str]] = None
 
     # search space in Hydra's override grammar; command-line sweeps are merged over it
     params: Optional[Dict[str, Any]] = None
