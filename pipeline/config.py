@@ -300,6 +300,25 @@ def _plugin_tracking_schemes() -> frozenset[str]:
     return frozenset(e.name for e in entry_points(group="mlflow.tracking_store"))
 
 
+def check_writable_folder(cfg: DictConfig, key: str) -> None:
+    """``key`` names a folder this process can create or write in (checked without creating it):
+    a file in its place, or in place of a parent, or a folder without write permission is one
+    line naming the setting, not an OSError in every trial."""
+    import os
+    from pathlib import Path
+
+    folder = Path(_get(cfg, key)).expanduser().absolute()
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    if not existing.is_dir():
+        where = "it" if existing == folder else f"its parent {existing}"
+        raise ConfigError(f"{key}={_get(cfg, key)}: {where} is a file, not a folder; set {key} to a folder "
+                          "(created if missing)")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        where = "" if existing == folder else f" (the folder {existing}, where it would be created)"
+        raise ConfigError(f"{key}={_get(cfg, key)}: not writable by this user{where}; set {key} to a folder "
+                          "it can write in")
+
+
 def validate_tracking(cfg: DictConfig) -> None:
     """The MLflow settings a value could be wrong in: the URI's kind (whether the store is there
     is checked as it is opened), the SQLite write-ahead-log switch and the wait for a server."""

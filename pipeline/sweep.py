@@ -21,6 +21,7 @@ import copy
 import dataclasses
 import logging
 import math
+import re
 import subprocess
 import tempfile
 import time
@@ -37,8 +38,8 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from . import objective, tracking
 from .cache import DATA_KEYS_IGNORED, ModelCache, cache_experiment_id, training_key
 from .cli import freeze_heap, user_errors_exit
-from .config import (ConfigError, check_range, inactive_sparsity_keys, registration_names, validate_evaluation,
-                     validate_registration, validate_training)
+from .config import (ConfigError, check_range, check_writable_folder, inactive_sparsity_keys, registration_names,
+                     validate_evaluation, validate_registration, validate_training)
 from .data import MnistSplits
 from .front import ACCURACY_KEY, ENERGY_KEY, pareto_table, prepare_registration, register_once, study_rows
 from .model import SplitCNN, save_checkpoint
@@ -66,6 +67,8 @@ def validate_sweep(cfg: DictConfig) -> None:
     check_range(cfg, "sweep.warmup_epochs", 0, integer=True)
     if cfg.sweep.finetuned_loss not in ("dense", "pruned"):
         raise ConfigError(f"sweep.finetuned_loss must be one of dense, pruned (got {cfg.sweep.finetuned_loss!r})")
+    if cfg.cache.enabled:  # trials write their trained models there
+        check_writable_folder(cfg, "cache.dir")
 
 
 # What defines a study besides its search space: the sections that change a trial's metrics,
@@ -125,6 +128,7 @@ def check_searched_values(cfg: DictConfig) -> None:
         if settable(key) and OmegaConf.select(cfg, key, default=absent) is not absent:
             OmegaConf.update(trial_cfg, key, value)
     spaces = {k: (o.input_line, c) for k, o in searched.items() if settable(k) and (c := _candidates(o.value()))}
+    failures = []  # (line, key, candidate, first error): a value no trial drawing it survives
     for key, (line, candidates) in spaces.items():
         others = [(k, c) for k, (_, c) in spaces.items() if k != key]
         combos = list(itertools.islice(itertools.product(*[c for _, c in others]), MAX_SEARCH_COMBINATIONS + 1))
@@ -142,7 +146,13 @@ def check_searched_values(cfg: DictConfig) -> None:
                 except ConfigError as exc:
                     error = error or exc
             else:
-                raise ConfigError(f"{line}: every trial drawing {key}={candidate!r} would fail: {error}")
+                failures.append((line, key, candidate, error))
+    if failures:
+        # a setting whose every value is wrong fails every value of the others too: blame the
+        # value whose error names its own setting, not the first searched one
+        line, key, candidate, error = next((f for f in failures if re.match(rf"{re.escape(f[1])}\b", str(f[3]))),
+                                           failures[0])
+        raise ConfigError(f"{line}: every trial drawing {key}={candidate!r} would fail: {error}")
 
 
 def _search_overrides(cfg: DictConfig) -> tuple[dict, dict[str, object]]:

@@ -1056,6 +1056,12 @@ def test_a_study_made_again_under_a_recorded_name_is_refused_and_the_earlier_swe
      "would fail: train.batch_size must be in [1, inf) (got 0)"),
     ("seed=choice(-1,0)", "seed=choice(-1,0): every trial drawing seed=-1 would fail: seed must be in [0, 4294967295] "
      "(got -1)"),  # a top-level setting
+    # no value valid: every value of the preset's searched search.one_minus_mu fails too; the line
+    # names the setting at fault (found by a reviewer: it blamed search.one_minus_mu)
+    ("prune.threshold=interval(-2.0,-1.0)", "prune.threshold=interval(-2.0,-1.0): every trial drawing "
+     "prune.threshold=-2.0 would fail: prune.threshold must be in [0, inf) (got -2.0)"),
+    ("prune.finetune_epochs=choice(a,b)", "prune.finetune_epochs=choice(a,b): every trial drawing "
+     "prune.finetune_epochs='a' would fail: prune.finetune_epochs must be"),
     ("search.one_minus_mu=choice(1.0e-5,2)", "search.one_minus_mu=choice(1.0e-5,2): every trial drawing "
      "search.one_minus_mu=2 would fail: train.mu must be in (0, 1] (got -1"),  # through its interpolation
 ])
@@ -1071,6 +1077,25 @@ def test_a_searched_value_no_trial_could_run_is_refused_before_the_study_is_made
     assert exc.value.code == 2
     assert capsys.readouterr().err.startswith(f"error: {message}")
     assert study_definition(sweep_cfg("experiment=smoke"))  # the default space: every value valid
+
+
+@pytest.mark.parametrize("where,message", [
+    ("file", "cache.dir={f}: it is a file, not a folder; set cache.dir to a folder (created if missing)"),
+    ("file/sub", "cache.dir={f}/sub: its parent {f} is a file, not a folder; set cache.dir to a folder (created if "
+                 "missing)"),
+])
+def test_a_cache_dir_no_trial_can_write_is_refused_before_the_study_is_made(tmp_path, capsys, where, message):
+    """Each trial raised FileExistsError with a traceback (counted as a task failure), found by a reviewer."""
+    (tmp_path / "file").write_text("not a folder")
+    folder = tmp_path / where
+    with pytest.raises(SystemExit) as exc:
+        study_definition(sweep_cfg("experiment=smoke", f"cache.dir={folder}"))
+    assert exc.value.code == 2
+    assert capsys.readouterr().err.strip() == "error: " + message.format(f=tmp_path / "file")
+    assert not (tmp_path / "file").is_dir()
+    assert study_definition(sweep_cfg("experiment=smoke", f"cache.dir={tmp_path}/new/cache"))  # made as needed
+    assert not (tmp_path / "new").exists()  # not by the check
+    assert study_definition(sweep_cfg("experiment=smoke", f"cache.dir={folder}", "cache.enabled=false"))
 
 
 @pytest.mark.parametrize("overrides", [

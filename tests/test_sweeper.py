@@ -481,7 +481,7 @@ def test_max_failure_rate_counts_this_runs_trials_only(tmp_path):
     assert len(errors) == 1 and "Traceback" not in p.stderr, p.stderr
     assert errors[0].startswith(
         "error: sweep aborted: 2 of this run's 4 trials failed, more than "
-        "hydra.sweeper.max_failure_rate=0.25 allows (1; valid range [0, 1])"
+        "hydra.sweeper.max_failure_rate=0.25 allows (0.25 x 4, rounded down: 1; raise it, up to 1, to let more fail)"
     ), errors
     trials = trials_of(storage, "abort")
     assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE, TrialState.FAIL]
