@@ -260,10 +260,14 @@ def registered_models(model_uri: str, cache_dir: str | Path | None) -> tuple[Spl
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp))
         dense_file = folder / "extra_files" / DENSE_FILE
-        if not dense_file.is_file():
-            raise ConfigError(f"model_uri={model_uri}: the version carries no dense model (its trial's cache "
-                              "entry was missing when it was promoted); evaluate its run: train_run_id=<id>")
-        return load_checkpoint(dense_file), mlflow.pytorch.load_model(str(folder)), version.run_id
+        pruned = mlflow.pytorch.load_model(str(folder))
+        if dense_file.is_file():
+            return load_checkpoint(dense_file), pruned, version.run_id
+    # promoted with force=true while its trial's dense model was in no cache: looked for again
+    # (cache.dir, the cache's runs), as for its trial run
+    dense, _ = run_models(version.run_id, cache_dir, setting=f"model_uri={model_uri} (registered without its dense "
+                          "model): its run")
+    return dense, pruned, version.run_id
 
 
 # -- registration ---------------------------------------------------------------------------------

@@ -302,6 +302,7 @@ def _parent_run_id(experiment_id: str, study_name: str) -> str | None:
 
 
 STUDY_UUID_TAG = "ecosplit.study_uuid"  # the parent run's study: its STUDY_UUID
+TRACKING_ATTR = "ecosplit:tracking_uri"  # a study's user attr: the tracking.uri its sweep run was made in
 
 
 def find_parent_run(experiment_id: str, study_name: str):
@@ -353,6 +354,25 @@ def _experiment_ids(cfg: DictConfig, create: bool = True) -> list[str]:
     return [i for i in ids if i is not None] if ids[0] is not None else []
 
 
+def _check_same_store(study: optuna.Study, cfg: DictConfig) -> None:
+    """A study whose trials ran is resumed in the tracking store (and experiment) that holds its
+    sweep run, not split in two: another store would get a second sweep run with the new trials
+    only, and a second registered model (found by a reviewer). Nothing is created to check."""
+    ran = sum(t.state != optuna.trial.TrialState.WAITING for t in study.get_trials(deepcopy=False))
+    if not ran:
+        return
+    ids = _experiment_ids(cfg, create=False)
+    if ids and find_parent_run(ids[0], study.study_name) is not None:
+        return  # whose it is: owns(), in on_start
+    where = study.user_attrs.get(TRACKING_ATTR)
+    raise ConfigError(
+        f"tracking.uri={tracking.mask_secrets(cfg.tracking.uri)}: study '{study.study_name}' has {ran} trial(s), but "
+        f"experiment '{cfg.tracking.experiment}' of this tracking store holds no sweep run of it: they were recorded "
+        f"elsewhere{f' (tracking.uri={where} as the study began)' if where else ''}. Set tracking.uri and "
+        "tracking.experiment to those of the earlier runs (or restore the deleted sweep run), or start a new study "
+        "with another sweep.name")
+
+
 @user_errors_exit
 def on_start(study: optuna.Study, cfg: DictConfig) -> None:
     """Create the tracking store, the experiments (the sweep's and the cache's) and the parent run
@@ -364,6 +384,7 @@ def on_start(study: optuna.Study, cfg: DictConfig) -> None:
     log.info(pruning_notice(cfg))  # conf/sweep.yaml drops the prune group's per-layer values: say so once
     if cfg.selection.registered_model:
         prepare_registration()  # while the trials run, not at the end
+    _check_same_store(study, cfg)
     experiment_ids = _experiment_ids(cfg)
     experiment_id = experiment_ids[0]
     sweeper = cfg.hydra.sweeper
@@ -386,6 +407,7 @@ def on_start(study: optuna.Study, cfg: DictConfig) -> None:
         if "failure_reason" in parent.data.tags:
             client.delete_tag(parent.info.run_id, "failure_reason")
     if parent is None:
+        study.set_user_attr(TRACKING_ATTR, tracking.mask_secrets(cfg.tracking.uri))
         run = client.create_run(experiment_id, run_name=f"sweep-{study.study_name}", tags={
             "ecosplit.role": "sweep", "ecosplit.study": study.study_name,
             **({STUDY_UUID_TAG: _study_uuid(study)} if _study_uuid(study) else {}),

@@ -483,9 +483,31 @@ def test_promoting_a_trial_whose_dense_model_is_nowhere_is_refused_unless_forced
     assert line.startswith("error: trial se:0: its dense model (the PSNC baseline; evaluate.py needs it) is neither in "
                            f"its run, nor in cache.dir={store['dir']}/no-cache"), line
     assert alias_run(store, alias="lost") is None
-    run(store, *args, "force=true")  # registered without it, as asked
+    # registered without it, as asked, and said on stderr: `import mlflow.pytorch` had set the root
+    # logger to ERROR (logging.basicConfig) in this command without job logging
+    proc = subprocess.run([sys.executable, "-m", "pipeline.front", f"tracking.uri={store['uri']}",
+                           f"cache.dir={store['dir']}/no-cache", *args, "force=true"], cwd=store["dir"],
+                          env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert ("WARNING: the dense model of trial 0 is in no cache: registered without it (evaluate.py model_uri=... "
+            "will refuse it)") in proc.stderr.splitlines(), proc.stderr
     version = client.get_model_version_by_alias("ecosplit-selected", "lost")
     assert version.tags["ecosplit.dense"] == "missing"
+    # evaluate.py model_uri=...: its dense model looked for again (it was refused, even with the
+    # model back in cache.dir, by a line without the run's id)
+    mlflow.set_tracking_uri(store["uri"])
+    with pytest.raises(ConfigError) as exc:
+        front.registered_models("models:/ecosplit-selected@lost", store["dir"] / "no-cache")
+    assert str(exc.value) == (
+        f"model_uri=models:/ecosplit-selected@lost (registered without its dense model): its run={version.run_id}: its "
+        f"dense model (the baselines need it) is not in the run, nor in cache.dir={store['dir']}/no-cache or any MLflow "
+        f"run tagged ecosplit.cache_key={'1' * 64}")
+    cache = store["dir"] / "lost-cache"
+    cache.mkdir()
+    save_checkpoint(store["dense"], cache / f"{'1' * 64}.pt")
+    dense, pruned, run_id = front.registered_models("models:/ecosplit-selected@lost", cache)
+    assert run_id == version.run_id
+    assert all(torch.equal(a, b) for a, b in zip(dense.state_dict().values(), store["dense"].state_dict().values()))
 
 
 def test_an_infinite_metric_mlflow_stored_as_the_largest_float_is_infinite_again():

@@ -516,6 +516,32 @@ def hook_env(tmp_path):
     return cfg, study, client, exp_id
 
 
+def test_a_study_resumed_in_another_tracking_store_is_refused_not_split(hook_env, tmp_path, capsys):
+    """Found by a reviewer: a second sweep run in the other store, with the new trials only, and a
+    second registered model; trials.csv without the earlier trials' runs."""
+    cfg, study, client, exp_id = hook_env
+    assert study.user_attrs["ecosplit:tracking_uri"] == f"sqlite:///{tmp_path}/mlflow.db"
+    other = sweep_cfg("experiment=smoke", f"tracking.uri=sqlite:///{tmp_path}/other.db",
+                      f"sweep.storage={cfg.hydra.sweeper.storage}")
+    on_start(study, other)  # no trial ran yet: the study may still move (nothing recorded elsewhere)
+    assert len(MlflowClient(other.tracking.uri).search_runs(
+        [MlflowClient(other.tracking.uri).get_experiment_by_name("ecosplit").experiment_id])) == 1
+    study.tell(study.ask(), 1.0)
+    again = sweep_cfg("experiment=smoke", f"tracking.uri=sqlite:///{tmp_path}/third.db",
+                      f"sweep.storage={cfg.hydra.sweeper.storage}")
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        on_start(study, again)
+    assert exc.value.code == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"error: tracking.uri=sqlite:///{tmp_path}/third.db: study '{study.study_name}' has 1 trial(s), but experiment "
+        "'ecosplit' of this tracking store holds no sweep run of it: they were recorded elsewhere (tracking.uri="
+        f"sqlite:///{tmp_path}/other.db as the study began). Set tracking.uri and tracking.experiment to those of the "
+        "earlier runs (or restore the deleted sweep run), or start a new study with another sweep.name"]
+    assert not (tmp_path / "third.db").exists()  # nothing made to check
+    on_start(study, cfg)  # the store of its sweep run: resumes
+
+
 def _trial_run(client, exp_id, study, trial):
     """A trial's MLflow run left RUNNING, as by a worker that died."""
     return client.create_run(exp_id, tags={"ecosplit.role": "trial", "ecosplit.study": study.study_name,
