@@ -307,8 +307,15 @@ def check_writable_folder(cfg: DictConfig, key: str) -> None:
     import os
     from pathlib import Path
 
-    folder = Path(_get(cfg, key)).expanduser().absolute()
-    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    value = _get(cfg, key)
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{key} must be a folder (created if missing), a non-empty text (got {value!r})")
+    folder = Path(value).expanduser().absolute()
+    try:  # a dangling link is in the way as a file is
+        existing = next(p for p in (folder, *folder.parents) if p.exists() or p.is_symlink())
+    except OSError as e:  # e.g. a parent this user may not enter
+        raise ConfigError(f"{key}={value}: cannot be used ({e.strerror}: {e.filename}); set {key} to a folder "
+                          "this user can write in") from None
     if not existing.is_dir():
         where = "it" if existing == folder else f"its parent {existing}"
         raise ConfigError(f"{key}={_get(cfg, key)}: {where} is a file, not a folder; set {key} to a folder "

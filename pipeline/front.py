@@ -251,7 +251,8 @@ def model_version(model_uri: str, setting: str = "model_uri"):
 def registered_models(model_uri: str, cache_dir: str | Path | None) -> tuple[SplitCNN, SplitCNN, str]:
     """(dense, pruned, trial run id) of a registered version: the pickled model and its
     ``extra_files/dense.pt``; a version registered before that format (a pt2 export) falls back to
-    its source run's checkpoints."""
+    its source run's checkpoints, one registered without its dense model (``force=true``) to the
+    trial's dense model in ``cache_dir`` or the cache's runs."""
     import mlflow.pytorch
     version = model_version(model_uri)
     if version.tags.get(FORMAT_TAG) != FORMAT:
@@ -303,7 +304,7 @@ def register(trial_run_id: str, name: str, alias: str, row: dict, cache_dir: str
             extra = []
             if dense is None:
                 log.warning("the dense model of trial %s is in no cache: registered without it (evaluate.py "
-                            "model_uri=... will refuse it)", row.get("trial"))
+                            "model_uri=... looks for it again in cache.dir and the cache's runs)", row.get("trial"))
                 tags["ecosplit.dense"] = "missing"
             else:
                 save_checkpoint(dense, Path(tmp) / DENSE_FILE)

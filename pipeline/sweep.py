@@ -35,6 +35,8 @@ import torch
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from hydra_plugins.ecosplit_optuna_sweeper._settings import absolute_sqlite
+
 from . import objective, tracking
 from .cache import DATA_KEYS_IGNORED, ModelCache, cache_experiment_id, training_key
 from .cli import freeze_heap, user_errors_exit
@@ -358,18 +360,27 @@ def _check_same_store(study: optuna.Study, cfg: DictConfig) -> None:
     """A study whose trials ran is resumed in the tracking store (and experiment) that holds its
     sweep run, not split in two: another store would get a second sweep run with the new trials
     only, and a second registered model (found by a reviewer). Nothing is created to check."""
-    ran = sum(t.state != optuna.trial.TrialState.WAITING for t in study.get_trials(deepcopy=False))
+    trials = study.get_trials(deepcopy=False)
+    ran = sum(t.state != optuna.trial.TrialState.WAITING for t in trials)
     if not ran:
         return
     ids = _experiment_ids(cfg, create=False)
+    missing = "sweep run"
     if ids and find_parent_run(ids[0], study.study_name) is not None:
-        return  # whose it is: owns(), in on_start
+        # a trial that ran to its end made a trial run where its sweep run was: that store (a
+        # sweep run alone may be one made before any trial, in a store the study then left)
+        if not any(t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED) for t in trials):
+            return
+        if MlflowClient().search_runs(ids[:1], f"tags.`ecosplit.study` = '{study.study_name}' and "
+                                      "tags.`ecosplit.role` = 'trial'", max_results=1):
+            return  # whose it is: owns(), in on_start
+        missing = "trial run"
     where = study.user_attrs.get(TRACKING_ATTR)
     raise ConfigError(
         f"tracking.uri={tracking.mask_secrets(cfg.tracking.uri)}: study '{study.study_name}' has {ran} trial(s), but "
-        f"experiment '{cfg.tracking.experiment}' of this tracking store holds no sweep run of it: they were recorded "
-        f"elsewhere{f' (tracking.uri={where} as the study began)' if where else ''}. Set tracking.uri and "
-        "tracking.experiment to those of the earlier runs (or restore the deleted sweep run), or start a new study "
+        f"experiment '{cfg.tracking.experiment}' of this tracking store holds no {missing} of it: they were recorded "
+        f"elsewhere{f' (its sweep run was last made in tracking.uri={where})' if where else ''}. Set tracking.uri and "
+        "tracking.experiment to those of the earlier runs (or restore the deleted runs), or start a new study "
         "with another sweep.name")
 
 
@@ -407,7 +418,7 @@ def on_start(study: optuna.Study, cfg: DictConfig) -> None:
         if "failure_reason" in parent.data.tags:
             client.delete_tag(parent.info.run_id, "failure_reason")
     if parent is None:
-        study.set_user_attr(TRACKING_ATTR, tracking.mask_secrets(cfg.tracking.uri))
+        study.set_user_attr(TRACKING_ATTR, tracking.mask_secrets(absolute_sqlite(cfg.tracking.uri)))
         run = client.create_run(experiment_id, run_name=f"sweep-{study.study_name}", tags={
             "ecosplit.role": "sweep", "ecosplit.study": study.study_name,
             **({STUDY_UUID_TAG: _study_uuid(study)} if _study_uuid(study) else {}),

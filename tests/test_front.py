@@ -490,7 +490,7 @@ def test_promoting_a_trial_whose_dense_model_is_nowhere_is_refused_unless_forced
                           env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert ("WARNING: the dense model of trial 0 is in no cache: registered without it (evaluate.py model_uri=... "
-            "will refuse it)") in proc.stderr.splitlines(), proc.stderr
+            "looks for it again in cache.dir and the cache's runs)") in proc.stderr.splitlines(), proc.stderr
     version = client.get_model_version_by_alias("ecosplit-selected", "lost")
     assert version.tags["ecosplit.dense"] == "missing"
     # evaluate.py model_uri=...: its dense model looked for again (it was refused, even with the

@@ -521,25 +521,34 @@ def test_a_study_resumed_in_another_tracking_store_is_refused_not_split(hook_env
     second registered model; trials.csv without the earlier trials' runs."""
     cfg, study, client, exp_id = hook_env
     assert study.user_attrs["ecosplit:tracking_uri"] == f"sqlite:///{tmp_path}/mlflow.db"
-    other = sweep_cfg("experiment=smoke", f"tracking.uri=sqlite:///{tmp_path}/other.db",
-                      f"sweep.storage={cfg.hydra.sweeper.storage}")
+
+    def store(name):
+        return sweep_cfg("experiment=smoke", f"tracking.uri=sqlite:///{tmp_path}/{name}.db",
+                         f"tracking.artifact_location={tmp_path}/art-{name}", f"sweep.storage={cfg.hydra.sweeper.storage}")
+
+    def refused(where, missing):
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as exc:
+            on_start(study, where)
+        assert exc.value.code == 2
+        return capsys.readouterr().err.splitlines() == [
+            f"error: tracking.uri={where.tracking.uri}: study '{study.study_name}' has 1 trial(s), but experiment "
+            f"'ecosplit' of this tracking store holds no {missing} of it: they were recorded elsewhere (its sweep run "
+            f"was last made in tracking.uri=sqlite:///{tmp_path}/other.db). Set tracking.uri and tracking.experiment "
+            "to those of the earlier runs (or restore the deleted runs), or start a new study with another sweep.name"]
+
+    other = store("other")
     on_start(study, other)  # no trial ran yet: the study may still move (nothing recorded elsewhere)
-    assert len(MlflowClient(other.tracking.uri).search_runs(
-        [MlflowClient(other.tracking.uri).get_experiment_by_name("ecosplit").experiment_id])) == 1
-    study.tell(study.ask(), 1.0)
-    again = sweep_cfg("experiment=smoke", f"tracking.uri=sqlite:///{tmp_path}/third.db",
-                      f"sweep.storage={cfg.hydra.sweeper.storage}")
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as exc:
-        on_start(study, again)
-    assert exc.value.code == 2
-    assert capsys.readouterr().err.splitlines() == [
-        f"error: tracking.uri=sqlite:///{tmp_path}/third.db: study '{study.study_name}' has 1 trial(s), but experiment "
-        "'ecosplit' of this tracking store holds no sweep run of it: they were recorded elsewhere (tracking.uri="
-        f"sqlite:///{tmp_path}/other.db as the study began). Set tracking.uri and tracking.experiment to those of the "
-        "earlier runs (or restore the deleted sweep run), or start a new study with another sweep.name"]
+    b = MlflowClient(other.tracking.uri)
+    b_exp = b.get_experiment_by_name("ecosplit").experiment_id
+    assert len(b.search_runs([b_exp])) == 1
+    trial = study.ask()
+    _trial_run(b, b_exp, study, trial)  # the trial ran in the other store
+    study.tell(trial, 1.0)
+    assert refused(store("third"), "sweep run")
     assert not (tmp_path / "third.db").exists()  # nothing made to check
-    on_start(study, cfg)  # the store of its sweep run: resumes
+    assert refused(cfg, "trial run")  # the first store's sweep run was made before any trial: not its store
+    on_start(study, other)  # the store of its trials: resumes
 
 
 def _trial_run(client, exp_id, study, trial):
@@ -1109,19 +1118,36 @@ def test_a_searched_value_no_trial_could_run_is_refused_before_the_study_is_made
     ("file", "cache.dir={f}: it is a file, not a folder; set cache.dir to a folder (created if missing)"),
     ("file/sub", "cache.dir={f}/sub: its parent {f} is a file, not a folder; set cache.dir to a folder (created if "
                  "missing)"),
+    ("gone", "cache.dir={d}/gone: it is a file, not a folder; set cache.dir to a folder (created if missing)"),
+    (None, "cache.dir must be a folder (created if missing), a non-empty text (got None)"),  # was a TypeError
 ])
 def test_a_cache_dir_no_trial_can_write_is_refused_before_the_study_is_made(tmp_path, capsys, where, message):
     """Each trial raised FileExistsError with a traceback (counted as a task failure), found by a reviewer."""
     (tmp_path / "file").write_text("not a folder")
-    folder = tmp_path / where
+    (tmp_path / "gone").symlink_to(tmp_path / "nowhere")  # a dangling link: mkdir fails as for a file
+    folder = tmp_path / where if where else "null"
     with pytest.raises(SystemExit) as exc:
         study_definition(sweep_cfg("experiment=smoke", f"cache.dir={folder}"))
     assert exc.value.code == 2
-    assert capsys.readouterr().err.strip() == "error: " + message.format(f=tmp_path / "file")
-    assert not (tmp_path / "file").is_dir()
+    assert capsys.readouterr().err.strip() == "error: " + message.format(f=tmp_path / "file", d=tmp_path)
     assert study_definition(sweep_cfg("experiment=smoke", f"cache.dir={tmp_path}/new/cache"))  # made as needed
     assert not (tmp_path / "new").exists()  # not by the check
     assert study_definition(sweep_cfg("experiment=smoke", f"cache.dir={folder}", "cache.enabled=false"))
+
+
+def test_a_cache_dir_under_a_folder_this_user_may_not_enter_is_one_line(tmp_path, monkeypatch, capsys):
+    """Path.exists raises PermissionError there (Python 3.11): it was a traceback (found by a reviewer;
+    simulated, as root enters every folder)."""
+    from pathlib import Path
+    real = Path.exists
+    monkeypatch.setattr(Path, "exists", lambda p: real(p) if "locked" not in str(p) else (_ for _ in ()).throw(
+        PermissionError(13, "Permission denied", str(p))))
+    with pytest.raises(SystemExit) as exc:
+        study_definition(sweep_cfg("experiment=smoke", f"cache.dir={tmp_path}/locked/cache"))
+    assert exc.value.code == 2
+    assert capsys.readouterr().err.strip() == (f"error: cache.dir={tmp_path}/locked/cache: cannot be used (Permission "
+                                               f"denied: {tmp_path}/locked/cache); set cache.dir to a folder this "
+                                               "user can write in")
 
 
 @pytest.mark.parametrize("overrides", [

@@ -517,8 +517,8 @@ class EcosplitOptunaSweeperImpl(Sweeper):
         if failed > allowed:
             raise SweepAbortedError(
                 f"sweep aborted: {failed} of this run's {budget} trials failed, more than "
-                f"hydra.sweeper.max_failure_rate={rate} allows ({rate} x {budget}, rounded down: {allowed}; raise "
-                "it, up to 1, to let more fail). "
+                f"hydra.sweeper.max_failure_rate={rate} allows ({rate} x {budget}, rounded down: {allowed}"
+                f"{'; raise it, up to 1, to let more fail' if rate < 1 else ''}). "
                 f"Last failure: {last}"
             )
         # FAIL trials do not count towards n_trials, so with max_failure_rate=1 a task that
