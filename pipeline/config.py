@@ -318,11 +318,11 @@ def check_writable_folder(cfg: DictConfig, key: str) -> None:
                           "this user can write in") from None
     if not existing.is_dir():
         where = "it" if existing == folder else f"its parent {existing}"
-        raise ConfigError(f"{key}={_get(cfg, key)}: {where} is a file, not a folder; set {key} to a folder "
+        raise ConfigError(f"{key}={value}: {where} is a file, not a folder; set {key} to a folder "
                           "(created if missing)")
     if not os.access(existing, os.W_OK | os.X_OK):
         where = "" if existing == folder else f" (the folder {existing}, where it would be created)"
-        raise ConfigError(f"{key}={_get(cfg, key)}: not writable by this user{where}; set {key} to a folder "
+        raise ConfigError(f"{key}={value}: not writable by this user{where}; set {key} to a folder "
                           "it can write in")
 
 

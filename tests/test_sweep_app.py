@@ -551,6 +551,16 @@ def test_a_study_resumed_in_another_tracking_store_is_refused_not_split(hook_env
     on_start(study, other)  # the store of its trials: resumes
 
 
+def test_the_store_a_study_records_is_absolute(tmp_path, monkeypatch):
+    """sqlite:///mlflow.db is the store of the folder a worker runs in: the study names the file itself."""
+    monkeypatch.chdir(tmp_path)
+    cfg = sweep_cfg("experiment=smoke", "tracking.uri=sqlite:///rel.db", f"tracking.artifact_location={tmp_path}/art",
+                    f"sweep.storage=sqlite:///{tmp_path}/optuna.db")
+    study = optuna.create_study(study_name=cfg.hydra.sweeper.study_name, storage=cfg.hydra.sweeper.storage)
+    on_start(study, cfg)
+    assert study.user_attrs["ecosplit:tracking_uri"] == f"sqlite:///{tmp_path}/rel.db"
+
+
 def _trial_run(client, exp_id, study, trial):
     """A trial's MLflow run left RUNNING, as by a worker that died."""
     return client.create_run(exp_id, tags={"ecosplit.role": "trial", "ecosplit.study": study.study_name,

@@ -27,7 +27,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from hydra_plugins.ecosplit_optuna_sweeper import current_trial, feasible  # noqa: E402
-from hydra_plugins.ecosplit_optuna_sweeper._loop import EcosplitOptunaSweeperImpl  # noqa: E402
+from hydra_plugins.ecosplit_optuna_sweeper._loop import EcosplitOptunaSweeperImpl, SweepAbortedError  # noqa: E402
 from hydra_plugins.ecosplit_optuna_sweeper._storage import FAIL_KIND, OWNER  # noqa: E402
 from hydra_plugins.ecosplit_optuna_sweeper._outcome import (  # noqa: E402
     ConfigError,
@@ -464,6 +464,18 @@ def test_an_expected_failure_is_one_fail_line_without_traceback(tmp_path, expect
     assert [t.user_attrs["fail_reason"] for t in failed] == ["the task raised ValueError: x=3.0 is too large"]
     assert "Traceback" not in out and "first failure" not in out, out
     assert "trial 1 FAIL" in out and "reason: the task raised ValueError: x=3.0 is too large" in out, out
+
+
+@pytest.mark.parametrize("rate,allowed,hint", [(0.5, 2, "; raise it, up to 1, to let more fail"), (1, 5, "")])
+def test_the_abort_line_says_how_the_allowance_was_reached(rate, allowed, hint):
+    """At rate 1 (FAIL trials never fill the budget, so failures can outnumber it) there is
+    nothing left to raise: no hint (found by a reviewer)."""
+    impl = EcosplitOptunaSweeperImpl(max_failure_rate=rate)
+    with pytest.raises(SweepAbortedError) as e:
+        impl._check_failures([], failed=allowed + 1, budget=5, allowed=allowed, fail_streak=1, n_trials=5)
+    assert str(e.value) == (f"sweep aborted: {allowed + 1} of this run's 5 trials failed, more than "
+                            f"hydra.sweeper.max_failure_rate={float(rate)} allows ({float(rate)} x 5, rounded down: "
+                            f"{allowed}{hint}). Last failure: None")
 
 
 def test_max_failure_rate_counts_this_runs_trials_only(tmp_path):
